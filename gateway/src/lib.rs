@@ -1,0 +1,1 @@
+//! The streetgate gateway (see issue: ingest, rules, cases, API).

@@ -1,0 +1,1 @@
+//! Simulated fleets running the real firmware over physical models.

@@ -1,0 +1,1 @@
+//! End-to-end suites spanning crates live in `tests/tests/`.
