@@ -1,0 +1,2 @@
+//! `streetgate` command-line entry point.
+fn main() {}
