@@ -227,7 +227,8 @@ mod tests {
         #[test]
         fn parse_format_inverse(s in "\\PC{0,80}") {
             if let Ok(t) = Topic::parse(&s) {
-                prop_assert_eq!(t.format().as_str(), s.as_str());
+                let text = t.format();
+                prop_assert_eq!(text.as_str(), s.as_str());
             }
         }
     }
