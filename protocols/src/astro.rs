@@ -32,7 +32,7 @@ pub struct SunEvents {
 
 /// What the sun does on one solar day.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Day {
+enum SolarDay {
     /// Rises and sets: (transit, sunrise, sunset) in Unix seconds as f64.
     Normal { transit: f64, rise: f64, set: f64 },
     /// Never sets.
@@ -41,7 +41,7 @@ enum Day {
     PolarNight { transit: f64 },
 }
 
-impl Day {
+impl SolarDay {
     fn transit(self) -> f64 {
         match self {
             Self::Normal { transit, .. }
@@ -65,7 +65,7 @@ fn rem_euclid(x: f64, m: f64) -> f64 {
 }
 
 /// Solar day `unix_day` at a place (east longitude positive).
-fn solar_day(unix_day: i64, lat_deg: f64, lon_deg: f64) -> Day {
+fn solar_day(unix_day: i64, lat_deg: f64, lon_deg: f64) -> SolarDay {
     // Julian day number of 12:00 UTC of that date, relative to J2000, shifted to local noon.
     #[allow(clippy::cast_precision_loss)] // day counts are far below 2^52
     let n = unix_day as f64 + UNIX_EPOCH_JD + 0.5 - J2000 + 0.0008;
@@ -83,12 +83,12 @@ fn solar_day(unix_day: i64, lat_deg: f64, lon_deg: f64) -> Day {
         (libm::sin(rad(HORIZON_DEG)) - libm::sin(phi) * sin_decl) / (libm::cos(phi) * cos_decl);
     let transit = (j_transit - UNIX_EPOCH_JD) * SECONDS_PER_DAY as f64;
     if cos_omega < -1.0 {
-        Day::PolarDay { transit }
+        SolarDay::PolarDay { transit }
     } else if cos_omega > 1.0 {
-        Day::PolarNight { transit }
+        SolarDay::PolarNight { transit }
     } else {
         let half = deg(libm::acos(cos_omega)) / 360.0 * SECONDS_PER_DAY as f64;
-        Day::Normal {
+        SolarDay::Normal {
             transit,
             rise: transit - half,
             set: transit + half,
@@ -114,11 +114,11 @@ pub fn sun_events(unix_day: i64, lat_deg: f64, lon_deg: f64) -> SunEvents {
     }
     match solar_day(unix_day, lat_deg, lon_deg) {
         #[allow(clippy::cast_possible_truncation)]
-        Day::Normal { rise, set, .. } => SunEvents {
+        SolarDay::Normal { rise, set, .. } => SunEvents {
             sunrise_s: Some(libm::round(rise) as i64),
             sunset_s: Some(libm::round(set) as i64),
         },
-        Day::PolarDay { .. } | Day::PolarNight { .. } => SunEvents {
+        SolarDay::PolarDay { .. } | SolarDay::PolarNight { .. } => SunEvents {
             sunrise_s: None,
             sunset_s: None,
         },
@@ -126,7 +126,7 @@ pub fn sun_events(unix_day: i64, lat_deg: f64, lon_deg: f64) -> SunEvents {
 }
 
 /// The solar day containing instant `t` and its index.
-fn day_containing(t: f64, lat_deg: f64, lon_deg: f64) -> (i64, Day) {
+fn day_containing(t: f64, lat_deg: f64, lon_deg: f64) -> (i64, SolarDay) {
     // UTC date whose local solar noon is nearest to t.
     let local = t + lon_deg / 360.0 * SECONDS_PER_DAY as f64;
     #[allow(clippy::cast_possible_truncation)]
@@ -146,19 +146,19 @@ fn day_containing(t: f64, lat_deg: f64, lon_deg: f64) -> (i64, Day) {
 }
 
 /// Switching instants of one solar day: lamps on in `[start, off)` and `[on, end)`.
-fn switch_window(day: Day, on_offset_min: i16, off_offset_min: i16) -> (f64, f64, f64, f64) {
+fn switch_window(day: SolarDay, on_offset_min: i16, off_offset_min: i16) -> (f64, f64, f64, f64) {
     let start = day.transit() - HALF_DAY;
     let end = day.transit() + HALF_DAY;
     match day {
-        Day::Normal { rise, set, .. } => {
+        SolarDay::Normal { rise, set, .. } => {
             let off = (rise + f64::from(off_offset_min) * 60.0).clamp(start, end);
             let on = (set + f64::from(on_offset_min) * 60.0).clamp(off, end);
             (start, off, on, end)
         }
         // Never dark: the morning "on" window is empty and the evening one starts at the end.
-        Day::PolarDay { .. } => (start, start, end, end),
+        SolarDay::PolarDay { .. } => (start, start, end, end),
         // Never light: on all day.
-        Day::PolarNight { .. } => (start, end, end, end),
+        SolarDay::PolarNight { .. } => (start, end, end, end),
     }
 }
 
@@ -166,11 +166,11 @@ fn on_at(t: f64, lat_deg: f64, lon_deg: f64, on_offset_min: i16, off_offset_min:
     let (_, day) = day_containing(t, lat_deg, lon_deg);
     let (_, off, on, _) = switch_window(day, on_offset_min, off_offset_min);
     match day {
-        Day::PolarNight { .. } => true,
-        Day::PolarDay { .. } => false,
+        SolarDay::PolarNight { .. } => true,
+        SolarDay::PolarDay { .. } => false,
         // Open-ended on both sides: consecutive solar days are not exactly 24 h apart (the
         // equation of time drifts), so the instants around midnight belong to either day.
-        Day::Normal { .. } => t < off || t >= on,
+        SolarDay::Normal { .. } => t < off || t >= on,
     }
 }
 
