@@ -6,5 +6,8 @@
 #![no_std]
 #![warn(missing_docs)]
 
+#[cfg(test)]
+extern crate std;
+
 pub mod drivers;
 pub mod sensors;

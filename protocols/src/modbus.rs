@@ -84,6 +84,7 @@ impl RegType {
         }
     }
 
+    #[cfg(feature = "std")]
     const fn as_str(self) -> &'static str {
         match self {
             Self::U16 => "u16",
