@@ -9,5 +9,10 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod app;
 pub mod drivers;
+pub mod filter;
+pub mod platform;
+pub mod queue;
 pub mod sensors;
+pub mod settings;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::device::{DeviceId, DeviceKind};
 
 /// Short free text on the wire (firmware versions, ack reasons).
-pub type ShortText = heapless::String<48>;
+pub type ShortText = heapless::String<64>;
 
 /// Periodic measurement from one device.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,0 +1,308 @@
+//! Waste-bin node: fill level from an ultrasonic/ToF ranger, fire risk from temperature,
+//! knocked over from an accelerometer, battery.
+//!
+//! Each measurement is the median of a burst of ranger reads (single echoes off a bag's edge
+//! are common); fill % = (depth − distance) ÷ depth, clamped to 0..=150 %.
+
+use streetgate_protocols::{AlarmKind, BinTelemetry, TelemetryData};
+
+use super::{Application, Node, battery_limit, round_to};
+use crate::filter::{Alarm, Limit, Median, ReportPolicy, angle_deg};
+use crate::platform::Now;
+use crate::sensors::{Accelerometer, Battery, Ranger, Thermometer};
+
+/// Ranger reads per measurement.
+pub const BURST: usize = 5;
+/// Tilt from upright at which a bin counts as knocked over, °.
+pub const TIPPED_DEG: f32 = 45.0;
+
+/// Fill level for a measured distance.
+pub fn fill_pct(depth_mm: u16, distance_mm: f32) -> f32 {
+    if depth_mm == 0 {
+        return 0.0;
+    }
+    ((f32::from(depth_mm) - distance_mm) / f32::from(depth_mm) * 100.0).clamp(0.0, 150.0)
+}
+
+/// Bin application.
+#[derive(Debug)]
+pub struct Bin<R, T, A, B> {
+    ranger: R,
+    thermometer: T,
+    accel: Option<A>,
+    battery: B,
+    /// Measurement period, ms.
+    pub sample_ms: u64,
+    median: Median<BURST>,
+    full: Alarm,
+    overflow: Alarm,
+    fire: Alarm,
+    tipped: Alarm,
+    low_battery: Alarm,
+    report: ReportPolicy,
+    next_sample_ms: u64,
+    fill: Option<f32>,
+    distance: Option<u16>,
+    temperature: f32,
+    tilt: Option<f32>,
+}
+
+impl<R: Ranger, T: Thermometer, A: Accelerometer, B: Battery> Bin<R, T, A, B> {
+    /// Assemble the application.
+    pub fn new(ranger: R, thermometer: T, accel: Option<A>, battery: B) -> Self {
+        Self {
+            ranger,
+            thermometer,
+            accel,
+            battery,
+            sample_ms: 60_000,
+            median: Median::default(),
+            full: Alarm::default(),
+            overflow: Alarm::default(),
+            fire: Alarm::default(),
+            tipped: Alarm::default(),
+            low_battery: Alarm::default(),
+            report: ReportPolicy::default(),
+            next_sample_ms: 0,
+            fill: None,
+            distance: None,
+            temperature: 20.0,
+            tilt: None,
+        }
+    }
+
+    /// Latest fill level, %.
+    pub fn fill(&self) -> Option<f32> {
+        self.fill
+    }
+}
+
+impl<R: Ranger, T: Thermometer, A: Accelerometer, B: Battery> Application for Bin<R, T, A, B> {
+    fn sample(&mut self, node: &mut Node, now: Now) {
+        if now.mono_ms < self.next_sample_ms {
+            return;
+        }
+        self.next_sample_ms = now.mono_ms + self.sample_ms;
+        self.median.clear();
+        for _ in 0..BURST {
+            match self.ranger.distance_mm() {
+                Ok(Some(d)) => self.median.push(f32::from(d)),
+                Ok(None) => {}
+                Err(_) => node.sensor_error(),
+            }
+        }
+        if let Some(d) = self.median.median() {
+            self.fill = Some(fill_pct(node.settings.bin_depth_mm, d));
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // ≤ 65535 mm
+            let mm = d as u16;
+            self.distance = Some(mm);
+        }
+        match self.thermometer.temperature_c() {
+            Ok(t) => self.temperature = t,
+            Err(_) => node.sensor_error(),
+        }
+        if let Some(a) = self.accel.as_mut() {
+            match a.read_mg() {
+                #[allow(clippy::cast_precision_loss)]
+                Ok(g) => self.tilt = Some(angle_deg(g.map(|v| v as f32), [0.0, 0.0, 1000.0])),
+                Err(_) => node.sensor_error(),
+            }
+        }
+        match self.battery.level_pct() {
+            Ok(p) => node.battery_pct = Some(p),
+            Err(_) => node.sensor_error(),
+        }
+
+        let s = &node.settings;
+        let hold = node.hold_ms();
+        let mut edge = |alarm: &mut Alarm, kind, value: f32, limit: Limit, node: &mut Node| {
+            if let Some(e) = alarm.update(value, &limit, now.mono_ms) {
+                node.event(kind, e, Some(value), now);
+                self.report.force();
+            }
+        };
+        let full = Limit::new(s.full_pct, s.fill_hysteresis_pct, hold);
+        let overflow = Limit::new(s.overflow_pct, s.fill_hysteresis_pct, hold);
+        let fire = Limit::new(s.fire_temp_c, 5.0, hold);
+        let tipped = Limit::new(TIPPED_DEG, 10.0, hold);
+        let battery = battery_limit(s, 0);
+        if let Some(f) = self.fill {
+            edge(&mut self.full, AlarmKind::BinFull, f, full, node);
+            edge(
+                &mut self.overflow,
+                AlarmKind::BinOverflow,
+                f,
+                overflow,
+                node,
+            );
+        }
+        edge(
+            &mut self.fire,
+            AlarmKind::FireRisk,
+            self.temperature,
+            fire,
+            node,
+        );
+        if let Some(t) = self.tilt {
+            edge(&mut self.tipped, AlarmKind::BinTipped, t, tipped, node);
+        }
+        if let Some(p) = node.battery_pct {
+            if let Some(e) = self
+                .low_battery
+                .update(-f32::from(p), &battery, now.mono_ms)
+            {
+                node.event(AlarmKind::LowBattery, e, Some(f32::from(p)), now);
+            }
+        }
+
+        let fill = self.fill.unwrap_or(0.0);
+        if self.report.due(
+            fill,
+            now.mono_ms,
+            node.settings.deadband,
+            node.report_ms(),
+            node.heartbeat_ms(),
+        ) {
+            self.report.reported(fill, now.mono_ms);
+            node.telemetry(
+                TelemetryData::Bin(BinTelemetry {
+                    fill_pct: round_to(fill, 10.0),
+                    distance_mm: self.distance,
+                    temperature_c: self.temperature.clamp(-50.0, 300.0),
+                    tilt_deg: self.tilt,
+                    battery_pct: node.battery_pct.unwrap_or(0),
+                }),
+                now,
+            );
+        }
+    }
+
+    fn request_report(&mut self) {
+        self.report.force();
+        self.next_sample_ms = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::test_support::*;
+    use crate::app::{Device, NoSensor};
+    use std::cell::Cell;
+    use std::rc::Rc;
+    use streetgate_protocols::codec::Encoding;
+    use streetgate_protocols::{AlarmState, DeviceId, DeviceKind};
+
+    #[derive(Clone, Default)]
+    struct World {
+        distance: Rc<Cell<u16>>,
+        temp: Rc<Cell<f32>>,
+        echo_noise: Rc<Cell<u32>>,
+    }
+    impl Ranger for World {
+        type Error = ();
+        fn distance_mm(&mut self) -> Result<Option<u16>, ()> {
+            let n = self.echo_noise.get();
+            self.echo_noise.set(n + 1);
+            // Every fifth echo bounces off the bin wall at 50 mm.
+            Ok(Some(if n.is_multiple_of(5) {
+                50
+            } else {
+                self.distance.get()
+            }))
+        }
+    }
+    impl Thermometer for World {
+        type Error = ();
+        fn temperature_c(&mut self) -> Result<f32, ()> {
+            Ok(self.temp.get())
+        }
+    }
+
+    type Dev = Device<Bin<World, World, NoSensor, NoSensor>>;
+
+    fn device(w: &World) -> Dev {
+        let node = Node::new(
+            DeviceId::new("BN-1").unwrap(),
+            DeviceKind::Bin,
+            Encoding::Json,
+        );
+        let mut bin = Bin::new(w.clone(), w.clone(), None, NoSensor);
+        bin.sample_ms = 10_000;
+        Device::new(node, bin)
+    }
+
+    fn run(dev: &mut Dev, link: &mut Link, from: u64, to: u64) {
+        for s in (from..to).step_by(10) {
+            dev.tick(at(s), link);
+        }
+    }
+
+    #[test]
+    fn fill_levels() {
+        assert_eq!(fill_pct(1000, 1000.0), 0.0);
+        assert_eq!(fill_pct(1000, 200.0), 80.0);
+        assert_eq!(fill_pct(1000, 2000.0), 0.0);
+        assert_eq!(fill_pct(1000, -1000.0), 150.0);
+        assert_eq!(fill_pct(0, 10.0), 0.0);
+    }
+
+    #[test]
+    fn full_then_overflow_then_collected() {
+        let w = World::default();
+        w.distance.set(900);
+        w.temp.set(20.0);
+        let mut dev = device(&w);
+        let mut link = Link::default();
+        run(&mut dev, &mut link, 0, 60);
+        assert!(events(&link.take("BN-1")).is_empty());
+        assert!(
+            (dev.app.fill().unwrap() - 10.0).abs() < 0.5,
+            "median ignores the wall echo"
+        );
+        w.distance.set(150); // 85 %
+        run(&mut dev, &mut link, 60, 120);
+        assert_eq!(
+            events(&link.take("BN-1")),
+            [(AlarmKind::BinFull, AlarmState::Raised)]
+        );
+        w.distance.set(0); // heaped above the rim... clamps at 100 %
+        run(&mut dev, &mut link, 120, 180);
+        assert_eq!(
+            events(&link.take("BN-1")),
+            [(AlarmKind::BinOverflow, AlarmState::Raised)]
+        );
+        w.distance.set(950); // collected
+        run(&mut dev, &mut link, 180, 240);
+        assert_eq!(
+            events(&link.take("BN-1")),
+            [
+                (AlarmKind::BinFull, AlarmState::Cleared),
+                (AlarmKind::BinOverflow, AlarmState::Cleared)
+            ]
+        );
+    }
+
+    #[test]
+    fn fire_risk() {
+        let w = World::default();
+        w.distance.set(900);
+        w.temp.set(25.0);
+        let mut dev = device(&w);
+        let mut link = Link::default();
+        run(&mut dev, &mut link, 0, 30);
+        w.temp.set(75.0);
+        run(&mut dev, &mut link, 30, 60);
+        let msgs = link.take("BN-1");
+        assert_eq!(events(&msgs), [(AlarmKind::FireRisk, AlarmState::Raised)]);
+        w.temp.set(58.0); // within the 5 °C hysteresis
+        run(&mut dev, &mut link, 60, 90);
+        assert!(events(&link.take("BN-1")).is_empty());
+        w.temp.set(30.0);
+        run(&mut dev, &mut link, 90, 120);
+        assert_eq!(
+            events(&link.take("BN-1")),
+            [(AlarmKind::FireRisk, AlarmState::Cleared)]
+        );
+    }
+}
