@@ -14,5 +14,6 @@ pub mod drivers;
 pub mod filter;
 pub mod platform;
 pub mod queue;
+pub mod register_image;
 pub mod sensors;
 pub mod settings;

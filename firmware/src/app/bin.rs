@@ -156,6 +156,14 @@ impl<R: Ranger, T: Thermometer, A: Accelerometer, B: Battery> Application for Bi
         }
 
         let fill = self.fill.unwrap_or(0.0);
+        let data = TelemetryData::Bin(BinTelemetry {
+            fill_pct: round_to(fill, 10.0),
+            distance_mm: self.distance,
+            temperature_c: self.temperature.clamp(-50.0, 300.0),
+            tilt_deg: self.tilt,
+            battery_pct: node.battery_pct.unwrap_or(0),
+        });
+        node.observe(&data);
         if self.report.due(
             fill,
             now.mono_ms,
@@ -164,16 +172,7 @@ impl<R: Ranger, T: Thermometer, A: Accelerometer, B: Battery> Application for Bi
             node.heartbeat_ms(),
         ) {
             self.report.reported(fill, now.mono_ms);
-            node.telemetry(
-                TelemetryData::Bin(BinTelemetry {
-                    fill_pct: round_to(fill, 10.0),
-                    distance_mm: self.distance,
-                    temperature_c: self.temperature.clamp(-50.0, 300.0),
-                    tilt_deg: self.tilt,
-                    battery_pct: node.battery_pct.unwrap_or(0),
-                }),
-                now,
-            );
+            node.telemetry(data, now);
         }
     }
 

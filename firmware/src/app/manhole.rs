@@ -170,24 +170,22 @@ impl<A: Accelerometer, W: Ranger, B: Battery> Application for Manhole<A, W, B> {
             }
         }
 
-        let s = &node.settings;
+        let data = TelemetryData::Manhole(ManholeTelemetry {
+            tilt_deg: round_to(tilt, 100.0),
+            water_level_cm: self.water_cm,
+            temperature_c: None,
+            battery_pct: node.battery_pct.unwrap_or(0),
+        });
+        node.observe(&data);
         if self.report.due(
             tilt,
             now.mono_ms,
-            s.deadband,
+            node.settings.deadband,
             node.report_ms(),
             node.heartbeat_ms(),
         ) {
             self.report.reported(tilt, now.mono_ms);
-            node.telemetry(
-                TelemetryData::Manhole(ManholeTelemetry {
-                    tilt_deg: round_to(tilt, 100.0),
-                    water_level_cm: self.water_cm,
-                    temperature_c: None,
-                    battery_pct: node.battery_pct.unwrap_or(0),
-                }),
-                now,
-            );
+            node.telemetry(data, now);
         }
     }
 

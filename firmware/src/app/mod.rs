@@ -67,6 +67,8 @@ pub struct Node {
     pub battery_pct: Option<u8>,
     /// Diagnostic counters.
     pub counters: Counters,
+    current: Option<TelemetryData>,
+    last_ack: Option<(u32, bool)>,
 }
 
 impl Node {
@@ -83,7 +85,25 @@ impl Node {
             settings: Settings::defaults(kind),
             battery_pct: None,
             counters: Counters::default(),
+            current: None,
+            last_ack: None,
         }
+    }
+
+    /// Record the readings of the latest sample (kept for the Modbus register image), whether
+    /// or not they are reported.
+    pub fn observe(&mut self, data: &TelemetryData) {
+        self.current = Some(data.clone());
+    }
+
+    /// Readings of the latest sample.
+    pub fn current(&self) -> Option<&TelemetryData> {
+        self.current.as_ref()
+    }
+
+    /// Id and result of the last config or command handled.
+    pub fn last_ack(&self) -> Option<(u32, bool)> {
+        self.last_ack
     }
 
     /// Device id.
@@ -192,6 +212,7 @@ impl Node {
             Ok(()) => (true, None),
             Err(r) => (false, Some(r)),
         };
+        self.last_ack = Some((ref_id, ok));
         let msg = Ack {
             device_id: self.id.clone(),
             seq: self.next_seq(),
@@ -328,19 +349,32 @@ impl<A: Application> Device<A> {
 
     fn downlink(&mut self, channel: Channel, payload: &[u8], now: Now, outcome: &mut TickOutcome) {
         match codec::decode_downlink(channel, payload, &Limits::default()) {
+            Ok(downlink) => {
+                let o = self.apply_downlink(downlink, now);
+                outcome.settings_changed |= o.settings_changed;
+                outcome.reboot_requested |= o.reboot_requested;
+            }
             Err(_) => {
                 self.node.counters.bad_downlinks =
                     self.node.counters.bad_downlinks.saturating_add(1)
             }
-            Ok(Downlink::Config(config)) => {
+        }
+    }
+
+    /// Handle a decoded config or command (from the transport, or from Modbus holding-register
+    /// writes): validate, apply, acknowledge.
+    pub fn apply_downlink(&mut self, downlink: Downlink, now: Now) -> TickOutcome {
+        let mut outcome = TickOutcome::default();
+        match downlink {
+            Downlink::Config(config) => {
                 let result = self.node.settings.apply(&config);
-                outcome.settings_changed |= result.is_ok();
+                outcome.settings_changed = result.is_ok();
                 if result.is_ok() {
                     self.app.request_report();
                 }
                 self.node.ack(config.config_id, result, now);
             }
-            Ok(Downlink::Command(cmd)) => {
+            Downlink::Command(cmd) => {
                 let result = match cmd.action {
                     Action::RequestReport => {
                         self.app.request_report();
@@ -356,6 +390,7 @@ impl<A: Application> Device<A> {
                 self.node.ack(cmd.cmd_id, result, now);
             }
         }
+        outcome
     }
 }
 

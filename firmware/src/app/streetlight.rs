@@ -264,6 +264,21 @@ impl<L: LampDriver> Application for Streetlight<L> {
             }
         }
 
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let energy_wh = m.energy_wh.max(0.0) as u32;
+        let r = round_to;
+        let data = TelemetryData::Streetlight(StreetlightTelemetry {
+            lamp_on: self.relay_on,
+            dim_pct: self.dim_pct,
+            voltage_v: r(m.voltage_v, 10.0).clamp(0.0, 500.0),
+            current_a: r(m.current_a, 1000.0).clamp(0.0, 50.0),
+            power_w: r(m.power_w, 10.0).clamp(0.0, 10_000.0),
+            energy_wh,
+            leakage_ma: r(m.leakage_ma, 10.0).clamp(0.0, 10_000.0),
+            operating_h: u32::try_from(self.operating_ms / 3_600_000).unwrap_or(u32::MAX),
+            switch_count: self.switch_count,
+        });
+        node.observe(&data);
         if self.report.due(
             m.power_w,
             now.mono_ms,
@@ -272,24 +287,7 @@ impl<L: LampDriver> Application for Streetlight<L> {
             node.heartbeat_ms(),
         ) {
             self.report.reported(m.power_w, now.mono_ms);
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            // positive, < 2^32 Wh
-            let energy_wh = m.energy_wh.max(0.0) as u32;
-            let r = round_to;
-            node.telemetry(
-                TelemetryData::Streetlight(StreetlightTelemetry {
-                    lamp_on: self.relay_on,
-                    dim_pct: self.dim_pct,
-                    voltage_v: r(m.voltage_v, 10.0).clamp(0.0, 500.0),
-                    current_a: r(m.current_a, 1000.0).clamp(0.0, 50.0),
-                    power_w: r(m.power_w, 10.0).clamp(0.0, 10_000.0),
-                    energy_wh,
-                    leakage_ma: r(m.leakage_ma, 10.0).clamp(0.0, 10_000.0),
-                    operating_h: u32::try_from(self.operating_ms / 3_600_000).unwrap_or(u32::MAX),
-                    switch_count: self.switch_count,
-                }),
-                now,
-            );
+            node.telemetry(data, now);
         }
     }
 

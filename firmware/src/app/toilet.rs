@@ -90,6 +90,17 @@ impl<G: GasSensor, B: Battery> Application for Toilet<G, B> {
             }
         }
         let main = nh3_avg.unwrap_or(sample.nh3_mg_m3);
+        let r3 = |v: f32| round_to(v, 1000.0);
+        let data = TelemetryData::Toilet(ToiletTelemetry {
+            nh3_mg_m3: r3(sample.nh3_mg_m3),
+            h2s_mg_m3: r3(sample.h2s_mg_m3),
+            nh3_avg_mg_m3: nh3_avg.map(r3),
+            h2s_avg_mg_m3: h2s_avg.map(r3),
+            temperature_c: None,
+            humidity_pct: None,
+            battery_pct: self.battery.as_ref().and(node.battery_pct),
+        });
+        node.observe(&data);
         if self.report.due(
             main,
             now.mono_ms,
@@ -98,19 +109,7 @@ impl<G: GasSensor, B: Battery> Application for Toilet<G, B> {
             node.heartbeat_ms(),
         ) {
             self.report.reported(main, now.mono_ms);
-            let r3 = |v: f32| round_to(v, 1000.0);
-            node.telemetry(
-                TelemetryData::Toilet(ToiletTelemetry {
-                    nh3_mg_m3: r3(sample.nh3_mg_m3),
-                    h2s_mg_m3: r3(sample.h2s_mg_m3),
-                    nh3_avg_mg_m3: nh3_avg.map(r3),
-                    h2s_avg_mg_m3: h2s_avg.map(r3),
-                    temperature_c: None,
-                    humidity_pct: None,
-                    battery_pct: self.battery.as_ref().and(node.battery_pct),
-                }),
-                now,
-            );
+            node.telemetry(data, now);
         }
     }
 
