@@ -51,17 +51,12 @@ pub struct RegisterImage {
     pub encode_errors: u32,
 }
 
-fn slice<'a>(block: &'a [u16], start: u16, addr: u16, count: u16) -> Option<&'a [u16]> {
+fn slice(block: &[u16], start: u16, addr: u16, count: u16) -> Option<&[u16]> {
     let from = usize::from(addr.checked_sub(start)?);
     block.get(from..from.checked_add(usize::from(count))?)
 }
 
-fn slice_mut<'a>(
-    block: &'a mut [u16],
-    start: u16,
-    addr: u16,
-    count: usize,
-) -> Option<&'a mut [u16]> {
+fn slice_mut(block: &mut [u16], start: u16, addr: u16, count: usize) -> Option<&mut [u16]> {
     let from = usize::from(addr.checked_sub(start)?);
     block.get_mut(from..from.checked_add(count)?)
 }

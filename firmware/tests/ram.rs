@@ -19,7 +19,10 @@ struct Gas;
 impl GasSensor for Gas {
     type Error = Infallible;
     fn read(&mut self) -> Result<GasSample, Infallible> {
-        Ok(GasSample { nh3_mg_m3: 0.0, h2s_mg_m3: 0.0 })
+        Ok(GasSample {
+            nh3_mg_m3: 0.0,
+            h2s_mg_m3: 0.0,
+        })
     }
 }
 struct Temp;
@@ -49,8 +52,14 @@ fn static_ram_per_application() {
         ("node core (incl. outbox)", size_of::<Node>()),
         ("  outbox (32 × 512 B)", size_of::<Outbox<32>>()),
         ("streetlight", size_of::<Device<Streetlight<Lamp>>>()),
-        ("manhole", size_of::<Device<Manhole<NoSensor, NoSensor, NoSensor>>>()),
-        ("bin", size_of::<Device<Bin<NoSensor, Temp, NoSensor, NoSensor>>>()),
+        (
+            "manhole",
+            size_of::<Device<Manhole<NoSensor, NoSensor, NoSensor>>>(),
+        ),
+        (
+            "bin",
+            size_of::<Device<Bin<NoSensor, Temp, NoSensor, NoSensor>>>(),
+        ),
         ("toilet", size_of::<Device<Toilet<Gas, NoSensor>>>()),
         ("Modbus register image", size_of::<RegisterImage>()),
     ];
