@@ -248,7 +248,9 @@ fn decode_json<T: DeserializeOwned>(payload: &[u8]) -> Result<T, DecodeError> {
 
 #[cfg(not(feature = "std"))]
 fn decode_json<T: DeserializeOwned>(payload: &[u8]) -> Result<T, DecodeError> {
-    match serde_json_core::from_slice::<T>(payload) {
+    // Strings (firmware versions, ack reasons) are unescaped through a scratch buffer.
+    let mut scratch = [0u8; 128];
+    match serde_json_core::from_slice_escaped::<T>(payload, &mut scratch) {
         Ok((value, used)) => {
             if payload[used..].iter().all(u8::is_ascii_whitespace) {
                 Ok(value)

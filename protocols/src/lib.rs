@@ -14,6 +14,9 @@
 #![cfg_attr(not(feature = "std"), no_std)]
 #![warn(missing_docs)]
 
+#[cfg(all(test, not(feature = "std")))]
+extern crate std;
+
 pub mod astro;
 #[cfg(feature = "serde")]
 pub mod codec;

@@ -220,7 +220,7 @@ mod tests {
         fn format_parse_inverse(id in "[A-Za-z0-9._-]{1,32}", ch in 0usize..6) {
             let t = Topic::new(DeviceId::new(&id).unwrap(), Channel::ALL[ch]);
             let text = t.format();
-            prop_assert_eq!(text.as_str(), t.to_string());
+            prop_assert_eq!(text.as_str(), std::format!("{t}"));
             prop_assert_eq!(Topic::parse(&text).unwrap(), t);
         }
 
