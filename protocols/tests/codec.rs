@@ -1,5 +1,6 @@
 //! Round trips through both encodings for every message, never-panic on arbitrary input for
 //! every decoder, and one table row per validation rule.
+#![allow(clippy::unwrap_used, clippy::result_large_err)]
 
 use proptest::prelude::*;
 use streetgate_protocols::codec::{self, DecodeError, Encoding, Limits};
