@@ -1,0 +1,573 @@
+use proptest::prelude::*;
+use streetgate_protocols::{AlarmKind, DeviceId, DeviceKind};
+
+use super::*;
+use crate::model::{
+    CaseSource, CaseType, Condition, ConditionEvent, Device, Subject, ThresholdOverrides, Transport,
+};
+
+fn id(s: &str) -> DeviceId {
+    DeviceId::new(s).unwrap()
+}
+
+fn case() -> Case {
+    Case::register(
+        CaseType::ManholeCover,
+        CaseSource::Sensor,
+        Subject::Device(id("MH-1")),
+        Some(Condition::Alarm(AlarmKind::CoverTilted)),
+        "g1".into(),
+        false,
+        vec![id("MH-1")],
+        "tilted".into(),
+        &CasePolicy::default(),
+        "system",
+        0,
+    )
+}
+
+fn dispatch() -> CaseAction {
+    CaseAction::Dispatch {
+        team: "municipal".into(),
+    }
+}
+
+#[test]
+fn the_happy_path_records_every_transition() {
+    let mut c = case();
+    c.apply(dispatch(), "system", 1).unwrap();
+    c.apply(CaseAction::Accept, "li.wei", 2).unwrap();
+    c.apply(
+        CaseAction::Resolve {
+            note: "cover reseated".into(),
+        },
+        "li.wei",
+        3,
+    )
+    .unwrap();
+    c.apply(
+        CaseAction::Verify {
+            note: String::new(),
+        },
+        "centre",
+        4,
+    )
+    .unwrap();
+    c.apply(CaseAction::Close, "centre", 5).unwrap();
+    let states: Vec<CaseState> = c.history.iter().map(|t| t.to).collect();
+    use CaseState as S;
+    assert_eq!(
+        states,
+        [
+            S::Registered,
+            S::Dispatched,
+            S::Accepted,
+            S::Resolved,
+            S::Verified,
+            S::Closed
+        ]
+    );
+    assert_eq!(c.history[2].actor, "li.wei");
+    assert_eq!(c.history[3].from, Some(S::Accepted));
+    assert_eq!(c.team.as_deref(), Some("municipal"));
+    assert_eq!(c.closed_ms, Some(5));
+    assert!(!c.is_open());
+}
+
+#[test]
+fn every_state_refuses_what_it_does_not_allow() {
+    use ActionKind as K;
+    let all = [
+        dispatch(),
+        CaseAction::Accept,
+        CaseAction::Return {
+            reason: "not ours".into(),
+        },
+        CaseAction::Resolve {
+            note: String::new(),
+        },
+        CaseAction::Verify {
+            note: String::new(),
+        },
+        CaseAction::Rework {
+            note: String::new(),
+        },
+        CaseAction::Close,
+        CaseAction::Void {
+            reason: "duplicate".into(),
+        },
+        CaseAction::Reopen {
+            note: String::new(),
+        },
+    ];
+    let paths: [&[CaseAction]; 8] = [
+        &[],
+        &[dispatch()],
+        &[dispatch(), CaseAction::Accept],
+        &[
+            dispatch(),
+            CaseAction::Return {
+                reason: "wrong grid".into(),
+            },
+        ],
+        &[
+            dispatch(),
+            CaseAction::Accept,
+            CaseAction::Resolve {
+                note: String::new(),
+            },
+        ],
+        &[
+            dispatch(),
+            CaseAction::Accept,
+            CaseAction::Resolve {
+                note: String::new(),
+            },
+            CaseAction::Verify {
+                note: String::new(),
+            },
+        ],
+        &[
+            dispatch(),
+            CaseAction::Accept,
+            CaseAction::Resolve {
+                note: String::new(),
+            },
+            CaseAction::Verify {
+                note: String::new(),
+            },
+            CaseAction::Close,
+        ],
+        &[CaseAction::Void {
+            reason: "duplicate".into(),
+        }],
+    ];
+    for path in paths {
+        let mut c = case();
+        for a in path {
+            c.apply(a.clone(), "t", 1).unwrap();
+        }
+        let state = c.state;
+        for a in &all {
+            let mut trial = c.clone();
+            let allowed = ActionKind::allowed(state).contains(&a.kind());
+            match trial.apply(a.clone(), "t", 2) {
+                Ok(_) => assert!(allowed, "{:?} allowed from {state:?}", a.kind()),
+                Err(e) => {
+                    assert!(!allowed, "{:?} refused from {state:?}: {e}", a.kind());
+                    assert_eq!(trial, c, "a refused action changes nothing");
+                    let msg = e.to_string();
+                    for k in ActionKind::allowed(state) {
+                        assert!(msg.contains(k.as_str()), "{msg}");
+                    }
+                }
+            }
+        }
+    }
+    let mut c = case();
+    let e = c
+        .apply(CaseAction::Void { reason: " ".into() }, "t", 1)
+        .unwrap_err();
+    assert_eq!(e.to_string(), "void: a reason is required");
+    assert_eq!(K::allowed(CaseState::Voided), &[] as &[ActionKind]);
+}
+
+#[test]
+fn returns_and_rework_are_counted() {
+    let mut c = case();
+    c.apply(dispatch(), "s", 1).unwrap();
+    c.apply(
+        CaseAction::Return {
+            reason: "belongs to the gas company".into(),
+        },
+        "team",
+        2,
+    )
+    .unwrap();
+    c.apply(dispatch(), "centre", 3).unwrap();
+    c.apply(CaseAction::Accept, "team", 4).unwrap();
+    c.apply(
+        CaseAction::Resolve {
+            note: String::new(),
+        },
+        "team",
+        5,
+    )
+    .unwrap();
+    c.apply(
+        CaseAction::Rework {
+            note: "still tilted".into(),
+        },
+        "centre",
+        6,
+    )
+    .unwrap();
+    assert_eq!(
+        (c.returned_count, c.rework_count, c.state),
+        (1, 1, CaseState::Dispatched)
+    );
+}
+
+#[test]
+fn due_and_overdue() {
+    let p = CasePolicy::default();
+    let c = case();
+    assert_eq!(c.due_ms, 6 * 3600 * 1000);
+    assert!(!c.is_overdue(c.due_ms));
+    assert!(c.is_overdue(c.due_ms + 1));
+    assert_eq!(
+        p.due(CaseType::LampFault, true, 0),
+        3600 * 1000,
+        "urgent cases get the urgent limit"
+    );
+}
+
+fn inc(active: bool) -> Incident {
+    Incident {
+        subject: Subject::Device(id("MH-1")),
+        condition: Condition::Alarm(AlarmKind::CoverTilted),
+        case_type: CaseType::ManholeCover,
+        active,
+        urgent: false,
+        grid: "g1".into(),
+        devices: vec![id("MH-1")],
+        detail: String::new(),
+        at_ms: 0,
+    }
+}
+
+#[test]
+fn decisions() {
+    let p = CasePolicy::default();
+    let mut open = case();
+    assert_eq!(
+        decide(&inc(true), None, None, &p, 0),
+        Decision::Register(inc(true))
+    );
+    assert_eq!(
+        decide(&inc(true), Some(&open), None, &p, 0),
+        Decision::Update(inc(true))
+    );
+    assert_eq!(
+        decide(&inc(false), Some(&open), None, &p, 0),
+        Decision::SelfRecovered
+    );
+    open.apply(dispatch(), "s", 1).unwrap();
+    assert_eq!(
+        decide(&inc(false), Some(&open), None, &p, 0),
+        Decision::SelfRecovered
+    );
+    open.apply(CaseAction::Accept, "s", 2).unwrap();
+    assert_eq!(
+        decide(&inc(false), Some(&open), None, &p, 0),
+        Decision::NoteRecovery
+    );
+    open.apply(
+        CaseAction::Resolve {
+            note: String::new(),
+        },
+        "s",
+        3,
+    )
+    .unwrap();
+    assert_eq!(
+        decide(&inc(false), Some(&open), None, &p, 0),
+        Decision::StartVerification
+    );
+    let mut closed = open.clone();
+    closed.set_condition(false, 4);
+    assert!(closed.on_tick(&p, 4 + p.verify_window_ms - 1).is_empty());
+    assert_eq!(closed.on_tick(&p, 4 + p.verify_window_ms).len(), 2);
+    assert_eq!(closed.state, CaseState::Closed);
+    let now = closed.closed_ms.unwrap() + p.reopen_window_ms;
+    assert_eq!(
+        decide(&inc(true), None, Some(&closed), &p, now),
+        Decision::Reopen(inc(true))
+    );
+    assert_eq!(
+        decide(&inc(true), None, Some(&closed), &p, now + 1),
+        Decision::Register(inc(true))
+    );
+}
+
+#[test]
+fn self_recovery_closes_with_a_note() {
+    let mut c = case();
+    c.apply(dispatch(), "system", 1).unwrap();
+    let t = c.self_recover(2);
+    assert_eq!(t.len(), 2);
+    assert_eq!(c.state, CaseState::Closed);
+    assert!(c.history.iter().any(|h| h.note.contains("self-recovered")));
+}
+
+fn lamp(name: &str, seg: &str) -> Device {
+    Device {
+        id: id(name),
+        kind: DeviceKind::Streetlight,
+        component_code: None,
+        lat: 39.9,
+        lon: 116.4,
+        grid: "g1".into(),
+        road_segment: Some(seg.into()),
+        road_class: None,
+        toilet_class: None,
+        bin_depth_mm: None,
+        overrides: ThresholdOverrides::default(),
+        transport: Transport::Mqtt,
+    }
+}
+
+fn ev(
+    subject: Subject,
+    condition: Condition,
+    raised: bool,
+    devices: Vec<DeviceId>,
+    urgent: bool,
+) -> ConditionEvent {
+    ConditionEvent {
+        subject,
+        condition,
+        raised,
+        at_ms: 0,
+        grid: "g1".into(),
+        value: None,
+        detail: "d".into(),
+        devices,
+        urgent,
+    }
+}
+
+#[test]
+fn lamp_faults_on_a_segment_are_one_incident() {
+    let (a, b) = (lamp("SL-1", "S-1"), lamp("SL-2", "S-1"));
+    let mut inc = Incidents::default();
+    let fail = |d: &Device, raised| {
+        ev(
+            Subject::Device(d.id.clone()),
+            Condition::Alarm(AlarmKind::LampFailure),
+            raised,
+            vec![d.id.clone()],
+            false,
+        )
+    };
+    let first = inc.apply(&fail(&a, true), Some(&a)).unwrap();
+    assert_eq!(
+        (first.subject.clone(), first.condition, first.active),
+        (Subject::Segment("S-1".into()), Condition::SegmentDark, true)
+    );
+    let second = inc.apply(&fail(&b, true), Some(&b)).unwrap();
+    assert_eq!(second.devices, [a.id.clone(), b.id.clone()]);
+    assert!(!second.urgent);
+    assert!(
+        inc.apply(&fail(&b, true), Some(&b)).is_none(),
+        "no change, no event"
+    );
+    let dark = ev(
+        Subject::Segment("S-1".into()),
+        Condition::SegmentDark,
+        true,
+        vec![a.id.clone(), b.id.clone()],
+        true,
+    );
+    assert!(
+        inc.apply(&dark, None).unwrap().urgent,
+        "urgent while below target"
+    );
+    inc.apply(&fail(&a, false), Some(&a));
+    inc.apply(&fail(&b, false), Some(&b));
+    let dark_over = ev(
+        Subject::Segment("S-1".into()),
+        Condition::SegmentDark,
+        false,
+        vec![],
+        false,
+    );
+    let last = inc.apply(&dark_over, None).unwrap();
+    assert!(!last.active);
+    assert_eq!(last.case_type, CaseType::LampFault);
+}
+
+#[test]
+fn an_open_cover_escalates_the_tilt_incident() {
+    let mut inc = Incidents::default();
+    let s = Subject::Device(id("MH-1"));
+    let tilted = inc
+        .apply(
+            &ev(
+                s.clone(),
+                Condition::Alarm(AlarmKind::CoverTilted),
+                true,
+                vec![],
+                false,
+            ),
+            None,
+        )
+        .unwrap();
+    assert!(!tilted.urgent);
+    let open = inc
+        .apply(
+            &ev(
+                s.clone(),
+                Condition::Alarm(AlarmKind::CoverOpen),
+                true,
+                vec![],
+                true,
+            ),
+            None,
+        )
+        .unwrap();
+    assert_eq!(
+        (open.condition, open.urgent, open.active),
+        (Condition::Alarm(AlarmKind::CoverTilted), true, true)
+    );
+    assert!(
+        inc.apply(
+            &ev(
+                s.clone(),
+                Condition::Alarm(AlarmKind::CoverOpen),
+                false,
+                vec![],
+                true
+            ),
+            None
+        )
+        .is_some()
+    );
+    let done = inc
+        .apply(
+            &ev(
+                s,
+                Condition::Alarm(AlarmKind::CoverTilted),
+                false,
+                vec![],
+                false,
+            ),
+            None,
+        )
+        .unwrap();
+    assert!(!done.active);
+}
+
+/// The case layer as the gateway runs it, over a list of cases (the store's role).
+#[derive(Default)]
+struct World {
+    incidents: Incidents,
+    cases: Vec<Case>,
+}
+
+impl World {
+    fn open(&self, key: &(String, String)) -> Option<usize> {
+        self.cases.iter().position(|c| {
+            c.is_open()
+                && (
+                    c.subject.key(),
+                    c.condition.map(|c| c.key()).unwrap_or_default(),
+                ) == *key
+        })
+    }
+
+    fn feed(&mut self, e: &ConditionEvent, p: &CasePolicy, now: i64) {
+        let Some(incident) = self.incidents.apply(e, None) else {
+            return;
+        };
+        let key = (incident.subject.key(), incident.condition.key());
+        let open = self.open(&key);
+        let closed = self.cases.iter().rposition(|c| {
+            !c.is_open()
+                && (
+                    c.subject.key(),
+                    c.condition.map(|c| c.key()).unwrap_or_default(),
+                ) == key
+        });
+        match decide(
+            &incident,
+            open.map(|i| &self.cases[i]),
+            closed.map(|i| &self.cases[i]),
+            p,
+            now,
+        ) {
+            Decision::Register(i) => {
+                let mut c = Case::register(
+                    i.case_type,
+                    CaseSource::Sensor,
+                    i.subject,
+                    Some(i.condition),
+                    i.grid,
+                    i.urgent,
+                    i.devices,
+                    i.detail,
+                    p,
+                    "system",
+                    now,
+                );
+                c.apply(dispatch(), "system", now).unwrap();
+                self.cases.push(c);
+            }
+            Decision::Update(_) | Decision::Nothing => {}
+            Decision::SelfRecovered => {
+                self.cases[open.unwrap()].self_recover(now);
+            }
+            Decision::StartVerification | Decision::NoteRecovery => {
+                self.cases[open.unwrap()].set_condition(false, now)
+            }
+            Decision::Reopen(_) => {
+                self.cases[closed.unwrap()]
+                    .apply(
+                        CaseAction::Reopen {
+                            note: "recurred".into(),
+                        },
+                        "system",
+                        now,
+                    )
+                    .unwrap();
+            }
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn never_two_open_cases_per_key_and_everything_ends(
+        events in proptest::collection::vec((0usize..3, 0usize..3, any::<bool>(), 0u8..4), 1..150)
+    ) {
+        let p = CasePolicy::default();
+        let subjects = [Subject::Device(id("A")), Subject::Device(id("B")), Subject::Device(id("C"))];
+        let conditions = [Condition::Alarm(AlarmKind::CoverTilted), Condition::Alarm(AlarmKind::CoverOpen), Condition::Offline];
+        let mut w = World::default();
+        let mut now = 0i64;
+        for (s, c, raised, team) in events {
+            now += 60_000;
+            w.feed(&ev(subjects[s].clone(), conditions[c], raised, vec![], c == 1), &p, now);
+            // Teams act at random.
+            for case in w.cases.iter_mut().filter(|c| c.is_open()) {
+                let _ = match team {
+                    0 => case.apply(CaseAction::Accept, "team", now),
+                    1 => case.apply(CaseAction::Resolve { note: String::new() }, "team", now),
+                    _ => Ok(Transition { actor: String::new(), at_ms: 0, from: None, to: case.state, note: String::new() }),
+                };
+                case.on_tick(&p, now);
+            }
+            let mut keys: Vec<_> = w.cases.iter().filter(|c| c.is_open()).map(|c| (c.subject.key(), c.condition)).collect();
+            let n = keys.len();
+            keys.sort();
+            keys.dedup();
+            prop_assert_eq!(keys.len(), n, "two open cases for one key");
+        }
+        // Every condition clears, teams accept and resolve, time passes: all cases end.
+        for s in &subjects {
+            for c in conditions {
+                now += 1000;
+                w.feed(&ev(s.clone(), c, false, vec![], false), &p, now);
+            }
+        }
+        for case in w.cases.iter_mut().filter(|c| c.is_open()) {
+            let _ = case.apply(CaseAction::Accept, "team", now);
+            let _ = case.apply(CaseAction::Resolve { note: String::new() }, "team", now);
+        }
+        now += p.verify_window_ms;
+        for case in &mut w.cases {
+            case.on_tick(&p, now);
+            prop_assert!(!case.is_open(), "case left {:?}: {:?}", case.state, case.history);
+        }
+    }
+}

@@ -1,0 +1,812 @@
+//! The rules engine: readings in, condition edges out. Pure code: no I/O, time is an argument.
+//!
+//! Per device it keeps, for every condition, whether it is active and since when it has been
+//! over its threshold, so that a condition is raised only after holding for its minimum
+//! duration (measured on reading times and completed by [`RulesEngine::on_tick`] when no new
+//! reading arrives) and cleared past its hysteresis. Device-reported alarms and the engine's
+//! own inferences drive the same per-(device, condition) state, so a condition is raised once
+//! whichever source sees it first. The whole state serialises ([`RulesSnapshot`]) so a restart
+//! resumes durations, offline timers and lighting windows where they were.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+use streetgate_protocols::{AlarmKind, DeviceId, DeviceKind, TelemetryData};
+
+use crate::lighting::{LampView, LightingConfig, LightingHistory, LightingReport};
+use crate::model::{
+    Condition, ConditionEvent, Device, Reading, ReadingBody, Subject, ToiletClass, UnixMs,
+};
+
+/// Thresholds and timings, defaults from DOMAIN.md; per-device overrides take precedence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RulesConfig {
+    /// Minimum duration of a threshold condition before it is raised, s.
+    pub hold_s: u32,
+    /// Cover tilted, ° (vendors 5–15).
+    pub tilt_alarm_deg: f32,
+    /// Cover open or missing, °.
+    pub tilt_open_deg: f32,
+    /// Tilt hysteresis, °.
+    pub tilt_hysteresis_deg: f32,
+    /// Water high in the well, cm.
+    pub water_high_cm: f32,
+    /// Bin needs collection, %.
+    pub full_pct: f32,
+    /// Bin overflowing, %.
+    pub overflow_pct: f32,
+    /// Fill hysteresis, %.
+    pub fill_hysteresis_pct: f32,
+    /// Fire risk, °C.
+    pub fire_temp_c: f32,
+    /// Bin knocked over, °.
+    pub tipped_deg: f32,
+    /// NH3 limits for toilet classes 1, 2, 3, mg/m³ (GB/T 17217).
+    pub nh3_limit_mg_m3: [f32; 3],
+    /// H2S limit, mg/m³.
+    pub h2s_limit_mg_m3: f32,
+    /// Odour hysteresis, % of the limit.
+    pub odour_hysteresis_pct: f32,
+    /// Odour moving-average window, s.
+    pub odour_window_s: u32,
+    /// Low battery, %.
+    pub battery_low_pct: u8,
+    /// Expected report interval per kind (streetlight, manhole, bin, toilet), s; a device is
+    /// offline after `offline_missed` of them without a message.
+    pub report_interval_s: [u32; 4],
+    /// Missed intervals before offline.
+    pub offline_missed: u32,
+    /// Lighting rate.
+    pub lighting: LightingConfig,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        Self {
+            hold_s: 5,
+            tilt_alarm_deg: 10.0,
+            tilt_open_deg: 60.0,
+            tilt_hysteresis_deg: 2.0,
+            water_high_cm: 150.0,
+            full_pct: 80.0,
+            overflow_pct: 100.0,
+            fill_hysteresis_pct: 10.0,
+            fire_temp_c: 60.0,
+            tipped_deg: 45.0,
+            nh3_limit_mg_m3: [0.3, 1.0, 3.0],
+            h2s_limit_mg_m3: 0.01,
+            odour_hysteresis_pct: 20.0,
+            odour_window_s: 600,
+            battery_low_pct: 20,
+            report_interval_s: [900, 43_200, 43_200, 3_600],
+            offline_missed: 3,
+            lighting: LightingConfig::default(),
+        }
+    }
+}
+
+const fn kind_index(kind: DeviceKind) -> usize {
+    match kind {
+        DeviceKind::Streetlight => 0,
+        DeviceKind::Manhole => 1,
+        DeviceKind::Bin => 2,
+        DeviceKind::Toilet => 3,
+    }
+}
+
+/// A threshold check: over at `raise`, back under below `clear`.
+#[derive(Debug, Clone, Copy)]
+struct Check {
+    condition: Condition,
+    value: f64,
+    raise: f64,
+    clear: f64,
+    hold_ms: i64,
+    urgent: bool,
+}
+
+/// One condition's state for one device.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConditionState {
+    /// Raised and not yet cleared.
+    pub active: bool,
+    /// Over the threshold since (pending hold), when not active.
+    pub over_since_ms: Option<UnixMs>,
+    /// Minimum duration that applies to the pending hold.
+    pub hold_ms: i64,
+    /// Last deciding value.
+    pub value: Option<f64>,
+    /// Urgency of the pending or active condition.
+    pub urgent: bool,
+}
+
+/// What the engine remembers about one device.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeviceState {
+    /// Last message of any kind.
+    pub last_seen_ms: Option<UnixMs>,
+    /// Conditions by key.
+    pub conditions: BTreeMap<String, ConditionState>,
+    /// Odour samples in the moving-average window: (time, NH3, H2S).
+    pub odour: VecDeque<(UnixMs, f64, f64)>,
+    /// Latest lamp state: relay closed, current A.
+    pub lamp: Option<(bool, f64)>,
+}
+
+impl DeviceState {
+    fn is_active(&self, c: Condition) -> bool {
+        self.conditions.get(&c.key()).is_some_and(|s| s.active)
+    }
+}
+
+/// Serialisable engine state, persisted by the store.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RulesSnapshot {
+    /// Per-device state.
+    pub devices: BTreeMap<String, DeviceState>,
+    /// Road segments currently below target.
+    pub dark_segments: BTreeSet<String>,
+    /// Lighting-rate history (lamp-seconds per segment and day).
+    pub lighting: LightingHistory,
+    /// Time of the last tick.
+    pub last_tick_ms: Option<UnixMs>,
+}
+
+/// The rules engine.
+#[derive(Debug, Default)]
+pub struct RulesEngine {
+    config: RulesConfig,
+    state: RulesSnapshot,
+}
+
+fn event(
+    device: &Device,
+    condition: Condition,
+    raised: bool,
+    at_ms: UnixMs,
+    value: Option<f64>,
+    urgent: bool,
+    detail: String,
+) -> ConditionEvent {
+    ConditionEvent {
+        subject: Subject::Device(device.id.clone()),
+        condition,
+        raised,
+        at_ms,
+        grid: device.grid.clone(),
+        value,
+        detail,
+        devices: vec![device.id.clone()],
+        urgent,
+    }
+}
+
+impl RulesEngine {
+    /// An engine with no history.
+    pub fn new(config: RulesConfig) -> Self {
+        Self {
+            config,
+            state: RulesSnapshot::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RulesConfig {
+        &self.config
+    }
+
+    /// The state to persist.
+    pub fn snapshot(&self) -> RulesSnapshot {
+        self.state.clone()
+    }
+
+    /// Resume from persisted state.
+    pub fn restore(&mut self, snapshot: RulesSnapshot) {
+        self.state = snapshot;
+    }
+
+    /// Conditions active for a device.
+    pub fn active_conditions(&self, id: &DeviceId) -> Vec<Condition> {
+        self.state
+            .devices
+            .get(id.as_str())
+            .map(|d| {
+                d.conditions
+                    .iter()
+                    .filter(|(_, s)| s.active)
+                    .filter_map(|(k, _)| k.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn hold_ms(&self) -> i64 {
+        i64::from(self.config.hold_s) * 1000
+    }
+
+    /// Expected report interval of a device, ms.
+    pub fn report_interval_ms(&self, device: &Device) -> i64 {
+        let s = device
+            .overrides
+            .report_interval_s
+            .unwrap_or(self.config.report_interval_s[kind_index(device.kind)]);
+        i64::from(s) * 1000
+    }
+
+    fn checks(
+        &self,
+        device: &Device,
+        data: &TelemetryData,
+        st: &mut DeviceState,
+        now: UnixMs,
+    ) -> Vec<Check> {
+        let c = &self.config;
+        let o = &device.overrides;
+        let hold = self.hold_ms();
+        let f = |v: f32| f64::from(v);
+        let mut checks = Vec::new();
+        let mut over =
+            |condition, value: f64, raise: f64, hysteresis: f64, hold_ms: i64, urgent| {
+                checks.push(Check {
+                    condition,
+                    value,
+                    raise,
+                    clear: raise - hysteresis,
+                    hold_ms,
+                    urgent,
+                });
+            };
+        let battery_low = f64::from(o.battery_low_pct.unwrap_or(c.battery_low_pct));
+        match data {
+            TelemetryData::Manhole(t) => {
+                let tilt = f(t.tilt_deg);
+                let hyst = f(c.tilt_hysteresis_deg);
+                over(
+                    Condition::Alarm(AlarmKind::CoverTilted),
+                    tilt,
+                    f(o.tilt_alarm_deg.unwrap_or(c.tilt_alarm_deg)),
+                    hyst,
+                    hold,
+                    false,
+                );
+                over(
+                    Condition::Alarm(AlarmKind::CoverOpen),
+                    tilt,
+                    f(o.tilt_open_deg.unwrap_or(c.tilt_open_deg)),
+                    hyst,
+                    hold,
+                    true,
+                );
+                if let Some(w) = t.water_level_cm {
+                    over(
+                        Condition::Alarm(AlarmKind::WaterHigh),
+                        f(w),
+                        f(o.water_high_cm.unwrap_or(c.water_high_cm)),
+                        5.0,
+                        hold,
+                        true,
+                    );
+                }
+                // Battery is "over" when below the threshold: compare the shortfall.
+                over(
+                    Condition::Alarm(AlarmKind::LowBattery),
+                    -f64::from(t.battery_pct),
+                    -(battery_low - 0.5),
+                    5.0,
+                    0,
+                    false,
+                );
+            }
+            TelemetryData::Bin(t) => {
+                let fill = f(t.fill_pct);
+                let hyst = f(c.fill_hysteresis_pct);
+                over(
+                    Condition::Alarm(AlarmKind::BinFull),
+                    fill,
+                    f(o.full_pct.unwrap_or(c.full_pct)),
+                    hyst,
+                    hold,
+                    false,
+                );
+                over(
+                    Condition::Alarm(AlarmKind::BinOverflow),
+                    fill,
+                    f(o.overflow_pct.unwrap_or(c.overflow_pct)),
+                    hyst,
+                    hold,
+                    true,
+                );
+                over(
+                    Condition::Alarm(AlarmKind::FireRisk),
+                    f(t.temperature_c),
+                    f(o.fire_temp_c.unwrap_or(c.fire_temp_c)),
+                    5.0,
+                    hold,
+                    true,
+                );
+                if let Some(tilt) = t.tilt_deg {
+                    over(
+                        Condition::Alarm(AlarmKind::BinTipped),
+                        f(tilt),
+                        f(c.tipped_deg),
+                        10.0,
+                        hold,
+                        false,
+                    );
+                }
+                over(
+                    Condition::Alarm(AlarmKind::LowBattery),
+                    -f64::from(t.battery_pct),
+                    -(battery_low - 0.5),
+                    5.0,
+                    0,
+                    false,
+                );
+            }
+            TelemetryData::Toilet(t) => {
+                // Moving average over the window, from the device's samples.
+                let window = i64::from(c.odour_window_s) * 1000;
+                st.odour.push_back((now, f(t.nh3_mg_m3), f(t.h2s_mg_m3)));
+                while st
+                    .odour
+                    .front()
+                    .is_some_and(|(ts, _, _)| now - ts >= window)
+                {
+                    st.odour.pop_front();
+                }
+                #[allow(clippy::cast_precision_loss)] // a window holds few samples
+                let n = st.odour.len().max(1) as f64;
+                let nh3 = st.odour.iter().map(|s| s.1).sum::<f64>() / n;
+                let h2s = st.odour.iter().map(|s| s.2).sum::<f64>() / n;
+                let class = match device.toilet_class {
+                    Some(ToiletClass::Class1) => 0,
+                    Some(ToiletClass::Class3) => 2,
+                    _ => 1,
+                };
+                let nh3_limit = f(o.nh3_limit_mg_m3.unwrap_or(c.nh3_limit_mg_m3[class]));
+                let h2s_limit = f(o.h2s_limit_mg_m3.unwrap_or(c.h2s_limit_mg_m3));
+                let hyst = f(c.odour_hysteresis_pct) / 100.0;
+                over(
+                    Condition::Alarm(AlarmKind::OdourNh3),
+                    nh3,
+                    nh3_limit,
+                    nh3_limit * hyst,
+                    hold,
+                    false,
+                );
+                over(
+                    Condition::Alarm(AlarmKind::OdourH2s),
+                    h2s,
+                    h2s_limit,
+                    h2s_limit * hyst,
+                    hold,
+                    false,
+                );
+                if let Some(b) = t.battery_pct {
+                    over(
+                        Condition::Alarm(AlarmKind::LowBattery),
+                        -f64::from(b),
+                        -(battery_low - 0.5),
+                        5.0,
+                        0,
+                        false,
+                    );
+                }
+            }
+            TelemetryData::Streetlight(t) => {
+                st.lamp = Some((t.lamp_on, f(t.current_a)));
+                let min_current = f(o
+                    .min_current_a
+                    .unwrap_or(self.config.lighting.min_current_a));
+                let supply_ok = f(t.voltage_v) >= 100.0;
+                let failed = t.lamp_on && supply_ok && f(t.current_a) < min_current;
+                over(
+                    Condition::Alarm(AlarmKind::LampFailure),
+                    if failed { 1.0 } else { 0.0 },
+                    1.0,
+                    0.5,
+                    hold,
+                    false,
+                );
+                let lit = f(t.current_a) >= min_current;
+                let should = self.config.lighting.should_be_on(device, now);
+                let day_burning = lit && should == Some(false);
+                over(
+                    Condition::Alarm(AlarmKind::DayBurner),
+                    if day_burning { 1.0 } else { 0.0 },
+                    1.0,
+                    0.5,
+                    hold,
+                    false,
+                );
+                over(
+                    Condition::Alarm(AlarmKind::SupplyLoss),
+                    if supply_ok { 0.0 } else { 1.0 },
+                    1.0,
+                    0.5,
+                    hold,
+                    false,
+                );
+            }
+        }
+        checks
+    }
+
+    fn device_state(&mut self, id: &DeviceId) -> &mut DeviceState {
+        self.state
+            .devices
+            .entry(id.as_str().to_owned())
+            .or_default()
+    }
+
+    /// Apply one threshold check to a device's condition state.
+    fn apply_check(
+        device: &Device,
+        st: &mut DeviceState,
+        check: Check,
+        now: UnixMs,
+        out: &mut Vec<ConditionEvent>,
+    ) {
+        let cs = st.conditions.entry(check.condition.key()).or_default();
+        cs.value = Some(check.value);
+        if cs.active {
+            if check.value < check.clear {
+                *cs = ConditionState {
+                    value: Some(check.value),
+                    ..ConditionState::default()
+                };
+                out.push(event(
+                    device,
+                    check.condition,
+                    false,
+                    now,
+                    Some(check.value),
+                    check.urgent,
+                    format!("{} back to {:.2}", check.condition, check.value),
+                ));
+            }
+            return;
+        }
+        if check.value < check.raise {
+            cs.over_since_ms = None;
+            return;
+        }
+        let since = *cs.over_since_ms.get_or_insert(now);
+        cs.hold_ms = check.hold_ms;
+        cs.urgent = check.urgent;
+        if now - since >= check.hold_ms {
+            cs.active = true;
+            cs.over_since_ms = None;
+            out.push(event(
+                device,
+                check.condition,
+                true,
+                now,
+                Some(check.value),
+                check.urgent,
+                format!(
+                    "{} at {:.2} (limit {:.2}) for {} s",
+                    check.condition,
+                    check.value,
+                    check.raise,
+                    (now - since) / 1000
+                ),
+            ));
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)] // one edge's fields, kept flat at the call sites
+    fn set(
+        device: &Device,
+        st: &mut DeviceState,
+        condition: Condition,
+        active: bool,
+        now: UnixMs,
+        value: Option<f64>,
+        urgent: bool,
+        detail: &str,
+        out: &mut Vec<ConditionEvent>,
+    ) {
+        let cs = st.conditions.entry(condition.key()).or_default();
+        if cs.active == active {
+            return;
+        }
+        *cs = ConditionState {
+            active,
+            value,
+            urgent,
+            ..ConditionState::default()
+        };
+        out.push(event(
+            device,
+            condition,
+            active,
+            now,
+            value,
+            urgent,
+            detail.to_owned(),
+        ));
+    }
+
+    /// Evaluate one reading of a registered device.
+    pub fn on_reading(&mut self, device: &Device, reading: &Reading) -> Vec<ConditionEvent> {
+        let now = reading.received_ms;
+        let mut out = Vec::new();
+        let mut st = std::mem::take(self.device_state(&device.id));
+        st.last_seen_ms = Some(st.last_seen_ms.map_or(now, |t| t.max(now)));
+        match &reading.body {
+            ReadingBody::Status { online: false, .. } => {
+                Self::set(
+                    device,
+                    &mut st,
+                    Condition::Offline,
+                    true,
+                    now,
+                    None,
+                    false,
+                    "last will / offline status",
+                    &mut out,
+                );
+            }
+            _ => Self::set(
+                device,
+                &mut st,
+                Condition::Offline,
+                false,
+                now,
+                None,
+                false,
+                "back online",
+                &mut out,
+            ),
+        }
+        match &reading.body {
+            ReadingBody::Telemetry(data) => {
+                for check in self.checks(device, data, &mut st, now) {
+                    Self::apply_check(device, &mut st, check, now, &mut out);
+                }
+            }
+            ReadingBody::Alarm {
+                alarm,
+                raised,
+                value,
+            } => {
+                let urgent = matches!(
+                    alarm,
+                    AlarmKind::CoverOpen
+                        | AlarmKind::BinOverflow
+                        | AlarmKind::FireRisk
+                        | AlarmKind::WaterHigh
+                        | AlarmKind::Leakage
+                );
+                let detail = format!(
+                    "reported by the device: {alarm} {}",
+                    if *raised { "raised" } else { "cleared" }
+                );
+                Self::set(
+                    device,
+                    &mut st,
+                    Condition::Alarm(*alarm),
+                    *raised,
+                    now,
+                    value.map(f64::from),
+                    urgent,
+                    &detail,
+                    &mut out,
+                );
+            }
+            ReadingBody::Status {
+                battery_pct: Some(b),
+                ..
+            } if device.kind != DeviceKind::Streetlight => {
+                let low = f64::from(
+                    device
+                        .overrides
+                        .battery_low_pct
+                        .unwrap_or(self.config.battery_low_pct),
+                );
+                let check = Check {
+                    condition: Condition::Alarm(AlarmKind::LowBattery),
+                    value: -f64::from(*b),
+                    raise: -(low - 0.5),
+                    clear: -(low + 4.5),
+                    hold_ms: 0,
+                    urgent: false,
+                };
+                Self::apply_check(device, &mut st, check, now, &mut out);
+            }
+            ReadingBody::Status { .. } | ReadingBody::Ack { .. } => {}
+        }
+        *self.device_state(&device.id) = st;
+        out
+    }
+
+    /// Time passes: offline timers, holds completing without new readings, segment lighting.
+    pub fn on_tick<'a>(
+        &mut self,
+        now: UnixMs,
+        devices: impl IntoIterator<Item = &'a Device>,
+    ) -> Vec<ConditionEvent> {
+        let mut out = Vec::new();
+        let dt = self
+            .state
+            .last_tick_ms
+            .map_or(0, |t| (now - t).clamp(0, 3_600_000));
+        self.state.last_tick_ms = Some(now);
+        let mut lamps = Vec::new();
+        for device in devices {
+            let interval = self.report_interval_ms(device);
+            let missed = i64::from(self.config.offline_missed);
+            let st = self
+                .state
+                .devices
+                .entry(device.id.as_str().to_owned())
+                .or_default();
+            // A device never heard from is not offline (not yet installed), only dark if a lamp.
+            if let Some(seen) = st.last_seen_ms {
+                if now - seen > interval * missed && !st.is_active(Condition::Offline) {
+                    let detail = format!(
+                        "no message for {} s ({} report intervals)",
+                        (now - seen) / 1000,
+                        missed
+                    );
+                    Self::set(
+                        device,
+                        st,
+                        Condition::Offline,
+                        true,
+                        now,
+                        None,
+                        false,
+                        &detail,
+                        &mut out,
+                    );
+                }
+            }
+            for (key, cs) in &mut st.conditions {
+                if let Some(since) = cs.over_since_ms {
+                    if !cs.active && now - since >= cs.hold_ms {
+                        let Ok(condition) = key.parse::<Condition>() else {
+                            continue;
+                        };
+                        cs.active = true;
+                        cs.over_since_ms = None;
+                        out.push(event(
+                            device,
+                            condition,
+                            true,
+                            now,
+                            cs.value,
+                            cs.urgent,
+                            format!("{condition} held for {} s", (now - since) / 1000),
+                        ));
+                    }
+                }
+            }
+            if device.kind == DeviceKind::Streetlight {
+                lamps.push(self.lamp_view(device, now));
+            }
+        }
+        self.state.lighting.accumulate(&lamps, now, dt);
+        let report = LightingReport::compute(&lamps, &self.config.lighting);
+        for seg in &report.segments {
+            let dark = seg.below_target;
+            let was = self.state.dark_segments.contains(&seg.segment);
+            if dark == was {
+                continue;
+            }
+            if dark {
+                self.state.dark_segments.insert(seg.segment.clone());
+            } else {
+                self.state.dark_segments.remove(&seg.segment);
+            }
+            out.push(ConditionEvent {
+                subject: Subject::Segment(seg.segment.clone()),
+                condition: Condition::SegmentDark,
+                raised: dark,
+                at_ms: now,
+                grid: seg.grid.clone(),
+                value: Some(seg.rate),
+                detail: format!(
+                    "lighting rate {:.1} % ({} of {} lamps lit), target {:.0} %",
+                    seg.rate * 100.0,
+                    seg.lit,
+                    seg.expected,
+                    seg.target * 100.0
+                ),
+                devices: seg.dark.clone(),
+                urgent: dark,
+            });
+        }
+        // Segments that left switch-on hours entirely clear too.
+        let evaluated: BTreeSet<&String> = report.segments.iter().map(|s| &s.segment).collect();
+        let stale: Vec<String> = self
+            .state
+            .dark_segments
+            .iter()
+            .filter(|s| !evaluated.contains(s))
+            .cloned()
+            .collect();
+        for segment in stale {
+            self.state.dark_segments.remove(&segment);
+            let grid = lamps
+                .iter()
+                .find(|l| l.segment.as_deref() == Some(segment.as_str()))
+                .map(|l| l.grid.clone())
+                .unwrap_or_default();
+            out.push(ConditionEvent {
+                subject: Subject::Segment(segment),
+                condition: Condition::SegmentDark,
+                raised: false,
+                at_ms: now,
+                grid,
+                value: None,
+                detail: "switch-on hours ended".into(),
+                devices: Vec::new(),
+                urgent: false,
+            });
+        }
+        out
+    }
+
+    fn lamp_view(&self, device: &Device, now: UnixMs) -> LampView {
+        let st = self.state.devices.get(device.id.as_str());
+        let should_be_on = self
+            .config
+            .lighting
+            .should_be_on(device, now)
+            .unwrap_or(false);
+        let min_current = f64::from(
+            device
+                .overrides
+                .min_current_a
+                .unwrap_or(self.config.lighting.min_current_a),
+        );
+        let lit = st.is_some_and(|s| {
+            !s.is_active(Condition::Offline)
+                && !s.is_active(Condition::Alarm(AlarmKind::LampFailure))
+                && s.lamp
+                    .is_some_and(|(on, current)| on && current >= min_current)
+        });
+        LampView {
+            device: device.id.clone(),
+            segment: device.road_segment.clone(),
+            grid: device.grid.clone(),
+            road_class: device.road_class,
+            should_be_on,
+            lit,
+        }
+    }
+
+    /// The lighting rate now, for the API.
+    pub fn lighting_now<'a>(
+        &self,
+        now: UnixMs,
+        devices: impl IntoIterator<Item = &'a Device>,
+    ) -> LightingReport {
+        let lamps: Vec<LampView> = devices
+            .into_iter()
+            .filter(|d| d.kind == DeviceKind::Streetlight)
+            .map(|d| self.lamp_view(d, now))
+            .collect();
+        LightingReport::compute(&lamps, &self.config.lighting)
+    }
+
+    /// Lighting history (lamp-seconds lit / expected per segment and day).
+    pub fn lighting_history(&self) -> &LightingHistory {
+        &self.state.lighting
+    }
+
+    /// Ids of devices the engine has state for.
+    pub fn known_devices(&self) -> HashMap<String, Option<UnixMs>> {
+        self.state
+            .devices
+            .iter()
+            .map(|(k, v)| (k.clone(), v.last_seen_ms))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,413 @@
+use proptest::prelude::*;
+use streetgate_protocols::{BinTelemetry, ManholeTelemetry, StreetlightTelemetry, ToiletTelemetry};
+
+use super::*;
+use crate::model::{RoadClass, ThresholdOverrides, Transport};
+
+fn device(id: &str, kind: DeviceKind) -> Device {
+    Device {
+        id: DeviceId::new(id).unwrap(),
+        kind,
+        component_code: None,
+        lat: 39.9042,
+        lon: 116.4074,
+        grid: "110101001001001".into(),
+        road_segment: None,
+        road_class: None,
+        toilet_class: None,
+        bin_depth_mm: None,
+        overrides: ThresholdOverrides::default(),
+        transport: Transport::Mqtt,
+    }
+}
+
+fn reading(d: &Device, at_s: i64, body: ReadingBody) -> Reading {
+    Reading {
+        device_id: d.id.clone(),
+        kind: d.kind,
+        received_ms: at_s * 1000,
+        device_ts_ms: None,
+        seq: 0,
+        transport: "mqtt",
+        body,
+    }
+}
+
+fn tilt(d: &Device, at_s: i64, deg: f32) -> Reading {
+    reading(
+        d,
+        at_s,
+        ReadingBody::Telemetry(TelemetryData::Manhole(ManholeTelemetry {
+            tilt_deg: deg,
+            battery_pct: 90,
+            ..Default::default()
+        })),
+    )
+}
+
+fn edges(evs: &[ConditionEvent]) -> Vec<(Condition, bool)> {
+    evs.iter().map(|e| (e.condition, e.raised)).collect()
+}
+
+const TILTED: Condition = Condition::Alarm(AlarmKind::CoverTilted);
+
+#[test]
+fn tilt_needs_its_hold_and_clears_past_hysteresis() {
+    let mh = device("MH-1", DeviceKind::Manhole);
+    let mut e = RulesEngine::new(RulesConfig::default());
+    assert!(e.on_reading(&mh, &tilt(&mh, 0, 20.0)).is_empty());
+    assert!(e.on_reading(&mh, &tilt(&mh, 3, 20.0)).is_empty());
+    assert_eq!(
+        edges(&e.on_reading(&mh, &tilt(&mh, 5, 20.0))),
+        [(TILTED, true)]
+    );
+    assert!(
+        e.on_reading(&mh, &tilt(&mh, 10, 9.0)).is_empty(),
+        "inside the 8–10° band"
+    );
+    assert_eq!(
+        edges(&e.on_reading(&mh, &tilt(&mh, 11, 7.0))),
+        [(TILTED, false)]
+    );
+    // A bump shorter than the hold never raises.
+    assert!(e.on_reading(&mh, &tilt(&mh, 20, 30.0)).is_empty());
+    assert!(e.on_reading(&mh, &tilt(&mh, 22, 1.0)).is_empty());
+    assert!(e.on_tick(40_000, [&mh]).is_empty());
+}
+
+#[test]
+fn a_hold_completes_on_tick_without_a_new_reading() {
+    let mh = device("MH-1", DeviceKind::Manhole);
+    let mut e = RulesEngine::new(RulesConfig::default());
+    assert!(e.on_reading(&mh, &tilt(&mh, 0, 70.0)).is_empty());
+    let evs = e.on_tick(6_000, [&mh]);
+    let mut got = edges(&evs);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            (TILTED, true),
+            (Condition::Alarm(AlarmKind::CoverOpen), true)
+        ]
+    );
+    assert!(evs.iter().any(|ev| ev.urgent), "an open cover is urgent");
+}
+
+#[test]
+fn per_device_overrides() {
+    let mut mh = device("MH-2", DeviceKind::Manhole);
+    mh.overrides.tilt_alarm_deg = Some(25.0);
+    let mut e = RulesEngine::new(RulesConfig::default());
+    e.on_reading(&mh, &tilt(&mh, 0, 20.0));
+    assert!(e.on_reading(&mh, &tilt(&mh, 10, 20.0)).is_empty());
+}
+
+#[test]
+fn device_alarms_and_inference_share_one_condition() {
+    let mh = device("MH-1", DeviceKind::Manhole);
+    let mut e = RulesEngine::new(RulesConfig::default());
+    let alarm = |at, raised| {
+        reading(
+            &mh,
+            at,
+            ReadingBody::Alarm {
+                alarm: AlarmKind::CoverTilted,
+                raised,
+                value: Some(20.0),
+            },
+        )
+    };
+    assert_eq!(edges(&e.on_reading(&mh, &alarm(0, true))), [(TILTED, true)]);
+    assert!(e.on_reading(&mh, &tilt(&mh, 1, 20.0)).is_empty());
+    assert!(e.on_reading(&mh, &tilt(&mh, 8, 20.0)).is_empty());
+    assert!(
+        e.on_reading(&mh, &alarm(9, true)).is_empty(),
+        "duplicate alarm"
+    );
+    assert_eq!(
+        edges(&e.on_reading(&mh, &alarm(10, false))),
+        [(TILTED, false)]
+    );
+}
+
+#[test]
+fn offline_after_three_missed_intervals_and_on_last_will() {
+    let mut mh = device("MH-1", DeviceKind::Manhole);
+    mh.overrides.report_interval_s = Some(60);
+    let mut e = RulesEngine::new(RulesConfig::default());
+    e.on_reading(&mh, &tilt(&mh, 0, 1.0));
+    assert!(e.on_tick(180_000, [&mh]).is_empty());
+    assert_eq!(
+        edges(&e.on_tick(181_000, [&mh])),
+        [(Condition::Offline, true)]
+    );
+    assert!(e.on_tick(500_000, [&mh]).is_empty(), "raised once");
+    assert_eq!(
+        edges(&e.on_reading(&mh, &tilt(&mh, 600, 1.0))),
+        [(Condition::Offline, false)]
+    );
+    let will = reading(
+        &mh,
+        601,
+        ReadingBody::Status {
+            online: false,
+            battery_pct: None,
+            fw_version: None,
+        },
+    );
+    assert_eq!(
+        edges(&e.on_reading(&mh, &will)),
+        [(Condition::Offline, true)]
+    );
+    // Never heard from: not offline.
+    let other = device("MH-9", DeviceKind::Manhole);
+    assert!(
+        e.on_tick(10_000_000, [&other])
+            .iter()
+            .all(|ev| ev.subject != Subject::Device(other.id.clone()))
+    );
+}
+
+#[test]
+fn odour_is_judged_on_the_moving_average_against_the_class_limit() {
+    let mut wc = device("WC-1", DeviceKind::Toilet);
+    wc.toilet_class = Some(ToiletClass::Class1);
+    let mut e = RulesEngine::new(RulesConfig::default());
+    let gas = |at, nh3: f32| {
+        reading(
+            &wc,
+            at,
+            ReadingBody::Telemetry(TelemetryData::Toilet(ToiletTelemetry {
+                nh3_mg_m3: nh3,
+                h2s_mg_m3: 0.001,
+                ..Default::default()
+            })),
+        )
+    };
+    let nh3 = Condition::Alarm(AlarmKind::OdourNh3);
+    let mut run = |from: i64, to: i64, v: f32| -> Vec<(Condition, bool)> {
+        let mut out = Vec::new();
+        for t in (from..to).step_by(60) {
+            out.extend(e.on_reading(&wc, &gas(t, v)));
+        }
+        edges(&out)
+    };
+    assert!(run(0, 600, 0.2).is_empty());
+    // A single spike is averaged away: (9 × 0.2 + 0.5) / 10 = 0.23 < 0.3.
+    assert!(run(600, 660, 0.5).is_empty());
+    assert!(run(660, 1200, 0.2).is_empty());
+    // Sustained odour raises once the 10-minute average passes 0.3 (and holds).
+    assert_eq!(run(1200, 1800, 0.6), [(nh3, true)]);
+    // Cleared once the average falls below 0.3 − 20 % = 0.24.
+    assert_eq!(run(1800, 2400, 0.1), [(nh3, false)]);
+    // Sustained odour in a class-3 toilet stays below its 3 mg/m³ limit.
+    let mut wc3 = device("WC-3", DeviceKind::Toilet);
+    wc3.toilet_class = Some(ToiletClass::Class3);
+    let gas3 = |at, nh3: f32| {
+        reading(
+            &wc3,
+            at,
+            ReadingBody::Telemetry(TelemetryData::Toilet(ToiletTelemetry {
+                nh3_mg_m3: nh3,
+                h2s_mg_m3: 0.0,
+                ..Default::default()
+            })),
+        )
+    };
+    for t in (0..1200).step_by(60) {
+        assert!(e.on_reading(&wc3, &gas3(t, 2.0)).is_empty());
+    }
+    let mut raised = Vec::new();
+    for t in (1200..2400).step_by(60) {
+        raised.extend(e.on_reading(&wc3, &gas3(t, 4.0)));
+    }
+    assert_eq!(
+        edges(&raised),
+        [(Condition::Alarm(AlarmKind::OdourNh3), true)]
+    );
+}
+
+#[test]
+fn bins_and_battery() {
+    let bn = device("BN-1", DeviceKind::Bin);
+    let mut e = RulesEngine::new(RulesConfig::default());
+    let fill = |at, pct: f32, temp: f32, batt: u8| {
+        reading(
+            &bn,
+            at,
+            ReadingBody::Telemetry(TelemetryData::Bin(BinTelemetry {
+                fill_pct: pct,
+                temperature_c: temp,
+                battery_pct: batt,
+                ..Default::default()
+            })),
+        )
+    };
+    e.on_reading(&bn, &fill(0, 85.0, 20.0, 50));
+    assert_eq!(
+        edges(&e.on_reading(&bn, &fill(10, 85.0, 20.0, 50))),
+        [(Condition::Alarm(AlarmKind::BinFull), true)]
+    );
+    e.on_reading(&bn, &fill(20, 105.0, 70.0, 15));
+    let mut got = edges(&e.on_reading(&bn, &fill(30, 105.0, 70.0, 15)));
+    got.sort();
+    let mut want = [
+        (Condition::Alarm(AlarmKind::BinOverflow), true),
+        (Condition::Alarm(AlarmKind::FireRisk), true),
+        (Condition::Alarm(AlarmKind::LowBattery), true),
+    ];
+    want.sort();
+    // Low battery has no hold: it raised at 20 s already.
+    assert!(got.iter().all(|g| want.contains(g)), "{got:?}");
+    let mut cleared = edges(&e.on_reading(&bn, &fill(40, 5.0, 20.0, 100)));
+    cleared.sort();
+    assert_eq!(cleared.len(), 4, "{cleared:?}");
+}
+
+fn lamp(id: &str, seg: &str) -> Device {
+    let mut d = device(id, DeviceKind::Streetlight);
+    d.road_segment = Some(seg.into());
+    d.road_class = Some(RoadClass::Main);
+    d
+}
+
+fn metering(d: &Device, at_ms: i64, on: bool, current: f32) -> Reading {
+    Reading {
+        device_id: d.id.clone(),
+        kind: d.kind,
+        received_ms: at_ms,
+        device_ts_ms: None,
+        seq: 0,
+        transport: "mqtt",
+        body: ReadingBody::Telemetry(TelemetryData::Streetlight(StreetlightTelemetry {
+            lamp_on: on,
+            dim_pct: 100,
+            voltage_v: 228.0,
+            current_a: current,
+            power_w: current * 220.0,
+            ..Default::default()
+        })),
+    }
+}
+
+// 2024-12-21 12:00 UTC = 20:00 in Beijing (night); 04:00 UTC = noon.
+const NIGHT_MS: i64 = 1_734_782_400_000;
+const NOON_MS: i64 = 1_734_753_600_000;
+
+#[test]
+fn lamp_failure_day_burner_and_segment_lighting() {
+    let lamps: Vec<Device> = (0..10).map(|i| lamp(&format!("SL-{i}"), "S-1")).collect();
+    let mut e = RulesEngine::new(RulesConfig::default());
+    for l in &lamps {
+        e.on_reading(l, &metering(l, NIGHT_MS, true, 0.4));
+    }
+    assert!(e.on_tick(NIGHT_MS + 1000, &lamps).is_empty());
+    let report = e.lighting_now(NIGHT_MS + 1000, &lamps);
+    assert_eq!(report.segments[0].rate, 1.0);
+    // One lamp burns out: lamp failure after the hold, and the segment (1 of 10 dark) falls
+    // below 99 %.
+    e.on_reading(&lamps[3], &metering(&lamps[3], NIGHT_MS + 2000, true, 0.0));
+    let evs = e.on_tick(NIGHT_MS + 8000, &lamps);
+    let got = edges(&evs);
+    assert!(
+        got.contains(&(Condition::Alarm(AlarmKind::LampFailure), true)),
+        "{got:?}"
+    );
+    let dark = evs
+        .iter()
+        .find(|ev| ev.condition == Condition::SegmentDark)
+        .expect("segment dark");
+    assert!(dark.raised && dark.urgent);
+    assert_eq!(dark.devices, [lamps[3].id.clone()]);
+    assert_eq!(dark.subject, Subject::Segment("S-1".into()));
+    // Repaired.
+    let evs = e.on_reading(&lamps[3], &metering(&lamps[3], NIGHT_MS + 9000, true, 0.4));
+    assert_eq!(
+        edges(&evs),
+        [(Condition::Alarm(AlarmKind::LampFailure), false)]
+    );
+    assert_eq!(
+        edges(&e.on_tick(NIGHT_MS + 10_000, &lamps)),
+        [(Condition::SegmentDark, false)]
+    );
+    // By day a lit lamp is a day burner; the segment is not evaluated.
+    let mut e = RulesEngine::new(RulesConfig::default());
+    e.on_reading(&lamps[0], &metering(&lamps[0], NOON_MS, true, 0.4));
+    let evs = e.on_reading(&lamps[0], &metering(&lamps[0], NOON_MS + 6000, true, 0.4));
+    assert_eq!(
+        edges(&evs),
+        [(Condition::Alarm(AlarmKind::DayBurner), true)]
+    );
+    assert!(e.lighting_now(NOON_MS, &lamps).segments.is_empty());
+}
+
+#[test]
+fn offline_lamps_count_as_dark() {
+    let lamps: Vec<Device> = (0..4).map(|i| lamp(&format!("SL-{i}"), "S-2")).collect();
+    let mut e = RulesEngine::new(RulesConfig::default());
+    for l in &lamps[..3] {
+        e.on_reading(l, &metering(l, NIGHT_MS, true, 0.4));
+    }
+    // SL-3 never reported: unknown counts as dark.
+    let evs = e.on_tick(NIGHT_MS + 1000, &lamps);
+    let dark = evs
+        .iter()
+        .find(|ev| ev.condition == Condition::SegmentDark)
+        .expect("dark");
+    assert_eq!(dark.devices, [lamps[3].id.clone()]);
+    assert_eq!(dark.value, Some(0.75));
+}
+
+#[test]
+fn snapshot_restores_pending_holds() {
+    let mh = device("MH-1", DeviceKind::Manhole);
+    let mut e = RulesEngine::new(RulesConfig::default());
+    e.on_reading(&mh, &tilt(&mh, 0, 20.0));
+    let json = serde_json::to_string(&e.snapshot()).unwrap();
+    let mut restored = RulesEngine::new(RulesConfig::default());
+    restored.restore(serde_json::from_str(&json).unwrap());
+    assert_eq!(edges(&restored.on_tick(5_000, [&mh])), [(TILTED, true)]);
+    assert_eq!(restored.active_conditions(&mh.id), [TILTED]);
+}
+
+proptest! {
+    #[test]
+    fn edges_alternate_and_everything_clears(
+        steps in proptest::collection::vec((0usize..3, 0.0f32..90.0, 0u8..100, any::<bool>(), 1i64..20), 1..120)
+    ) {
+        let devices = [device("MH-1", DeviceKind::Manhole), device("MH-2", DeviceKind::Manhole), device("BN-1", DeviceKind::Bin)];
+        let mut e = RulesEngine::new(RulesConfig::default());
+        let mut active: BTreeMap<(String, String), bool> = BTreeMap::new();
+        let mut t = 0i64;
+        let check = |evs: Vec<ConditionEvent>, active: &mut BTreeMap<(String, String), bool>| -> Result<(), TestCaseError> {
+            for ev in evs {
+                let key = (ev.subject.key(), ev.condition.key());
+                let was = active.insert(key.clone(), ev.raised).unwrap_or(false);
+                prop_assert_ne!(was, ev.raised, "{:?} repeated", key);
+            }
+            Ok(())
+        };
+        for (which, value, battery, tick, dt) in steps {
+            t += dt;
+            let d = &devices[which];
+            let body = match d.kind {
+                DeviceKind::Bin => TelemetryData::Bin(BinTelemetry { fill_pct: value, temperature_c: value, battery_pct: battery, ..Default::default() }),
+                _ => TelemetryData::Manhole(ManholeTelemetry { tilt_deg: value, battery_pct: battery, ..Default::default() }),
+            };
+            let evs = if tick { e.on_tick(t * 1000, &devices) } else { e.on_reading(d, &reading(d, t, ReadingBody::Telemetry(body))) };
+            check(evs, &mut active)?;
+        }
+        // Back to normal for long enough: everything clears.
+        for step in 0..3 {
+            t += 10;
+            for d in &devices {
+                let body = match d.kind {
+                    DeviceKind::Bin => TelemetryData::Bin(BinTelemetry { fill_pct: 0.0, temperature_c: 20.0, battery_pct: 100, ..Default::default() }),
+                    _ => TelemetryData::Manhole(ManholeTelemetry { tilt_deg: 0.0, battery_pct: 100, ..Default::default() }),
+                };
+                check(e.on_reading(d, &reading(d, t + step, ReadingBody::Telemetry(body))), &mut active)?;
+            }
+        }
+        prop_assert!(active.values().all(|a| !a), "{:?}", active);
+    }
+}
