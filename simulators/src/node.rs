@@ -1,0 +1,306 @@
+//! A simulated node: the firmware's application and real drivers over simulated chips, with
+//! the physical model it measures and the battery it drains.
+
+use streetgate_firmware::app::bin::Bin;
+use streetgate_firmware::app::manhole::Manhole;
+use streetgate_firmware::app::streetlight::Streetlight;
+use streetgate_firmware::app::toilet::Toilet;
+use streetgate_firmware::app::{Device, NoSensor, Node, TickOutcome};
+use streetgate_firmware::drivers::a02yyuw::A02yyuw;
+use streetgate_firmware::drivers::ads1115::{self, Ads1115, Channel, Gain};
+use streetgate_firmware::drivers::battery::{AdcInput, BatteryGauge, LI_SOCL2};
+use streetgate_firmware::drivers::bl0942::{Bl0942, Calibration};
+use streetgate_firmware::drivers::gas::{DEFAULT_H2S, DEFAULT_NH3, GasFrontEnd};
+use streetgate_firmware::drivers::lamp::{AdcLeakage, LampController};
+use streetgate_firmware::drivers::lis3dh::{self, Lis3dh};
+use streetgate_firmware::drivers::tmp102::Tmp102;
+use streetgate_firmware::platform::{LinkDown, Now, Transport};
+use streetgate_protocols::codec::Encoding;
+use streetgate_protocols::{Channel as MqttChannel, DeviceId, DeviceKind};
+
+use crate::chips::{
+    A02yyuwChip, Ads1115Chip, Bl0942Chip, DimPwm, Lis3dhChip, NoDelay, RelayPin, SimI2c,
+    Tmp102Chip, battery_volts,
+};
+use crate::physics::{BatteryModel, BinModel, Cover, LampModel, Shared, ToiletAir, shared};
+
+type Adc = Ads1115<SimI2c<Ads1115Chip>, NoDelay>;
+type Gauge = BatteryGauge<AdcInput<SimI2c<Ads1115Chip>, NoDelay>>;
+type Accel = Lis3dh<SimI2c<Lis3dhChip>>;
+
+/// Leakage sensing: 100 mA per volt of burden voltage.
+const LEAKAGE_MA_PER_V: f32 = 100.0;
+
+/// The physical world of one node.
+#[derive(Debug, Clone)]
+pub enum World {
+    /// A lamp.
+    Lamp(Shared<LampModel>),
+    /// A cover.
+    Cover(Shared<Cover>),
+    /// A bin.
+    Bin(Shared<BinModel>),
+    /// A toilet.
+    Toilet(Shared<ToiletAir>),
+}
+
+type LampStage =
+    LampController<RelayPin, DimPwm, Bl0942Chip, AdcLeakage<SimI2c<Ads1115Chip>, NoDelay>>;
+type Ranger = A02yyuw<A02yyuwChip>;
+type Thermo = Tmp102<SimI2c<Tmp102Chip>>;
+type Gas = GasFrontEnd<SimI2c<Ads1115Chip>, NoDelay>;
+
+/// The firmware device, boxed: the kinds differ in size and nodes live in large fleets.
+enum App {
+    Streetlight(Box<Device<Streetlight<LampStage>>>),
+    Manhole(Box<Device<Manhole<Accel, Ranger, Gauge>>>),
+    Bin(Box<Device<Bin<Ranger, Thermo, NoSensor, Gauge>>>),
+    Toilet(Box<Device<Toilet<Gas, NoSensor>>>),
+}
+
+/// A simulated node.
+pub struct SimNode {
+    app: App,
+    /// What it measures; scenarios change it to inject faults.
+    pub world: World,
+    /// Its battery (mains-powered lamps and toilets keep a full one).
+    pub battery: Shared<BatteryModel>,
+    last_ms: Option<u64>,
+    sent: u64,
+}
+
+impl std::fmt::Debug for SimNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimNode")
+            .field("id", self.node().id())
+            .field("world", &self.world)
+            .finish_non_exhaustive()
+    }
+}
+
+fn gauge(battery: &Shared<BatteryModel>) -> Gauge {
+    let b = battery.clone();
+    let chip = Ads1115Chip::new(
+        0x49,
+        [
+            None,
+            None,
+            Some(Box::new(move || battery_volts(&b.borrow(), LI_SOCL2) / 2.0)),
+            None,
+        ],
+    );
+    BatteryGauge::new(
+        AdcInput::new(
+            Ads1115::new(
+                SimI2c::new(chip),
+                NoDelay,
+                ads1115::Config {
+                    address: 0x49,
+                    ..ads1115::Config::default()
+                },
+            ),
+            Channel::Ain2,
+            Gain::Fs4_096,
+        ),
+        2.0,
+        LI_SOCL2,
+    )
+}
+
+fn accelerometer(cover: &Shared<Cover>) -> Accel {
+    let mut acc = Lis3dh::new(
+        SimI2c::new(Lis3dhChip::new(cover.clone())),
+        lis3dh::Config::default(),
+    );
+    // The simulated part always answers WHO_AM_I; a failure here is a simulator bug.
+    let _ = acc.init();
+    acc
+}
+
+impl SimNode {
+    /// A healthy node of `kind`, its noise seeded by `seed`.
+    pub fn new(id: DeviceId, kind: DeviceKind, seed: u64, encoding: Encoding) -> Self {
+        let node = Node::new(id, kind, encoding);
+        let battery = shared(BatteryModel::d_cell());
+        let (app, world) = match kind {
+            DeviceKind::Streetlight => {
+                let lamp = shared(LampModel::new(seed));
+                let leak = lamp.clone();
+                let leakage_chip = Ads1115Chip::new(
+                    0x48,
+                    [
+                        Some(Box::new(move || {
+                            leak.borrow().leakage_ma / f64::from(LEAKAGE_MA_PER_V)
+                        })),
+                        None,
+                        None,
+                        None,
+                    ],
+                );
+                let leakage = AdcLeakage::new(
+                    Adc::new(
+                        SimI2c::new(leakage_chip),
+                        NoDelay,
+                        ads1115::Config::default(),
+                    ),
+                    Channel::Ain0,
+                    Gain::Fs2_048,
+                    LEAKAGE_MA_PER_V,
+                );
+                let stage = LampController::new(
+                    RelayPin(lamp.clone()),
+                    DimPwm(lamp.clone()),
+                    Bl0942::new(Bl0942Chip::new(lamp.clone()), Calibration::default()),
+                    leakage,
+                );
+                (
+                    App::Streetlight(Box::new(Device::new(node, Streetlight::new(stage)))),
+                    World::Lamp(lamp),
+                )
+            }
+            DeviceKind::Manhole => {
+                let cover = shared(Cover::new(seed));
+                let depth = cover.borrow().well_depth_mm;
+                let water = A02yyuw::new(A02yyuwChip::for_well(cover.clone()));
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let app = Manhole::new(
+                    accelerometer(&cover),
+                    Some(water),
+                    gauge(&battery),
+                    depth as u16,
+                );
+                (
+                    App::Manhole(Box::new(Device::new(node, app))),
+                    World::Cover(cover),
+                )
+            }
+            DeviceKind::Bin => {
+                let bin = shared(BinModel::new(seed, 1000.0, 2.0));
+                let t = bin.clone();
+                let thermo = Tmp102::new(
+                    SimI2c::new(Tmp102Chip::new(
+                        0x48,
+                        Box::new(move || t.borrow().temperature_c),
+                    )),
+                    0x48,
+                );
+                let app = Bin::new(
+                    A02yyuw::new(A02yyuwChip::for_bin(bin.clone())),
+                    thermo,
+                    None::<NoSensor>,
+                    gauge(&battery),
+                );
+                (App::Bin(Box::new(Device::new(node, app))), World::Bin(bin))
+            }
+            DeviceKind::Toilet => {
+                let air = shared(ToiletAir::new(seed));
+                let (a, b) = (air.clone(), air.clone());
+                let chip = Ads1115Chip::new(
+                    0x48,
+                    [
+                        Some(Box::new(move || {
+                            f64::from(DEFAULT_NH3.volts(a.borrow_mut().sample().0 as f32))
+                        })),
+                        Some(Box::new(move || {
+                            f64::from(DEFAULT_H2S.volts(b.borrow_mut().sample().1 as f32))
+                        })),
+                        None,
+                        None,
+                    ],
+                );
+                let gas = GasFrontEnd::new(
+                    Adc::new(SimI2c::new(chip), NoDelay, ads1115::Config::default()),
+                    DEFAULT_NH3,
+                    DEFAULT_H2S,
+                );
+                (
+                    App::Toilet(Box::new(Device::new(
+                        node,
+                        Toilet::new(gas, None::<NoSensor>),
+                    ))),
+                    World::Toilet(air),
+                )
+            }
+        };
+        Self {
+            app,
+            world,
+            battery,
+            last_ms: None,
+            sent: 0,
+        }
+    }
+
+    /// The firmware node (id, settings, outbox, counters).
+    pub fn node(&self) -> &Node {
+        match &self.app {
+            App::Streetlight(d) => &d.node,
+            App::Manhole(d) => &d.node,
+            App::Bin(d) => &d.node,
+            App::Toilet(d) => &d.node,
+        }
+    }
+
+    /// The firmware node, mutable (to apply settings before a run).
+    pub fn node_mut(&mut self) -> &mut Node {
+        match &mut self.app {
+            App::Streetlight(d) => &mut d.node,
+            App::Manhole(d) => &mut d.node,
+            App::Bin(d) => &mut d.node,
+            App::Toilet(d) => &mut d.node,
+        }
+    }
+
+    /// Messages this node has handed to its transport.
+    pub fn messages_sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// Advance the world to `now` and run one firmware tick.
+    pub fn tick(&mut self, now: Now, transport: &mut impl Transport) -> TickOutcome {
+        let dt_s = self
+            .last_ms
+            .map_or(0.0, |t| now.mono_ms.saturating_sub(t) as f64 / 1000.0);
+        self.last_ms = Some(now.mono_ms);
+        match &self.world {
+            World::Lamp(l) => l.borrow_mut().advance(dt_s),
+            World::Bin(b) => b.borrow_mut().advance(dt_s),
+            World::Toilet(t) => t.borrow_mut().advance(dt_s),
+            World::Cover(_) => {}
+        }
+        let mut counting = Counting {
+            inner: transport,
+            sent: 0,
+        };
+        let outcome = match &mut self.app {
+            App::Streetlight(d) => d.tick(now, &mut counting),
+            App::Manhole(d) => d.tick(now, &mut counting),
+            App::Bin(d) => d.tick(now, &mut counting),
+            App::Toilet(d) => d.tick(now, &mut counting),
+        };
+        let sent = counting.sent;
+        self.sent += sent;
+        if !matches!(self.world, World::Lamp(_)) {
+            // About one sample per tick for the fast samplers; the drain model is per event.
+            self.battery.borrow_mut().drain(dt_s, 1, sent);
+        }
+        outcome
+    }
+}
+
+/// Counts what the firmware sends (each message costs battery).
+struct Counting<'a, T> {
+    inner: &'a mut T,
+    sent: u64,
+}
+
+impl<T: Transport> Transport for Counting<'_, T> {
+    fn send(&mut self, channel: MqttChannel, payload: &[u8]) -> Result<(), LinkDown> {
+        self.inner.send(channel, payload)?;
+        self.sent += 1;
+        Ok(())
+    }
+    fn poll_downlink(&mut self, buf: &mut [u8]) -> Option<(MqttChannel, usize)> {
+        self.inner.poll_downlink(buf)
+    }
+}
