@@ -10,5 +10,6 @@
 #![warn(missing_docs)]
 
 pub mod chips;
+pub mod city;
 pub mod node;
 pub mod physics;

@@ -1,0 +1,273 @@
+//! A city laid out around a centre: road segments of streetlights, manhole covers along the
+//! roads, bins at intervals and a few public toilets, in unit grids, in the proportions of
+//! DOMAIN.md's city scale (per million inhabitants: 50–80 k lamps, 30–50 k drainage covers,
+//! 10–20 k bins, ~400 toilets).
+//!
+//! The output is the inventory CSV the gateway imports
+//! (`id,kind,component_code,lat,lon,grid,road_segment,road_class,toilet_class,bin_depth_mm,transport,overrides`).
+
+use std::fmt::Write as _;
+
+use streetgate_protocols::DeviceKind;
+
+use crate::physics::Noise;
+
+/// City layout parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CityConfig {
+    /// Centre latitude, °N.
+    pub centre_lat: f64,
+    /// Centre longitude, °E.
+    pub centre_lon: f64,
+    /// Devices in total (split by the city-scale proportions).
+    pub devices: usize,
+    /// Lamps per road segment.
+    pub lamps_per_segment: usize,
+    /// Noise seed: the same seed lays out the same city.
+    pub seed: u64,
+    /// County code (GB/T 2260) for component codes and grid codes.
+    pub county: String,
+}
+
+impl Default for CityConfig {
+    fn default() -> Self {
+        // Hebi, Henan (seeds/001).
+        Self {
+            centre_lat: 35.7476,
+            centre_lon: 114.2975,
+            devices: 2000,
+            lamps_per_segment: 24,
+            seed: 1,
+            county: "410602".into(),
+        }
+    }
+}
+
+/// Shares of the fleet by kind, from the city-scale figures (65 : 40 : 15 : 0.4).
+pub const SHARES: [(DeviceKind, f64); 4] = [
+    (DeviceKind::Streetlight, 65.0),
+    (DeviceKind::Manhole, 40.0),
+    (DeviceKind::Bin, 15.0),
+    (DeviceKind::Toilet, 0.4),
+];
+
+/// One placed device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placed {
+    /// Device id.
+    pub id: String,
+    /// Kind.
+    pub kind: DeviceKind,
+    /// 16-digit component code.
+    pub component_code: String,
+    /// Position.
+    pub lat: f64,
+    /// Position.
+    pub lon: f64,
+    /// 15-digit unit-grid code.
+    pub grid: String,
+    /// Road segment (lamps).
+    pub road_segment: Option<String>,
+    /// `main`, `secondary` or `back` (lamps).
+    pub road_class: Option<&'static str>,
+    /// Toilet class 1..=3.
+    pub toilet_class: Option<u8>,
+    /// Bin depth, mm.
+    pub bin_depth_mm: Option<u16>,
+}
+
+/// A generated city.
+#[derive(Debug, Clone, PartialEq)]
+pub struct City {
+    /// Every device.
+    pub devices: Vec<Placed>,
+}
+
+/// Metres to degrees at a latitude.
+fn offset(lat: f64, lon: f64, east_m: f64, north_m: f64) -> (f64, f64) {
+    let dlat = north_m / 111_320.0;
+    let dlon = east_m / (111_320.0 * lat.to_radians().cos());
+    (lat + dlat, lon + dlon)
+}
+
+impl City {
+    /// Lay out a city.
+    pub fn generate(cfg: &CityConfig) -> Self {
+        let total_share: f64 = SHARES.iter().map(|(_, s)| s).sum();
+        #[allow(
+            clippy::cast_precision_loss,
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss
+        )]
+        let count = |share: f64| {
+            ((cfg.devices as f64) * share / total_share)
+                .round()
+                .max(1.0) as usize
+        };
+        let (lamps, covers, bins, toilets) = (
+            count(SHARES[0].1),
+            count(SHARES[1].1),
+            count(SHARES[2].1),
+            count(SHARES[3].1),
+        );
+        let mut noise = Noise::new(cfg.seed);
+        let segments = lamps.div_ceil(cfg.lamps_per_segment.max(1));
+        // Segments run east–west, 120 m apart north–south, in rows of four 30 m-spaced runs.
+        let spacing = 30.0;
+        let seg_len = spacing * cfg.lamps_per_segment as f64;
+        let mut devices = Vec::new();
+        let grid_of = |east: f64, north: f64| {
+            // 1 ha unit grids: 100 m cells, numbered from the south-west corner.
+            #[allow(clippy::cast_possible_truncation)]
+            let (gx, gy) = (
+                (east / 100.0).floor() as i64 + 500,
+                (north / 100.0).floor() as i64 + 500,
+            );
+            let street = (gy.rem_euclid(1000) / 100) + 1;
+            let community = (gx.rem_euclid(1000) / 100) + 1;
+            let serial = (gy.rem_euclid(100) / 10) * 10 + gx.rem_euclid(10) + 1;
+            format!("{}{street:03}{community:03}{serial:03}", cfg.county)
+        };
+        let mut serials = [0u32; 4];
+        let code = |kind: DeviceKind, serials: &mut [u32; 4]| {
+            let (i, class) = match kind {
+                DeviceKind::Streetlight => (0, "0118"),
+                DeviceKind::Manhole => (1, "0103"),
+                DeviceKind::Bin => (2, "0305"),
+                DeviceKind::Toilet => (3, "0301"),
+            };
+            serials[i] += 1;
+            format!("{}{class}{:06}", cfg.county, serials[i])
+        };
+        #[allow(clippy::cast_precision_loss)]
+        let row_origin = |s: usize| {
+            (
+                -(seg_len * 2.0) + (s % 4) as f64 * seg_len,
+                -((segments / 4) as f64 * 60.0) + (s / 4) as f64 * 120.0,
+            )
+        };
+        let mut lamp_no = 0;
+        for s in 0..segments {
+            let (x0, y0) = row_origin(s);
+            let class = match s % 10 {
+                0..=2 => "main",
+                3..=5 => "secondary",
+                _ => "back",
+            };
+            let segment = format!("SEG-{:04}", s + 1);
+            for k in 0..cfg.lamps_per_segment {
+                if lamp_no == lamps {
+                    break;
+                }
+                lamp_no += 1;
+                #[allow(clippy::cast_precision_loss)]
+                let (east, north) = (
+                    x0 + k as f64 * spacing + noise.symmetric(1.0),
+                    y0 + noise.symmetric(1.0),
+                );
+                let (lat, lon) = offset(cfg.centre_lat, cfg.centre_lon, east, north);
+                devices.push(Placed {
+                    id: format!("SL-{lamp_no:06}"),
+                    kind: DeviceKind::Streetlight,
+                    component_code: code(DeviceKind::Streetlight, &mut serials),
+                    lat,
+                    lon,
+                    grid: grid_of(east, north),
+                    road_segment: Some(segment.clone()),
+                    road_class: Some(class),
+                    toilet_class: None,
+                    bin_depth_mm: None,
+                });
+            }
+        }
+        // Covers, bins and toilets along the same roads, offset to the kerb.
+        let mut place =
+            |kind: DeviceKind, n: usize, prefix: &str, kerb_m: f64, devices: &mut Vec<Placed>| {
+                for i in 0..n {
+                    let s = (i * 7) % segments.max(1);
+                    let (x0, y0) = row_origin(s);
+                    let east = x0 + noise.unit() * seg_len;
+                    let north = y0 + kerb_m;
+                    let (lat, lon) = offset(cfg.centre_lat, cfg.centre_lon, east, north);
+                    devices.push(Placed {
+                        id: format!("{prefix}-{:06}", i + 1),
+                        kind,
+                        component_code: code(kind, &mut serials),
+                        lat,
+                        lon,
+                        grid: grid_of(east, north),
+                        road_segment: None,
+                        road_class: None,
+                        #[allow(clippy::cast_possible_truncation)]
+                        toilet_class: (kind == DeviceKind::Toilet).then_some((i % 3) as u8 + 1),
+                        bin_depth_mm: (kind == DeviceKind::Bin).then_some(900),
+                    });
+                }
+            };
+        place(DeviceKind::Manhole, covers, "MH", 4.0, &mut devices);
+        place(DeviceKind::Bin, bins, "BN", 8.0, &mut devices);
+        place(DeviceKind::Toilet, toilets, "WC", 20.0, &mut devices);
+        Self { devices }
+    }
+
+    /// The inventory CSV the gateway imports.
+    pub fn to_csv(&self) -> String {
+        let mut out = String::from(
+            "id,kind,component_code,lat,lon,grid,road_segment,road_class,toilet_class,bin_depth_mm,transport,overrides\n",
+        );
+        for d in &self.devices {
+            let _ = writeln!(
+                out,
+                "{},{},{},{:.6},{:.6},{},{},{},{},{},mqtt,",
+                d.id,
+                d.kind,
+                d.component_code,
+                d.lat,
+                d.lon,
+                d.grid,
+                d.road_segment.as_deref().unwrap_or(""),
+                d.road_class.unwrap_or(""),
+                d.toilet_class.map(|c| c.to_string()).unwrap_or_default(),
+                d.bin_depth_mm.map(|c| c.to_string()).unwrap_or_default(),
+            );
+        }
+        out
+    }
+
+    /// Devices of a kind.
+    pub fn count(&self, kind: DeviceKind) -> usize {
+        self.devices.iter().filter(|d| d.kind == kind).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use streetgate_protocols::{ComponentCode, DeviceId};
+
+    #[test]
+    fn proportions_ids_and_codes() {
+        let city = City::generate(&CityConfig::default());
+        assert_eq!(city.count(DeviceKind::Streetlight), 1080);
+        assert_eq!(city.count(DeviceKind::Manhole), 664);
+        assert_eq!(city.count(DeviceKind::Bin), 249);
+        assert_eq!(city.count(DeviceKind::Toilet), 7);
+        for d in &city.devices {
+            assert!(DeviceId::new(&d.id).is_ok(), "{}", d.id);
+            let code = ComponentCode::new(&d.component_code).unwrap();
+            assert_eq!(code.default_kind(), Some(d.kind));
+            assert_eq!(d.grid.len(), 15, "{}", d.grid);
+            assert!((d.lat - 35.7476).abs() < 0.05 && (d.lon - 114.2975).abs() < 0.05);
+        }
+        let ids: std::collections::HashSet<&str> =
+            city.devices.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids.len(), city.devices.len());
+        assert_eq!(
+            city,
+            City::generate(&CityConfig::default()),
+            "same seed, same city"
+        );
+        let csv = city.to_csv();
+        assert_eq!(csv.lines().count(), city.devices.len() + 1);
+    }
+}
