@@ -1,0 +1,241 @@
+//! Device routes: inventory list/get/upsert/delete, CSV import/export, readings.
+
+use std::collections::{BTreeMap, HashSet};
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use streetgate_protocols::{DeviceId, DeviceKind};
+
+use super::{ApiError, ApiJson, ApiQuery, ApiResult, AppState};
+use crate::clock::now_ms;
+use crate::inventory::{parse_csv, to_csv, validate_device};
+use crate::model::Device;
+
+fn device_id(id: &str) -> ApiResult<DeviceId> {
+    DeviceId::new(id)
+        .map_err(|e| ApiError::bad_request("invalid_device_id", format!("{id:?}: {e}")))
+}
+
+fn known(state: &AppState, id: &str) -> ApiResult<DeviceId> {
+    let id = device_id(id)?;
+    if state.inventory.get(&id).is_none() {
+        return Err(ApiError::not_found(
+            "device_not_found",
+            format!("device {id} is not in the inventory"),
+        ));
+    }
+    Ok(id)
+}
+
+/// Filters of `GET /api/devices`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListQuery {
+    kind: Option<DeviceKind>,
+    grid: Option<String>,
+    segment: Option<String>,
+    #[serde(default = "default_limit")]
+    limit: usize,
+    #[serde(default)]
+    offset: usize,
+}
+
+fn default_limit() -> usize {
+    1000
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct DeviceList {
+    total: usize,
+    offset: usize,
+    devices: Vec<Device>,
+}
+
+pub(super) async fn list(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<DeviceList>> {
+    let snapshot = state.inventory.snapshot();
+    let mut matching: Vec<&Device> = snapshot
+        .values()
+        .map(AsRef::as_ref)
+        .filter(|d| q.kind.is_none_or(|k| d.kind == k))
+        .filter(|d| q.grid.as_ref().is_none_or(|g| &d.grid == g))
+        .filter(|d| {
+            q.segment
+                .as_ref()
+                .is_none_or(|s| d.road_segment.as_ref() == Some(s))
+        })
+        .collect();
+    matching.sort_by(|a, b| a.id.cmp(&b.id));
+    let total = matching.len();
+    let devices = matching
+        .into_iter()
+        .skip(q.offset)
+        .take(q.limit.min(100_000))
+        .cloned()
+        .collect();
+    Ok(Json(DeviceList {
+        total,
+        offset: q.offset,
+        devices,
+    }))
+}
+
+pub(super) async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Device>> {
+    let id = known(&state, &id)?;
+    state
+        .inventory
+        .get(&id)
+        .map(|d| Json(Device::clone(&d)))
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "device_not_found",
+                format!("device {id} is not in the inventory"),
+            )
+        })
+}
+
+/// One device or several.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum OneOrMany {
+    One(Box<Device>),
+    Many(Vec<Device>),
+}
+
+pub(super) async fn upsert(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<OneOrMany>,
+) -> ApiResult<impl IntoResponse> {
+    let devices = match body {
+        OneOrMany::One(d) => vec![*d],
+        OneOrMany::Many(v) => v,
+    };
+    let mut seen = HashSet::new();
+    for (i, d) in devices.iter().enumerate() {
+        if let Err((field, message)) = validate_device(d) {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_device",
+                format!("device {i} ({}): {field}: {message}", d.id),
+            ));
+        }
+        if !seen.insert(d.id.clone()) {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_device",
+                format!("device {i}: id {} appears twice", d.id),
+            ));
+        }
+    }
+    state.store.upsert_devices(&devices, now_ms()).await?;
+    let n = devices.len();
+    state.inventory.upsert(devices);
+    Ok((StatusCode::OK, Json(json!({ "upserted": n }))))
+}
+
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let id = device_id(&id)?;
+    let existed = state.store.delete_device(id.as_str()).await?;
+    state.inventory.remove(&HashSet::from([id.clone()]));
+    if existed {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(
+            "device_not_found",
+            format!("device {id} is not in the inventory"),
+        ))
+    }
+}
+
+pub(super) async fn import(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> ApiResult<impl IntoResponse> {
+    let devices = parse_csv(&body).map_err(|e| {
+        let details = serde_json::to_value(&e).unwrap_or(Value::Null);
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_inventory",
+            e.to_string(),
+        )
+        .with_details(details)
+    })?;
+    state.store.upsert_devices(&devices, now_ms()).await?;
+    let n = devices.len();
+    state.inventory.upsert(devices);
+    tracing::info!(devices = n, "inventory imported");
+    Ok(Json(json!({ "imported": n })))
+}
+
+pub(super) async fn export(State(state): State<AppState>) -> impl IntoResponse {
+    let snapshot = state.inventory.snapshot();
+    let mut devices: Vec<Device> = snapshot.values().map(|d| Device::clone(d)).collect();
+    devices.sort_by(|a, b| a.id.cmp(&b.id));
+    (
+        [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+        to_csv(&devices),
+    )
+}
+
+pub(super) async fn latest(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = known(&state, &id)?;
+    let readings = state.store.latest_readings(id.as_str()).await?;
+    let Some(newest) = readings.first() else {
+        return Err(ApiError::not_found(
+            "no_reading",
+            format!("device {id} has not sent an accepted message yet"),
+        ));
+    };
+    let newest = newest.body.clone();
+    let by_type: BTreeMap<String, Value> = readings
+        .into_iter()
+        .map(|r| (r.reading_type, r.body))
+        .collect();
+    Ok(Json(
+        json!({ "device_id": id.as_str(), "latest": newest, "by_type": by_type }),
+    ))
+}
+
+/// `GET /api/devices/{id}/history?limit=`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HistoryQuery {
+    #[serde(default = "default_history")]
+    limit: u32,
+}
+
+fn default_history() -> u32 {
+    100
+}
+
+pub(super) async fn history(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
+) -> ApiResult<Json<Value>> {
+    let id = known(&state, &id)?;
+    let readings = state
+        .store
+        .reading_history(id.as_str(), q.limit.min(10_000))
+        .await?;
+    let readings: Vec<Value> = readings.into_iter().map(|r| r.body).collect();
+    Ok(Json(
+        json!({ "device_id": id.as_str(), "readings": readings }),
+    ))
+}

@@ -1,0 +1,212 @@
+//! The HTTP API (axum). Every error is JSON `{"code": "...", "message": "..."}` with a fitting
+//! status code.
+//!
+//! | route | |
+//! |---|---|
+//! | `GET /api/health` | liveness, store and MQTT status |
+//! | `GET /metrics` | Prometheus text exposition |
+//! | `GET /api/devices` | inventory (filters `kind`, `grid`, `segment`; `limit`, `offset`) |
+//! | `POST /api/devices` | upsert one device or an array (JSON) |
+//! | `POST /api/devices/import` | CSV import, all or nothing |
+//! | `GET /api/devices/export` | the inventory as CSV |
+//! | `GET /api/devices/{id}` | one device |
+//! | `DELETE /api/devices/{id}` | remove a device and its readings |
+//! | `GET /api/devices/{id}/latest` | latest reading of each type |
+//! | `GET /api/devices/{id}/history` | recent readings (`limit`) |
+//! | `GET /api/unregistered` | devices that published but are not inventoried |
+//! | `GET /api/rejections` | rejected messages by reason (since start and all time) |
+//! | `GET /api/cases` | cases (filters `state`, `open`, `type`, `grid`, `team`, `overdue`) |
+//! | `GET /api/cases/{id}` | one case with its history |
+
+mod cases;
+mod devices;
+mod system;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::inventory::Inventory;
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError};
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// Persistent store.
+    pub store: Arc<dyn Store>,
+    /// In-memory inventory (mirrors the store's devices).
+    pub inventory: Arc<Inventory>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Facts about this process for `/api/health`.
+    pub runtime: Arc<RuntimeInfo>,
+}
+
+/// Facts about the running gateway.
+#[derive(Debug, Clone)]
+pub struct RuntimeInfo {
+    /// Process start.
+    pub started: Instant,
+    /// Broker the ingest connects to (`host:port`).
+    pub mqtt_broker: String,
+    /// The embedded broker's listener, when it runs.
+    pub embedded_broker: Option<SocketAddr>,
+    /// Database file.
+    pub store_path: String,
+}
+
+/// An API error: status, stable code and a message saying what to fix.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable machine-readable code (`device_not_found`).
+    pub code: &'static str,
+    /// Human-readable explanation.
+    pub message: String,
+    /// Extra structured detail (import problems).
+    pub details: Option<serde_json::Value>,
+}
+
+impl ApiError {
+    /// An error.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    /// 404.
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    /// 400.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// Attach structured details.
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "code": self.code, "message": self.message });
+        if let (Some(d), Some(obj)) = (self.details, body.as_object_mut()) {
+            obj.insert("details".to_owned(), d);
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "store error in API request");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_error",
+            e.to_string(),
+        )
+    }
+}
+
+/// Result of a handler.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// `Json` whose rejection is an [`ApiError`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Self(v)),
+            Err(rej) => Err(json_rejection(&rej)),
+        }
+    }
+}
+
+fn json_rejection(rej: &JsonRejection) -> ApiError {
+    let code = match rej {
+        JsonRejection::MissingJsonContentType(_) => "unsupported_media_type",
+        JsonRejection::JsonSyntaxError(_) => "invalid_json",
+        JsonRejection::JsonDataError(_) => "invalid_body",
+        _ => "bad_request",
+    };
+    ApiError::new(rej.status(), code, rej.body_text())
+}
+
+/// `Query` whose rejection is an [`ApiError`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Self(v)),
+            Err(rej) => Err(query_rejection(&rej)),
+        }
+    }
+}
+
+fn query_rejection(rej: &QueryRejection) -> ApiError {
+    ApiError::new(rej.status(), "invalid_query", rej.body_text())
+}
+
+/// The router with every route.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/api/health", get(system::health))
+        .route("/metrics", get(system::metrics))
+        .route("/api/unregistered", get(system::unregistered))
+        .route("/api/rejections", get(system::rejections))
+        .route("/api/devices", get(devices::list).post(devices::upsert))
+        .route("/api/devices/import", axum::routing::post(devices::import))
+        .route("/api/devices/export", get(devices::export))
+        .route(
+            "/api/devices/{id}",
+            get(devices::get).delete(devices::delete),
+        )
+        .route("/api/devices/{id}/latest", get(devices::latest))
+        .route("/api/devices/{id}/history", get(devices::history))
+        .route("/api/cases", get(cases::list))
+        .route("/api/cases/{id}", get(cases::get))
+        .fallback(|| async {
+            ApiError::not_found(
+                "no_route",
+                "no such route; see GET /api/health and the API list in the README",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not accept that method",
+            )
+        })
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}

@@ -1,0 +1,101 @@
+//! Health, metrics, unregistered devices and rejection counters.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiQuery, ApiResult, AppState};
+use crate::metrics::StoreGauges;
+
+pub(super) async fn health(State(state): State<AppState>) -> impl IntoResponse {
+    let store = state.store.ping().await;
+    let mqtt_connected = state.metrics.mqtt_connected.load(Relaxed) == 1;
+    let status = match (&store, mqtt_connected) {
+        (Err(_), _) => "unavailable",
+        (Ok(()), false) => "degraded",
+        (Ok(()), true) => "ok",
+    };
+    let code = if store.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let rt = &state.runtime;
+    (
+        code,
+        Json(json!({
+            "status": status,
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_s": rt.started.elapsed().as_secs(),
+            "devices": state.inventory.len(),
+            "mqtt": {
+                "connected": mqtt_connected,
+                "subscribed": state.metrics.mqtt_subscribed.load(Relaxed) == 1,
+                "broker": rt.mqtt_broker,
+                "embedded_broker": rt.embedded_broker.map(|a| a.to_string()),
+            },
+            "store": {
+                "ok": store.is_ok(),
+                "path": rt.store_path,
+                "error": store.err().map(|e| e.to_string()),
+            },
+        })),
+    )
+}
+
+pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    // Gauges that live in the store; a failing store shows as zeros plus the error counter.
+    let gauges = StoreGauges {
+        devices: state.inventory.len() as u64,
+        unregistered_devices: state.store.count_unregistered().await.unwrap_or(0),
+        open_cases: state.store.open_case_counts().await.unwrap_or_default(),
+    };
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(&gauges),
+    )
+}
+
+/// `GET /api/unregistered?limit=`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UnregisteredQuery {
+    #[serde(default = "default_limit")]
+    limit: u32,
+}
+
+fn default_limit() -> u32 {
+    1000
+}
+
+pub(super) async fn unregistered(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<UnregisteredQuery>,
+) -> ApiResult<Json<Value>> {
+    let total = state.store.count_unregistered().await?;
+    let devices = state.store.list_unregistered(q.limit.min(100_000)).await?;
+    Ok(Json(json!({ "total": total, "devices": devices })))
+}
+
+pub(super) async fn rejections(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    let since_start: BTreeMap<&str, u64> = state
+        .metrics
+        .rejections()
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    let all_time: BTreeMap<String, u64> =
+        state.store.rejection_totals().await?.into_iter().collect();
+    Ok(Json(
+        json!({ "since_start": since_start, "all_time": all_time }),
+    ))
+}

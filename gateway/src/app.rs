@@ -1,0 +1,308 @@
+//! Wiring: start every task of the gateway from a [`Config`], and stop them in order.
+//!
+//! Start: store (migrations) → inventory (+ optional CSV import) → embedded broker → store writer
+//! → pipeline → decode workers → MQTT ingest → housekeeping → HTTP.
+//! Stop ([`Running::shutdown`]): cancel → MQTT disconnects and drops its queues → workers,
+//! pipeline and writer drain in turn → HTTP finishes in-flight requests → store closes.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use streetgate_protocols::codec::Limits;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{AppState, RuntimeInfo};
+use crate::clock::now_ms;
+use crate::config::{Config, StoreBackend};
+use crate::ingest::mqtt::MqttSettings;
+use crate::ingest::{self, IngestContext};
+use crate::inventory::{Inventory, parse_csv};
+use crate::metrics::Metrics;
+use crate::model::Reading;
+use crate::pipeline::{self, StoreWriter, WriteOp, WriterSettings};
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
+use crate::{api, broker};
+
+/// How long shutdown waits for the pipeline to drain before giving up on it.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct Running {
+    /// Where the HTTP API listens.
+    pub http_addr: SocketAddr,
+    /// Where the embedded broker listens, when it runs.
+    pub broker_addr: Option<SocketAddr>,
+    /// The broker the ingest connects to, `host:port`.
+    pub mqtt_broker: String,
+    /// Shared state (store, inventory, metrics).
+    pub state: AppState,
+    ingest: IngestContext,
+    cancel: CancellationToken,
+    mqtt: JoinHandle<()>,
+    workers: Vec<JoinHandle<()>>,
+    pipeline: JoinHandle<()>,
+    writer: JoinHandle<()>,
+    housekeeping: JoinHandle<()>,
+    http: JoinHandle<()>,
+}
+
+/// The address to connect to for a listener bound to `addr` (unspecified → loopback).
+fn connectable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
+        }
+        _ => addr,
+    }
+}
+
+/// Start the gateway.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    config.validate().context("invalid configuration")?;
+    let started = Instant::now();
+    let cancel = CancellationToken::new();
+    let metrics = Arc::new(Metrics::default());
+
+    // Store and inventory.
+    let StoreBackend::Sqlite = config.store.backend;
+    let store_path = config.store.path.clone();
+    let sqlite = SqliteStore::open(&store_path).await.with_context(|| {
+        format!(
+            "opening the SQLite store at {} (store.path)",
+            store_path.display()
+        )
+    })?;
+    let store: Arc<dyn Store> = Arc::new(sqlite);
+    let devices = store
+        .list_devices()
+        .await
+        .context("loading the inventory")?;
+    let inventory = Arc::new(Inventory::new(devices));
+    if let Some(csv) = &config.inventory.import_csv {
+        let data = std::fs::read(csv)
+            .with_context(|| format!("reading inventory.import_csv {}", csv.display()))?;
+        let devices = parse_csv(&data).with_context(|| format!("importing {}", csv.display()))?;
+        store
+            .upsert_devices(&devices, now_ms())
+            .await
+            .context("storing the imported inventory")?;
+        tracing::info!(file = %csv.display(), devices = devices.len(), "inventory imported");
+        inventory.upsert(devices);
+    }
+
+    // Broker.
+    let broker_addr = if config.broker_embedded() {
+        let b = broker::start(&config.broker)
+            .await
+            .context("starting the embedded MQTT broker")?;
+        tracing::info!(listen = %b.v4, listen_v5 = ?b.v5, "embedded MQTT broker started");
+        Some(b.v4)
+    } else {
+        None
+    };
+    let settings = match (&config.mqtt.url, broker_addr) {
+        (Some(url), _) => MqttSettings::from_url(url, &config.mqtt)
+            .map_err(|e| anyhow::anyhow!("mqtt.url = {url}: {e}"))?,
+        (None, Some(addr)) => {
+            let addr = connectable(addr);
+            MqttSettings {
+                host: addr.ip().to_string(),
+                port: addr.port(),
+                config: config.mqtt.clone(),
+            }
+        }
+        (None, None) => bail!("mqtt.url is required when broker.embedded = false"),
+    };
+    let mqtt_broker = format!("{}:{}", settings.host, settings.port);
+
+    // Pipeline, from the store backwards.
+    let capacity = config.pipeline.channel_capacity;
+    let (write_tx, write_rx) = mpsc::channel::<WriteOp>(capacity);
+    let (reading_tx, reading_rx) = mpsc::channel::<Reading>(capacity);
+    let writer = tokio::spawn(
+        StoreWriter::new(
+            Arc::clone(&store),
+            Arc::clone(&metrics),
+            WriterSettings {
+                batch_max: config.store.batch_max,
+                flush_interval: Duration::from_millis(config.store.flush_interval_ms),
+                keep_history: config.store.history_per_device > 0,
+            },
+        )
+        .run(write_rx),
+    );
+    let pipeline = tokio::spawn(pipeline::run_pipeline(
+        reading_rx,
+        write_tx.clone(),
+        Arc::clone(&metrics),
+    ));
+    let limits = Limits {
+        max_payload: config.mqtt.max_payload_bytes,
+    };
+    let (worker_inputs, workers) = ingest::spawn_decode_workers(
+        config.pipeline.decode_workers,
+        capacity,
+        limits,
+        &inventory,
+        &metrics,
+        &reading_tx,
+        &write_tx,
+    );
+    drop(write_tx);
+    let mqtt = tokio::spawn(ingest::mqtt::run(
+        settings,
+        worker_inputs,
+        Arc::clone(&metrics),
+        cancel.clone(),
+    ));
+    let ingest = IngestContext {
+        readings: reading_tx,
+        metrics: Arc::clone(&metrics),
+        inventory: Arc::clone(&inventory),
+        cancel: cancel.clone(),
+    };
+    let housekeeping = tokio::spawn(housekeeping(
+        Arc::clone(&store),
+        config.store.history_per_device,
+        Duration::from_secs(config.store.trim_interval_s),
+        cancel.clone(),
+    ));
+
+    // HTTP.
+    let state = AppState {
+        store: Arc::clone(&store),
+        inventory: Arc::clone(&inventory),
+        metrics: Arc::clone(&metrics),
+        runtime: Arc::new(RuntimeInfo {
+            started,
+            mqtt_broker: mqtt_broker.clone(),
+            embedded_broker: broker_addr,
+            store_path: store_path.display().to_string(),
+        }),
+    };
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("http.listen = {}: cannot listen there", config.http.listen))?;
+    let http_addr = listener.local_addr().context("reading the HTTP address")?;
+    let router = api::router(state.clone(), config.http.max_body_bytes);
+    let http_cancel = cancel.clone();
+    let http = tokio::spawn(async move {
+        let stop = http_cancel.clone();
+        let serve = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stop.cancelled().await });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "HTTP server failed");
+            http_cancel.cancel();
+        }
+    });
+
+    tracing::info!(
+        http = %http_addr,
+        mqtt = %mqtt_broker,
+        embedded_broker = ?broker_addr,
+        store = %store_path.display(),
+        devices = inventory.len(),
+        "streetgate started"
+    );
+    Ok(Running {
+        http_addr,
+        broker_addr,
+        mqtt_broker,
+        state,
+        ingest,
+        cancel,
+        mqtt,
+        workers,
+        pipeline,
+        writer,
+        housekeeping,
+        http,
+    })
+}
+
+async fn housekeeping(
+    store: Arc<dyn Store>,
+    keep: u32,
+    every: Duration,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        match store.trim_history(keep).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(rows = n, "reading history trimmed"),
+            Err(e) => tracing::warn!(error = %e, "trimming the reading history failed"),
+        }
+    }
+}
+
+impl Running {
+    /// What a transport task (Modbus) needs to feed the pipeline. Tasks holding it must return
+    /// when its `cancel` fires, or shutdown waits for them.
+    pub fn ingest_context(&self) -> IngestContext {
+        self.ingest.clone()
+    }
+
+    /// The token that stops everything.
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Stop ingest, drain the pipeline, flush and close the store.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let Self {
+            state,
+            ingest,
+            cancel,
+            mqtt,
+            workers,
+            pipeline,
+            writer,
+            housekeeping,
+            http,
+            ..
+        } = self;
+        tracing::info!("shutting down: stopping ingest");
+        cancel.cancel();
+        drop(ingest);
+        let drain = async {
+            let _ = mqtt.await;
+            for w in workers {
+                let _ = w.await;
+            }
+            let _ = pipeline.await;
+            let _ = writer.await;
+        };
+        if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
+            tracing::error!(
+                timeout_s = DRAIN_TIMEOUT.as_secs(),
+                "pipeline did not drain in time; closing anyway"
+            );
+        }
+        let _ = housekeeping.await;
+        if tokio::time::timeout(Duration::from_secs(10), http)
+            .await
+            .is_err()
+        {
+            tracing::warn!("HTTP requests still running after 10 s; closing anyway");
+        }
+        state.store.close().await;
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}

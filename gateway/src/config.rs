@@ -1,0 +1,827 @@
+//! Configuration: one serde tree with defaults for every key, loaded from TOML and overridden by
+//! `STREETGATE_*` environment variables.
+//!
+//! With no file at all the gateway runs on embedded defaults: an embedded MQTT broker on
+//! 127.0.0.1:1883, SQLite under `./streetgate-data/`, HTTP on 127.0.0.1:8080. Every key is
+//! documented in `gateway/streetgate.sample.toml`.
+//!
+//! Environment overrides are named after the key: `http.listen` → `STREETGATE_HTTP_LISTEN`,
+//! `mqtt.shared_group` → `STREETGATE_MQTT_SHARED_GROUP` (see [`ENV_KEYS`]). An error always names
+//! the key, the value and what is allowed, and says when the value came from the environment.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::de::{self, Deserializer, Unexpected};
+use serde::{Deserialize, Serialize};
+
+/// Prefix of every environment override.
+pub const ENV_PREFIX: &str = "STREETGATE_";
+
+/// Default HTTP listen address.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8080";
+/// Default embedded-broker listen address (MQTT 3.1.1).
+pub const DEFAULT_BROKER_LISTEN: &str = "127.0.0.1:1883";
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {error}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("{origin} is not valid TOML: {message}")]
+    Syntax {
+        /// The file (or `<string>`).
+        origin: String,
+        /// Parser message, with line and column.
+        message: String,
+    },
+    /// A key has a value of the wrong type or an unknown name.
+    #[error("{key}: {message}{}", from_env_hint(.env_var))]
+    Value {
+        /// Dotted key path (`http.listen`), or `.` for the root.
+        key: String,
+        /// What was wrong and what is expected.
+        message: String,
+        /// The environment variable the value came from, if any.
+        env_var: Option<String>,
+    },
+    /// A key has a well-typed value outside what is allowed.
+    #[error("{key} = {value}: expected {allowed}{}", from_env_hint(.env_var))]
+    Invalid {
+        /// Dotted key path.
+        key: String,
+        /// The value given.
+        value: String,
+        /// What is allowed.
+        allowed: String,
+        /// The environment variable the value came from, if any.
+        env_var: Option<String>,
+    },
+}
+
+fn from_env_hint(var: &Option<String>) -> String {
+    var.as_ref()
+        .map(|v| format!(" (value from environment variable {v})"))
+        .unwrap_or_default()
+}
+
+/// The whole configuration tree.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// HTTP API.
+    pub http: HttpConfig,
+    /// Embedded MQTT broker.
+    pub broker: BrokerConfig,
+    /// MQTT client (ingest).
+    pub mqtt: MqttConfig,
+    /// Persistent store.
+    pub store: StoreConfig,
+    /// Device inventory.
+    pub inventory: InventoryConfig,
+    /// Internal pipeline sizing.
+    pub pipeline: PipelineConfig,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen address; port 0 picks a free port.
+    #[serde(deserialize_with = "socket_addr")]
+    pub listen: SocketAddr,
+    /// Largest request body accepted (CSV imports), bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: parse_default(DEFAULT_HTTP_LISTEN),
+            max_body_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[broker]`: the embedded rumqttd broker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Run the embedded broker. Unset: embedded unless `mqtt.url` names an external broker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedded: Option<bool>,
+    /// MQTT 3.1.1 listener; port 0 picks a free port.
+    #[serde(deserialize_with = "socket_addr")]
+    pub listen: SocketAddr,
+    /// Optional MQTT 5 listener.
+    #[serde(
+        deserialize_with = "opt_socket_addr",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub listen_v5: Option<SocketAddr>,
+    /// Most simultaneous client connections.
+    pub max_connections: usize,
+    /// Largest PUBLISH payload the broker accepts, bytes.
+    pub max_payload_bytes: usize,
+    /// Unacknowledged QoS 1 messages per connection.
+    pub max_inflight: usize,
+    /// Time a new connection has to send CONNECT, ms.
+    pub connection_timeout_ms: u16,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            embedded: None,
+            listen: parse_default(DEFAULT_BROKER_LISTEN),
+            listen_v5: None,
+            max_connections: 10_000,
+            max_payload_bytes: 64 * 1024,
+            max_inflight: 100,
+            connection_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// `[mqtt]`: the gateway's MQTT client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    /// External broker, `mqtt://host[:port]`. Unset: the embedded broker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Client id; stable so that the persistent session survives restarts. Each gateway
+    /// instance of a shared-subscription group needs its own.
+    pub client_id: String,
+    /// User name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// Shared-subscription group: subscribe to `$share/<group>/streetgate/v1/+/...`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared_group: Option<String>,
+    /// Keep-alive, s.
+    pub keep_alive_s: u64,
+    /// First reconnect delay, ms (doubles per failed attempt, with jitter).
+    pub reconnect_min_ms: u64,
+    /// Longest reconnect delay, ms.
+    pub reconnect_max_ms: u64,
+    /// Largest payload decoded; longer ones are rejected as `too_large`.
+    pub max_payload_bytes: usize,
+    /// Largest MQTT packet read from the broker, bytes. Larger than any payload a device
+    /// may send, so that an oversized message is rejected, not a reason to drop the connection.
+    pub max_packet_bytes: usize,
+    /// Unacknowledged QoS 1 messages in flight.
+    pub inflight: u16,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            client_id: "streetgate-gateway".to_owned(),
+            username: None,
+            password: None,
+            shared_group: None,
+            keep_alive_s: 30,
+            reconnect_min_ms: 500,
+            reconnect_max_ms: 30_000,
+            max_payload_bytes: streetgate_protocols::codec::DEFAULT_MAX_PAYLOAD,
+            max_packet_bytes: 1024 * 1024,
+            inflight: 100,
+        }
+    }
+}
+
+/// Store backends compiled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreBackend {
+    /// SQLite file (WAL).
+    Sqlite,
+}
+
+/// `[store]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Backend.
+    pub backend: StoreBackend,
+    /// SQLite database file; its directory is created if missing.
+    pub path: PathBuf,
+    /// Readings kept per device in the history table (0 = none).
+    pub history_per_device: u32,
+    /// Most writes in one transaction.
+    pub batch_max: usize,
+    /// Longest time a write waits for its batch, ms.
+    pub flush_interval_ms: u64,
+    /// How often the history is trimmed to `history_per_device`, s.
+    pub trim_interval_s: u64,
+    /// How often the rule state is snapshotted, s.
+    pub snapshot_interval_s: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            backend: StoreBackend::Sqlite,
+            path: PathBuf::from("./streetgate-data/streetgate.db"),
+            history_per_device: 100,
+            batch_max: 2000,
+            flush_interval_ms: 100,
+            trim_interval_s: 60,
+            snapshot_interval_s: 30,
+        }
+    }
+}
+
+/// `[inventory]`
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InventoryConfig {
+    /// CSV file imported (upserted) at start-up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub import_csv: Option<PathBuf>,
+}
+
+/// `[pipeline]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Capacity of each bounded channel between tasks.
+    pub channel_capacity: usize,
+    /// Decode workers (messages are sharded by device, so each device stays in order).
+    pub decode_workers: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            channel_capacity: 8192,
+            decode_workers: 2,
+        }
+    }
+}
+
+/// A parsed `mqtt://host:port` address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttUrl {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// User name from the URL's user info.
+    pub username: Option<String>,
+    /// Password from the URL's user info.
+    pub password: Option<String>,
+}
+
+impl MqttUrl {
+    const ALLOWED: &'static str = "mqtt://host[:port] or tcp://host[:port], optionally with user:password@ (TLS is not built in: terminate it in front of the broker)";
+
+    /// Parse `mqtt://[user[:password]@]host[:port]` (also `tcp://`); the port defaults to 1883.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let rest = url
+            .strip_prefix("mqtt://")
+            .or_else(|| url.strip_prefix("tcp://"))
+            .ok_or_else(|| Self::ALLOWED.to_owned())?;
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains('/') || rest.contains('?') {
+            return Err(Self::ALLOWED.to_owned());
+        }
+        let (userinfo, hostport) = match rest.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, rest),
+        };
+        let (username, password) = match userinfo {
+            Some(u) => match u.split_once(':') {
+                Some((user, pass)) => (Some(user.to_owned()), Some(pass.to_owned())),
+                None => (Some(u.to_owned()), None),
+            },
+            None => (None, None),
+        };
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let (h, after) = v6.split_once(']').ok_or_else(|| Self::ALLOWED.to_owned())?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => p.parse().map_err(|_| Self::ALLOWED.to_owned())?,
+                None if after.is_empty() => 1883,
+                None => return Err(Self::ALLOWED.to_owned()),
+            };
+            (h.to_owned(), port)
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (
+                    h.to_owned(),
+                    p.parse().map_err(|_| Self::ALLOWED.to_owned())?,
+                ),
+                None => (hostport.to_owned(), 1883),
+            }
+        };
+        if host.is_empty() {
+            return Err(Self::ALLOWED.to_owned());
+        }
+        Ok(Self {
+            host,
+            port,
+            username,
+            password,
+        })
+    }
+}
+
+/// How an environment value is turned into a TOML value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvValueKind {
+    /// Taken verbatim as a string.
+    Text,
+    /// Parsed as a TOML literal (number, boolean).
+    Literal,
+}
+
+/// Every key that can be overridden from the environment.
+pub const ENV_KEYS: &[(&str, EnvValueKind)] = &[
+    ("http.listen", EnvValueKind::Text),
+    ("http.max_body_bytes", EnvValueKind::Literal),
+    ("broker.embedded", EnvValueKind::Literal),
+    ("broker.listen", EnvValueKind::Text),
+    ("broker.listen_v5", EnvValueKind::Text),
+    ("broker.max_connections", EnvValueKind::Literal),
+    ("broker.max_payload_bytes", EnvValueKind::Literal),
+    ("broker.max_inflight", EnvValueKind::Literal),
+    ("broker.connection_timeout_ms", EnvValueKind::Literal),
+    ("mqtt.url", EnvValueKind::Text),
+    ("mqtt.client_id", EnvValueKind::Text),
+    ("mqtt.username", EnvValueKind::Text),
+    ("mqtt.password", EnvValueKind::Text),
+    ("mqtt.shared_group", EnvValueKind::Text),
+    ("mqtt.keep_alive_s", EnvValueKind::Literal),
+    ("mqtt.reconnect_min_ms", EnvValueKind::Literal),
+    ("mqtt.reconnect_max_ms", EnvValueKind::Literal),
+    ("mqtt.max_payload_bytes", EnvValueKind::Literal),
+    ("mqtt.max_packet_bytes", EnvValueKind::Literal),
+    ("mqtt.inflight", EnvValueKind::Literal),
+    ("store.backend", EnvValueKind::Text),
+    ("store.path", EnvValueKind::Text),
+    ("store.history_per_device", EnvValueKind::Literal),
+    ("store.batch_max", EnvValueKind::Literal),
+    ("store.flush_interval_ms", EnvValueKind::Literal),
+    ("store.trim_interval_s", EnvValueKind::Literal),
+    ("store.snapshot_interval_s", EnvValueKind::Literal),
+    ("inventory.import_csv", EnvValueKind::Text),
+    ("pipeline.channel_capacity", EnvValueKind::Literal),
+    ("pipeline.decode_workers", EnvValueKind::Literal),
+];
+
+/// The environment variable that overrides `key` (`http.listen` → `STREETGATE_HTTP_LISTEN`).
+pub fn env_var_name(key: &str) -> String {
+    format!("{ENV_PREFIX}{}", key.replace('.', "_").to_ascii_uppercase())
+}
+
+impl Config {
+    /// Load from an optional file plus the process environment.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let text = match path {
+            Some(p) => Some(
+                std::fs::read_to_string(p).map_err(|error| ConfigError::Read {
+                    path: p.to_owned(),
+                    error,
+                })?,
+            ),
+            None => None,
+        };
+        let origin = path.map_or_else(|| "<defaults>".to_owned(), |p| p.display().to_string());
+        Self::from_parts(text.as_deref(), &origin, std::env::vars())
+    }
+
+    /// Build from TOML text (`None` = all defaults) and environment pairs; validates the result.
+    pub fn from_parts(
+        text: Option<&str>,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table = match text {
+            Some(t) => toml::from_str(t).map_err(|e| ConfigError::Syntax {
+                origin: origin.to_owned(),
+                message: e.to_string().trim_end().to_owned(),
+            })?,
+            None => toml::Table::new(),
+        };
+        let mut from_env: Vec<(String, String)> = Vec::new();
+        for (var, value) in env {
+            if !var.starts_with(ENV_PREFIX) {
+                continue;
+            }
+            let Some((key, kind)) = ENV_KEYS.iter().find(|(k, _)| env_var_name(k) == var) else {
+                if !var.starts_with("STREETGATE_TEST_") {
+                    tracing::warn!(variable = %var, "ignoring unknown STREETGATE_ environment variable");
+                }
+                continue;
+            };
+            let parsed = match kind {
+                EnvValueKind::Text => toml::Value::String(value.clone()),
+                EnvValueKind::Literal => {
+                    parse_literal(&value).ok_or_else(|| ConfigError::Invalid {
+                        key: (*key).to_owned(),
+                        value: value.clone(),
+                        allowed: "a number or true/false".to_owned(),
+                        env_var: Some(var.clone()),
+                    })?
+                }
+            };
+            set_path(&mut table, key, parsed);
+            from_env.push(((*key).to_owned(), var));
+        }
+        let env_for = |key: &str| {
+            from_env
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+        };
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let key = e.path().to_string();
+                ConfigError::Value {
+                    env_var: env_for(&key),
+                    message: e.into_inner().message().to_owned(),
+                    key,
+                }
+            })?;
+        config.validate().map_err(|mut e| {
+            if let ConfigError::Invalid { key, env_var, .. } = &mut e {
+                *env_var = env_for(key);
+            }
+            e
+        })?;
+        Ok(config)
+    }
+
+    /// Whether the embedded broker runs.
+    pub fn broker_embedded(&self) -> bool {
+        self.broker.embedded.unwrap_or(self.mqtt.url.is_none())
+    }
+
+    /// Check relations and ranges serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &str, value: impl fmt::Display, allowed: &str) -> ConfigError {
+            ConfigError::Invalid {
+                key: key.to_owned(),
+                value: value.to_string(),
+                allowed: allowed.to_owned(),
+                env_var: None,
+            }
+        }
+        let topic_safe = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && !s.contains(['/', '+', '#', '$'])
+                && !s.chars().any(char::is_whitespace)
+        };
+        match &self.mqtt.url {
+            Some(url) => {
+                MqttUrl::parse(url).map_err(|allowed| invalid("mqtt.url", url, &allowed))?;
+            }
+            None if !self.broker_embedded() => {
+                return Err(invalid(
+                    "mqtt.url",
+                    "(unset)",
+                    "the external broker's address, e.g. mqtt://127.0.0.1:1883 (required when broker.embedded = false)",
+                ));
+            }
+            None => {}
+        }
+        if !topic_safe(&self.mqtt.client_id) {
+            return Err(invalid(
+                "mqtt.client_id",
+                &self.mqtt.client_id,
+                "1 to 64 characters without '/', '+', '#', '$' or spaces",
+            ));
+        }
+        if let Some(g) = &self.mqtt.shared_group
+            && !topic_safe(g)
+        {
+            return Err(invalid(
+                "mqtt.shared_group",
+                g,
+                "1 to 64 characters without '/', '+', '#', '$' or spaces",
+            ));
+        }
+        if !(5..=65_535).contains(&self.mqtt.keep_alive_s) {
+            return Err(invalid(
+                "mqtt.keep_alive_s",
+                self.mqtt.keep_alive_s,
+                "5..=65535 seconds",
+            ));
+        }
+        if self.mqtt.reconnect_min_ms == 0 {
+            return Err(invalid("mqtt.reconnect_min_ms", 0, "at least 1 ms"));
+        }
+        if self.mqtt.reconnect_max_ms < self.mqtt.reconnect_min_ms {
+            return Err(invalid(
+                "mqtt.reconnect_max_ms",
+                self.mqtt.reconnect_max_ms,
+                &format!(
+                    "at least mqtt.reconnect_min_ms ({})",
+                    self.mqtt.reconnect_min_ms
+                ),
+            ));
+        }
+        if self.mqtt.max_payload_bytes == 0 {
+            return Err(invalid("mqtt.max_payload_bytes", 0, "at least 1 byte"));
+        }
+        if self.mqtt.max_packet_bytes < self.mqtt.max_payload_bytes + 512 {
+            return Err(invalid(
+                "mqtt.max_packet_bytes",
+                self.mqtt.max_packet_bytes,
+                &format!(
+                    "at least mqtt.max_payload_bytes + 512 ({}), so an oversized payload is rejected rather than dropping the connection",
+                    self.mqtt.max_payload_bytes + 512
+                ),
+            ));
+        }
+        if self.mqtt.inflight == 0 {
+            return Err(invalid("mqtt.inflight", 0, "1..=65535"));
+        }
+        if self.broker.max_connections == 0 {
+            return Err(invalid("broker.max_connections", 0, "at least 1"));
+        }
+        if self.broker.max_payload_bytes == 0 {
+            return Err(invalid("broker.max_payload_bytes", 0, "at least 1 byte"));
+        }
+        if self.broker.max_inflight == 0 {
+            return Err(invalid("broker.max_inflight", 0, "at least 1"));
+        }
+        if self.broker.connection_timeout_ms < 100 {
+            return Err(invalid(
+                "broker.connection_timeout_ms",
+                self.broker.connection_timeout_ms,
+                "100..=65535 ms",
+            ));
+        }
+        if self.http.max_body_bytes < 1024 {
+            return Err(invalid(
+                "http.max_body_bytes",
+                self.http.max_body_bytes,
+                "at least 1024 bytes",
+            ));
+        }
+        if self.store.path.as_os_str().is_empty() {
+            return Err(invalid("store.path", "\"\"", "a file path"));
+        }
+        if self.store.batch_max == 0 {
+            return Err(invalid("store.batch_max", 0, "at least 1"));
+        }
+        if !(1..=60_000).contains(&self.store.flush_interval_ms) {
+            return Err(invalid(
+                "store.flush_interval_ms",
+                self.store.flush_interval_ms,
+                "1..=60000 ms",
+            ));
+        }
+        if self.store.trim_interval_s == 0 {
+            return Err(invalid("store.trim_interval_s", 0, "at least 1 s"));
+        }
+        if self.store.snapshot_interval_s == 0 {
+            return Err(invalid("store.snapshot_interval_s", 0, "at least 1 s"));
+        }
+        if self.pipeline.channel_capacity == 0 {
+            return Err(invalid("pipeline.channel_capacity", 0, "at least 1"));
+        }
+        if !(1..=64).contains(&self.pipeline.decode_workers) {
+            return Err(invalid(
+                "pipeline.decode_workers",
+                self.pipeline.decode_workers,
+                "1..=64",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, with the password masked.
+    pub fn to_toml_redacted(&self) -> String {
+        let mut shown = self.clone();
+        if shown.mqtt.password.is_some() {
+            shown.mqtt.password = Some("***".to_owned());
+        }
+        toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+fn parse_literal(raw: &str) -> Option<toml::Value> {
+    let table: toml::Table = toml::from_str(&format!("v = {raw}")).ok()?;
+    table
+        .get("v")
+        .filter(|v| !matches!(v, toml::Value::Table(_) | toml::Value::Array(_)))
+        .cloned()
+}
+
+fn set_path(table: &mut toml::Table, key: &str, value: toml::Value) {
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let Some(leaf) = parts.pop() else { return };
+    let mut cur = table;
+    for part in parts {
+        let entry = cur
+            .entry(part.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        let toml::Value::Table(t) = entry else { return };
+        cur = t;
+    }
+    cur.insert(leaf.to_owned(), value);
+}
+
+fn parse_default(s: &str) -> SocketAddr {
+    // Invariant: the defaults are literal, valid socket addresses (checked by a unit test).
+    s.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+const ADDR_EXPECTED: &str =
+    "an IP address and port such as 127.0.0.1:8080 (port 0 picks a free port)";
+
+fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse()
+        .map_err(|_| de::Error::invalid_value(Unexpected::Str(&s), &ADDR_EXPECTED))
+}
+
+fn opt_socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    socket_addr(d).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_parts(
+            Some(text),
+            "test.toml",
+            env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        )
+    }
+
+    #[test]
+    fn defaults_are_embedded() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c, Config::default());
+        assert!(c.broker_embedded());
+        assert_eq!(c.http.listen.to_string(), DEFAULT_HTTP_LISTEN);
+        assert_eq!(c.broker.listen.to_string(), DEFAULT_BROKER_LISTEN);
+    }
+
+    #[test]
+    fn external_broker_is_one_line() {
+        let c = load("mqtt.url = \"mqtt://10.0.0.5:1883\"", &[]).unwrap();
+        assert!(!c.broker_embedded());
+        let c = load("[broker]\nembedded = false\n", &[]).unwrap_err();
+        assert!(c.to_string().contains("mqtt.url"), "{c}");
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let c = load(
+            "[http]\nlisten = \"127.0.0.1:9000\"\n",
+            &[
+                ("STREETGATE_HTTP_LISTEN", "127.0.0.1:0"),
+                ("STREETGATE_MQTT_URL", "mqtt://broker:1884"),
+                ("STREETGATE_PIPELINE_DECODE_WORKERS", "4"),
+                ("STREETGATE_BROKER_EMBEDDED", "true"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.http.listen.port(), 0);
+        assert_eq!(c.mqtt.url.as_deref(), Some("mqtt://broker:1884"));
+        assert_eq!(c.pipeline.decode_workers, 4);
+        assert!(c.broker_embedded());
+    }
+
+    #[test]
+    fn bad_values_name_key_value_and_allowed() {
+        let e = load("[http]\nlisten = \"localhost-8080\"\n", &[]).unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("http.listen"), "{s}");
+        assert!(s.contains("localhost-8080"), "{s}");
+        assert!(s.contains("127.0.0.1:8080"), "{s}");
+
+        let e = load("[mqtt]\nkeep_alive_s = \"often\"\n", &[]).unwrap_err();
+        let s = e.to_string();
+        assert!(
+            s.contains("mqtt.keep_alive_s") && s.contains("often"),
+            "{s}"
+        );
+
+        let e = load("[store]\nbackend = \"oracle\"\n", &[]).unwrap_err();
+        let s = e.to_string();
+        assert!(
+            s.contains("store.backend") && s.contains("oracle") && s.contains("sqlite"),
+            "{s}"
+        );
+
+        let e = load("[http]\nlisen = \"127.0.0.1:1\"\n", &[]).unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("lisen") && s.contains("listen"), "{s}");
+
+        let e = load("[mqtt]\nurl = \"mqtts://x\"\n", &[]).unwrap_err();
+        let s = e.to_string();
+        assert!(
+            s.contains("mqtt.url") && s.contains("mqtts://x") && s.contains("mqtt://host"),
+            "{s}"
+        );
+
+        let e = load(
+            "[mqtt]\nreconnect_min_ms = 1000\nreconnect_max_ms = 10\n",
+            &[],
+        )
+        .unwrap_err();
+        let s = e.to_string();
+        assert!(
+            s.contains("mqtt.reconnect_max_ms = 10") && s.contains("1000"),
+            "{s}"
+        );
+
+        let e = load("", &[("STREETGATE_PIPELINE_DECODE_WORKERS", "0")]).unwrap_err();
+        let s = e.to_string();
+        assert!(
+            s.contains("pipeline.decode_workers = 0")
+                && s.contains("1..=64")
+                && s.contains("STREETGATE_PIPELINE_DECODE_WORKERS"),
+            "{s}"
+        );
+
+        let e = load("", &[("STREETGATE_HTTP_LISTEN", "nope")]).unwrap_err();
+        let s = e.to_string();
+        assert!(
+            s.contains("http.listen") && s.contains("nope") && s.contains("STREETGATE_HTTP_LISTEN"),
+            "{s}"
+        );
+
+        let e = load("[http\n", &[]).unwrap_err();
+        assert!(matches!(e, ConfigError::Syntax { .. }), "{e}");
+        assert!(e.to_string().contains("test.toml"));
+    }
+
+    #[test]
+    fn every_env_key_exists() {
+        for (key, kind) in ENV_KEYS {
+            let value = match (kind, *key) {
+                (_, "store.backend") => "sqlite",
+                (_, "mqtt.url") => "mqtt://h:1",
+                (_, k) if k.ends_with("listen") || k.ends_with("listen_v5") => "127.0.0.1:1",
+                (EnvValueKind::Text, _) => "x",
+                (EnvValueKind::Literal, "broker.embedded") => "true",
+                (EnvValueKind::Literal, "mqtt.max_packet_bytes") => "100000",
+                (EnvValueKind::Literal, "broker.connection_timeout_ms") => "1000",
+                (EnvValueKind::Literal, "mqtt.keep_alive_s") => "10",
+                (EnvValueKind::Literal, "mqtt.reconnect_max_ms") => "60000",
+                (EnvValueKind::Literal, "http.max_body_bytes") => "100000",
+                (EnvValueKind::Literal, _) => "2",
+            };
+            let var = env_var_name(key);
+            let r = load("", &[(var.as_str(), value)]);
+            assert!(r.is_ok(), "{var}={value}: {:?}", r.err());
+        }
+    }
+
+    #[test]
+    fn urls() {
+        let u = MqttUrl::parse("mqtt://user:pw@broker.local:1884").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.username.as_deref()),
+            ("broker.local", 1884, Some("user"))
+        );
+        assert_eq!(u.password.as_deref(), Some("pw"));
+        assert_eq!(MqttUrl::parse("tcp://h").unwrap().port, 1883);
+        assert_eq!(MqttUrl::parse("mqtt://[::1]:2000").unwrap().host, "::1");
+        assert!(MqttUrl::parse("http://h").is_err());
+        assert!(MqttUrl::parse("mqtt://").is_err());
+        assert!(MqttUrl::parse("mqtt://h:notaport").is_err());
+    }
+
+    #[test]
+    fn sample_config_is_the_defaults() {
+        let text = include_str!("../streetgate.sample.toml");
+        let c = load(text, &[]).unwrap();
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn redacted_round_trip() {
+        let mut c = Config::default();
+        c.mqtt.password = Some("secret".to_owned());
+        let text = c.to_toml_redacted();
+        assert!(!text.contains("secret"));
+        let back = load(&text, &[]).unwrap();
+        assert_eq!(back.http, c.http);
+    }
+}

@@ -1,0 +1,297 @@
+//! MQTT ingest over rumqttc: QoS 1, persistent session, re-subscribe on every ConnAck, and an own
+//! reconnect loop with exponential back-off and jitter (rumqttc reconnects at once when polled
+//! again after an error, which would hammer a broker that is down).
+//!
+//! Acknowledgements are manual: a PUBACK goes out only once the message sits in a decode
+//! worker's queue, so a message the broker delivered is either in the pipeline (which drains on
+//! shutdown) or redelivered in the next session.
+
+use std::collections::VecDeque;
+use std::hash::RandomState;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, Publish, QoS, SubscribeFilter};
+use streetgate_protocols::Channel;
+use streetgate_protocols::topic::PREFIX;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{RawUplink, shard_for};
+use crate::clock::now_ms;
+use crate::config::{MqttConfig, MqttUrl};
+use crate::metrics::Metrics;
+
+/// Capacity of rumqttc's request channel (acks and subscriptions).
+const REQUEST_CAPACITY: usize = 1024;
+
+/// The uplink channels the gateway subscribes to.
+pub const UPLINK_CHANNELS: [Channel; 4] = [
+    Channel::Telemetry,
+    Channel::Event,
+    Channel::Status,
+    Channel::Ack,
+];
+
+/// Subscription filters, optionally in a shared-subscription group.
+pub fn subscription_filters(shared_group: Option<&str>) -> Vec<String> {
+    UPLINK_CHANNELS
+        .iter()
+        .map(|ch| match shared_group {
+            Some(g) => format!("$share/{g}/{PREFIX}/+/{ch}"),
+            None => format!("{PREFIX}/+/{ch}"),
+        })
+        .collect()
+}
+
+/// Exponential back-off with jitter: `min·2ⁿ` capped at `max`, each delay drawn uniformly from
+/// its upper half so that many gateways do not reconnect in step.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    /// A back-off between `min` and `max`.
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Self {
+            min,
+            max: max.max(min),
+            attempt: 0,
+        }
+    }
+
+    /// The next delay.
+    pub fn next_delay(&mut self) -> Duration {
+        let factor = 2u32.saturating_pow(self.attempt.min(30));
+        self.attempt = self.attempt.saturating_add(1);
+        let ceiling = self.min.saturating_mul(factor).min(self.max);
+        let ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
+        let half = ms / 2;
+        Duration::from_millis(half + rand::random_range(0..=ms - half))
+    }
+
+    /// After a successful connection.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct MqttSettings {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// Client options from the config.
+    pub config: MqttConfig,
+}
+
+impl MqttSettings {
+    /// Settings for an `mqtt://` URL.
+    pub fn from_url(url: &str, config: &MqttConfig) -> Result<Self, String> {
+        let parsed = MqttUrl::parse(url)?;
+        let mut config = config.clone();
+        if config.username.is_none() {
+            config.username = parsed.username;
+        }
+        if config.password.is_none() {
+            config.password = parsed.password;
+        }
+        Ok(Self {
+            host: parsed.host,
+            port: parsed.port,
+            config,
+        })
+    }
+
+    fn options(&self) -> MqttOptions {
+        let c = &self.config;
+        let mut o = MqttOptions::new(c.client_id.clone(), self.host.clone(), self.port);
+        o.set_clean_session(false)
+            .set_keep_alive(Duration::from_secs(c.keep_alive_s))
+            .set_max_packet_size(c.max_packet_bytes, 64 * 1024)
+            .set_inflight(c.inflight)
+            .set_manual_acks(true);
+        if let Some(user) = &c.username {
+            o.set_credentials(user.clone(), c.password.clone().unwrap_or_default());
+        }
+        o
+    }
+}
+
+fn ack_handle(p: &Publish) -> Publish {
+    Publish {
+        dup: p.dup,
+        qos: p.qos,
+        retain: p.retain,
+        topic: String::new(),
+        pkid: p.pkid,
+        payload: bytes::Bytes::new(),
+    }
+}
+
+/// Run the MQTT client until `cancel`, feeding the decode workers. Returns after a clean
+/// DISCONNECT; dropping the worker inputs then lets the pipeline drain.
+pub async fn run(
+    settings: MqttSettings,
+    workers: Vec<mpsc::Sender<RawUplink>>,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) {
+    let filters = subscription_filters(settings.config.shared_group.as_deref());
+    // Only acks and subscriptions go through the request channel. Acks that do not fit wait in
+    // `pending_acks` (in order: some brokers, rumqttd among them, drop a client that acks out
+    // of order) and are retried after every event.
+    let (client, mut eventloop) = AsyncClient::new(settings.options(), REQUEST_CAPACITY);
+    let mut pending_acks: VecDeque<Publish> = VecDeque::new();
+    let mut backoff = Backoff::new(
+        Duration::from_millis(settings.config.reconnect_min_ms),
+        Duration::from_millis(settings.config.reconnect_max_ms),
+    );
+    let hasher = RandomState::new();
+    let broker = format!("{}:{}", settings.host, settings.port);
+    tracing::info!(%broker, client_id = %settings.config.client_id, ?filters, "MQTT ingest starting");
+
+    'outer: loop {
+        while let Some(ack) = pending_acks.front() {
+            if client.try_ack(ack).is_err() {
+                break;
+            }
+            pending_acks.pop_front();
+        }
+        let event = tokio::select! {
+            biased;
+            () = cancel.cancelled() => break,
+            ev = eventloop.poll() => ev,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                backoff.reset();
+                metrics.mqtt_connected.store(1, Relaxed);
+                metrics.mqtt_subscribed.store(0, Relaxed);
+                metrics.mqtt_connections.fetch_add(1, Relaxed);
+                tracing::info!(%broker, session_present = ack.session_present, "MQTT connected; subscribing");
+                let subs = filters
+                    .iter()
+                    .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+                if let Err(e) = client.try_subscribe_many(subs) {
+                    tracing::error!(error = %e, "cannot queue MQTT subscriptions");
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                let mut granted = true;
+                for (filter, code) in filters.iter().zip(&ack.return_codes) {
+                    if matches!(code, rumqttc::SubscribeReasonCode::Failure) {
+                        granted = false;
+                        tracing::error!(%filter, "broker refused the subscription");
+                    }
+                }
+                if granted {
+                    metrics.mqtt_subscribed.store(1, Relaxed);
+                    tracing::info!(?filters, "MQTT subscriptions granted");
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let ack = ack_handle(&p);
+                let shard = shard_for(&p.topic, workers.len(), &hasher);
+                let raw = RawUplink {
+                    topic: p.topic,
+                    payload: p.payload,
+                    retained: p.retain,
+                    received_ms: now_ms(),
+                };
+                let Some(worker) = workers.get(shard) else {
+                    break;
+                };
+                // Backpressure: while the workers are full, stop reading from the broker.
+                tokio::select! {
+                    biased;
+                    sent = worker.send(raw) => if sent.is_err() { break 'outer },
+                    () = cancel.cancelled() => break 'outer,
+                }
+                if ack.qos != QoS::AtMostOnce {
+                    pending_acks.push_back(ack);
+                }
+            }
+            Ok(Event::Incoming(Packet::Disconnect)) => {
+                tracing::warn!(%broker, "broker sent DISCONNECT");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                metrics.mqtt_connected.store(0, Relaxed);
+                metrics.mqtt_subscribed.store(0, Relaxed);
+                // Packet ids of the lost connection: the broker redelivers those messages.
+                pending_acks.clear();
+                metrics.mqtt_connection_errors.fetch_add(1, Relaxed);
+                let delay = backoff.next_delay();
+                tracing::warn!(%broker, error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT connection lost or refused");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = cancel.cancelled() => break,
+                }
+            }
+        }
+    }
+
+    metrics.mqtt_connected.store(0, Relaxed);
+    metrics.mqtt_subscribed.store(0, Relaxed);
+    if client.try_disconnect().is_ok() {
+        // Drive the event loop until the DISCONNECT (and any queued PUBACKs before it) is out.
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+    }
+    tracing::info!(%broker, "MQTT ingest stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters() {
+        assert_eq!(
+            subscription_filters(None),
+            vec![
+                "streetgate/v1/+/telemetry",
+                "streetgate/v1/+/event",
+                "streetgate/v1/+/status",
+                "streetgate/v1/+/ack"
+            ]
+        );
+        assert_eq!(
+            subscription_filters(Some("g1"))[0],
+            "$share/g1/streetgate/v1/+/telemetry"
+        );
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_caps() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
+        let d: Vec<u128> = (0..8).map(|_| b.next_delay().as_millis()).collect();
+        assert!((50..=100).contains(&d[0]), "{d:?}");
+        assert!((100..=200).contains(&d[1]), "{d:?}");
+        assert!((200..=400).contains(&d[2]), "{d:?}");
+        assert!(d[5..].iter().all(|x| (500..=1000).contains(x)), "{d:?}");
+        b.reset();
+        assert!(b.next_delay().as_millis() <= 100);
+    }
+
+    #[test]
+    fn url_credentials() {
+        let s = MqttSettings::from_url("mqtt://u:p@h:1", &MqttConfig::default()).unwrap();
+        assert_eq!((s.host.as_str(), s.port), ("h", 1));
+        assert_eq!(s.config.username.as_deref(), Some("u"));
+    }
+}

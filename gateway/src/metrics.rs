@@ -1,0 +1,321 @@
+//! Process metrics as plain atomics, rendered in the Prometheus text exposition format.
+//!
+//! Counters are incremented on the hot path without locks: the label sets are fixed arrays
+//! (transports, rejection reasons), with a small locked map only for reasons not known here.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+/// Transports counted by `streetgate_ingest_total`.
+pub const TRANSPORTS: [&str; 3] = ["mqtt", "modbus-tcp", "modbus-rtu"];
+
+/// Rejection reasons known in advance: the codec's [`DecodeError::reason`] labels plus the
+/// gateway's own.
+///
+/// [`DecodeError::reason`]: streetgate_protocols::codec::DecodeError::reason
+pub const REASONS: [&str; 13] = [
+    "empty",
+    "too_large",
+    "unknown_encoding",
+    "wrong_direction",
+    "malformed",
+    "invalid_value",
+    "device_mismatch",
+    "unknown_device",
+    "bad_topic",
+    "duplicate",
+    "kind_mismatch",
+    "modbus_identification",
+    "modbus_error",
+];
+
+/// Upper bounds of the rule-latency histogram buckets, seconds.
+pub const LATENCY_BUCKETS_S: [f64; 10] = [
+    0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.01, 0.1,
+];
+
+/// A cumulative histogram with fixed buckets.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS_S.len()],
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    /// Record one observation.
+    pub fn observe(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS_S.iter().position(|b| s <= *b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_ns
+            .fetch_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Relaxed)
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (b, bound) in self.buckets.iter().zip(LATENCY_BUCKETS_S) {
+            cumulative += b.load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_ns.load(Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}
+
+/// Every counter and gauge the gateway keeps in memory.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    ingest: [AtomicU64; TRANSPORTS.len()],
+    rejected: [AtomicU64; REASONS.len()],
+    rejected_other: Mutex<BTreeMap<&'static str, u64>>,
+    /// Messages lost between two accepted sequence numbers.
+    pub seq_gaps: AtomicU64,
+    /// Messages from devices not in the inventory.
+    pub unregistered_messages: AtomicU64,
+    /// 1 while the MQTT client is connected.
+    pub mqtt_connected: AtomicI64,
+    /// 1 once the broker granted every subscription of the current connection.
+    pub mqtt_subscribed: AtomicI64,
+    /// MQTT connections established (first one included).
+    pub mqtt_connections: AtomicU64,
+    /// MQTT connection failures.
+    pub mqtt_connection_errors: AtomicU64,
+    /// Readings written to the store.
+    pub store_readings: AtomicU64,
+    /// Store transactions committed by the writer.
+    pub store_batches: AtomicU64,
+    /// Store writes that failed.
+    pub store_errors: AtomicU64,
+    /// Time spent in the rules per reading.
+    pub rule_latency: Histogram,
+    /// Condition events the rules emitted.
+    pub condition_events: AtomicU64,
+}
+
+/// Values read from the store at scrape time.
+#[derive(Debug, Clone, Default)]
+pub struct StoreGauges {
+    /// Inventoried devices.
+    pub devices: u64,
+    /// Distinct unregistered devices seen.
+    pub unregistered_devices: u64,
+    /// Open cases by case type label.
+    pub open_cases: Vec<(String, u64)>,
+}
+
+impl Metrics {
+    /// A reading accepted from `transport` (`mqtt`, `modbus-tcp`, `modbus-rtu`).
+    pub fn ingested(&self, transport: &str) {
+        if let Some(i) = TRANSPORTS.iter().position(|t| *t == transport) {
+            self.ingest[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Readings accepted so far from `transport`.
+    pub fn ingested_total(&self, transport: &str) -> u64 {
+        TRANSPORTS
+            .iter()
+            .position(|t| *t == transport)
+            .map_or(0, |i| self.ingest[i].load(Relaxed))
+    }
+
+    /// A message rejected for `reason`.
+    pub fn rejected(&self, reason: &'static str) {
+        match REASONS.iter().position(|r| *r == reason) {
+            Some(i) => {
+                self.rejected[i].fetch_add(1, Relaxed);
+            }
+            None => {
+                *self
+                    .rejected_other
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .entry(reason)
+                    .or_default() += 1;
+            }
+        }
+    }
+
+    /// Rejections so far, by reason (every known reason, zeros included).
+    pub fn rejections(&self) -> Vec<(&'static str, u64)> {
+        let mut out: Vec<_> = REASONS
+            .iter()
+            .zip(&self.rejected)
+            .map(|(r, c)| (*r, c.load(Relaxed)))
+            .collect();
+        out.extend(
+            self.rejected_other
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .map(|(r, c)| (*r, *c)),
+        );
+        out
+    }
+
+    /// Prometheus text exposition of everything, plus the store gauges.
+    pub fn render(&self, store: &StoreGauges) -> String {
+        let mut out = String::with_capacity(4096);
+        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        };
+        let gauge = |out: &mut String, name: &str, help: &str, v: i64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        };
+
+        let _ = writeln!(
+            out,
+            "# HELP streetgate_ingest_total Readings accepted, by transport.\n# TYPE streetgate_ingest_total counter"
+        );
+        for (t, c) in TRANSPORTS.iter().zip(&self.ingest) {
+            let _ = writeln!(
+                out,
+                "streetgate_ingest_total{{transport=\"{t}\"}} {}",
+                c.load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP streetgate_rejected_total Messages rejected, by reason.\n# TYPE streetgate_rejected_total counter"
+        );
+        for (r, c) in self.rejections() {
+            let _ = writeln!(out, "streetgate_rejected_total{{reason=\"{r}\"}} {c}");
+        }
+        counter(
+            &mut out,
+            "streetgate_seq_gaps_total",
+            "Messages missing between accepted sequence numbers.",
+            self.seq_gaps.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "streetgate_unregistered_messages_total",
+            "Messages from devices not in the inventory.",
+            self.unregistered_messages.load(Relaxed),
+        );
+        gauge(
+            &mut out,
+            "streetgate_unregistered_devices",
+            "Distinct devices seen that are not in the inventory.",
+            i64::try_from(store.unregistered_devices).unwrap_or(i64::MAX),
+        );
+        gauge(
+            &mut out,
+            "streetgate_devices",
+            "Devices in the inventory.",
+            i64::try_from(store.devices).unwrap_or(i64::MAX),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP streetgate_open_cases Cases not closed or voided, by type.\n# TYPE streetgate_open_cases gauge"
+        );
+        let total: u64 = store.open_cases.iter().map(|(_, n)| n).sum();
+        for (t, n) in &store.open_cases {
+            let _ = writeln!(out, "streetgate_open_cases{{type=\"{t}\"}} {n}");
+        }
+        let _ = writeln!(out, "streetgate_open_cases{{type=\"all\"}} {total}");
+        gauge(
+            &mut out,
+            "streetgate_mqtt_connected",
+            "1 while the MQTT client is connected to the broker.",
+            self.mqtt_connected.load(Relaxed),
+        );
+        gauge(
+            &mut out,
+            "streetgate_mqtt_subscribed",
+            "1 once the broker granted every subscription of the current connection.",
+            self.mqtt_subscribed.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "streetgate_mqtt_connections_total",
+            "MQTT connections established.",
+            self.mqtt_connections.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "streetgate_mqtt_connection_errors_total",
+            "MQTT connection failures.",
+            self.mqtt_connection_errors.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "streetgate_store_readings_total",
+            "Readings written to the store.",
+            self.store_readings.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "streetgate_store_batches_total",
+            "Store transactions committed by the writer.",
+            self.store_batches.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "streetgate_store_errors_total",
+            "Store writes that failed.",
+            self.store_errors.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "streetgate_condition_events_total",
+            "Condition raised/cleared events emitted by the rules.",
+            self.condition_events.load(Relaxed),
+        );
+        self.rule_latency.render(
+            &mut out,
+            "streetgate_rule_latency_seconds",
+            "Time the rules spend on one reading.",
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_histogram() {
+        let m = Metrics::default();
+        m.ingested("mqtt");
+        m.ingested("mqtt");
+        m.ingested("modbus-tcp");
+        m.rejected("malformed");
+        m.rejected("something_new");
+        m.rule_latency.observe(Duration::from_micros(7));
+        m.rule_latency.observe(Duration::from_millis(2));
+        let text = m.render(&StoreGauges {
+            devices: 3,
+            unregistered_devices: 1,
+            open_cases: vec![("bin_full".into(), 2)],
+        });
+        assert!(text.contains("streetgate_ingest_total{transport=\"mqtt\"} 2"));
+        assert!(text.contains("streetgate_ingest_total{transport=\"modbus-tcp\"} 1"));
+        assert!(text.contains("streetgate_rejected_total{reason=\"malformed\"} 1"));
+        assert!(text.contains("streetgate_rejected_total{reason=\"something_new\"} 1"));
+        assert!(text.contains("streetgate_rejected_total{reason=\"too_large\"} 0"));
+        assert!(text.contains("streetgate_unregistered_devices 1"));
+        assert!(text.contains("streetgate_open_cases{type=\"all\"} 2"));
+        assert!(text.contains("streetgate_rule_latency_seconds_bucket{le=\"0.00001\"} 1"));
+        assert!(text.contains("streetgate_rule_latency_seconds_bucket{le=\"0.01\"} 2"));
+        assert!(text.contains("streetgate_rule_latency_seconds_count 2"));
+    }
+}

@@ -1,0 +1,174 @@
+//! The pipeline after ingest: readings → rules → store writes, each step its own task joined by
+//! bounded channels.
+//!
+//! ```text
+//! decode workers ─Reading─▶ pipeline task ─WriteOp─▶ store writer (batched transactions)
+//!         └──────────────── unregistered sightings ──────▲
+//! ```
+//!
+//! Shutdown needs no signal here: when the transports stop, their senders drop, each task drains
+//! its input and ends, and the writer commits what is left.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::metrics::Metrics;
+use crate::model::Reading;
+use crate::store::{ReadingRecord, Store, UnregisteredSighting, WriteBatch};
+
+/// A write for the store writer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteOp {
+    /// An accepted reading (latest + history).
+    Reading(Box<Reading>),
+    /// A message from a device not in the inventory.
+    Unregistered(UnregisteredSighting),
+}
+
+/// Forward readings to the store writer (and, once wired, through the rules).
+pub async fn run_pipeline(
+    mut readings: mpsc::Receiver<Reading>,
+    writes: mpsc::Sender<WriteOp>,
+    _metrics: Arc<Metrics>,
+) {
+    while let Some(reading) = readings.recv().await {
+        if writes
+            .send(WriteOp::Reading(Box::new(reading)))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    tracing::debug!("pipeline task stopped");
+}
+
+/// Batching settings of the store writer.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterSettings {
+    /// Most operations per transaction.
+    pub batch_max: usize,
+    /// Longest wait for a batch to fill.
+    pub flush_interval: Duration,
+    /// Keep reading history.
+    pub keep_history: bool,
+}
+
+/// Commits writes in batches: one transaction per `batch_max` operations or `flush_interval`,
+/// whichever comes first. Rejection counters are folded in as deltas at least once a second.
+#[derive(Debug)]
+pub struct StoreWriter {
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    settings: WriterSettings,
+    flushed_rejections: HashMap<&'static str, u64>,
+}
+
+impl StoreWriter {
+    /// A writer.
+    pub fn new(store: Arc<dyn Store>, metrics: Arc<Metrics>, settings: WriterSettings) -> Self {
+        Self {
+            store,
+            metrics,
+            settings,
+            flushed_rejections: HashMap::new(),
+        }
+    }
+
+    /// Run until the input closes, then commit what is left.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<WriteOp>) {
+        let mut ops: Vec<WriteOp> = Vec::with_capacity(self.settings.batch_max);
+        let mut closed = false;
+        while !closed {
+            // Wait for the first operation, waking at least once a second for the counters.
+            match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+                Ok(Some(op)) => ops.push(op),
+                Ok(None) => closed = true,
+                Err(_) => {}
+            }
+            let deadline = Instant::now() + self.settings.flush_interval;
+            while !closed && !ops.is_empty() && ops.len() < self.settings.batch_max {
+                let room = self.settings.batch_max - ops.len();
+                match tokio::time::timeout_at(deadline, rx.recv_many(&mut ops, room)).await {
+                    Ok(0) => closed = true,
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            self.flush(&mut ops).await;
+        }
+        tracing::debug!("store writer stopped");
+    }
+
+    fn rejection_deltas(&self) -> Vec<(&'static str, u64)> {
+        self.metrics
+            .rejections()
+            .into_iter()
+            .filter_map(|(reason, total)| {
+                let before = self.flushed_rejections.get(reason).copied().unwrap_or(0);
+                (total > before).then(|| (reason, total - before))
+            })
+            .collect()
+    }
+
+    async fn flush(&mut self, ops: &mut Vec<WriteOp>) {
+        let deltas = self.rejection_deltas();
+        if ops.is_empty() && deltas.is_empty() {
+            return;
+        }
+        let mut batch = WriteBatch {
+            keep_history: self.settings.keep_history,
+            rejection_deltas: deltas.iter().map(|(r, d)| ((*r).to_owned(), *d)).collect(),
+            ..WriteBatch::default()
+        };
+        let mut unregistered: HashMap<String, UnregisteredSighting> = HashMap::new();
+        for op in ops.drain(..) {
+            match op {
+                WriteOp::Reading(r) => batch.readings.push(ReadingRecord::from_reading(&r)),
+                WriteOp::Unregistered(s) => match unregistered.get_mut(&s.device_id) {
+                    Some(u) => {
+                        u.count += s.count;
+                        u.at_ms = u.at_ms.max(s.at_ms);
+                        u.topic = s.topic;
+                        u.claimed_kind = s.claimed_kind.or(u.claimed_kind);
+                    }
+                    None => {
+                        unregistered.insert(s.device_id.clone(), s);
+                    }
+                },
+            }
+        }
+        batch.unregistered = unregistered.into_values().collect();
+
+        let mut attempt = 0u32;
+        loop {
+            match self.store.write_batch(&batch).await {
+                Ok(()) => {
+                    self.metrics.store_batches.fetch_add(1, Relaxed);
+                    self.metrics
+                        .store_readings
+                        .fetch_add(batch.readings.len() as u64, Relaxed);
+                    for (reason, delta) in deltas {
+                        *self.flushed_rejections.entry(reason).or_default() += delta;
+                    }
+                    return;
+                }
+                Err(e) if attempt < 3 => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, "store write failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                }
+                Err(e) => {
+                    self.metrics.store_errors.fetch_add(1, Relaxed);
+                    tracing::error!(error = %e, readings = batch.readings.len(), "store write failed; batch dropped");
+                    return;
+                }
+            }
+        }
+    }
+}

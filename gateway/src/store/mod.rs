@@ -1,0 +1,369 @@
+//! Persistent storage behind one trait: devices, latest readings and their history,
+//! unregistered devices, rejection counters, cases with their history and the rule-state
+//! snapshot.
+//!
+//! [`sqlite::SqliteStore`] is the implementation (WAL, migrations in `migrations_sqlite/`);
+//! the SQL is kept portable so a PostgreSQL store (`migrations_postgres/`) can follow.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use streetgate_protocols::DeviceId;
+
+use crate::model::{
+    CaseSource, CaseState, CaseType, Device, GridCode, Reading, ReadingBody, UnixMs,
+};
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed.
+    #[error("database: {0}")]
+    Database(sqlx::Error),
+    /// A migration failed.
+    #[error("database migration: {0}")]
+    Migrate(sqlx::migrate::MigrateError),
+    /// The database directory could not be created.
+    #[error("cannot create {path}: {error}")]
+    Io {
+        /// The directory.
+        path: String,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// A stored row could not be read back.
+    #[error("corrupt row in {table}: {detail}")]
+    Corrupt {
+        /// Table.
+        table: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+// Manual conversions (not `#[from]`): the message already includes the cause, so it must not
+// also be reported as a `source` (anyhow's `{:#}` would print it twice).
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Database(e)
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        Self::Migrate(e)
+    }
+}
+
+/// Result of a store operation.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// One reading ready to be written: its type and JSON form.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadingRecord {
+    /// Device id.
+    pub device_id: String,
+    /// `telemetry`, `alarm`, `status` or `ack`.
+    pub reading_type: &'static str,
+    /// Gateway receive time.
+    pub received_ms: UnixMs,
+    /// The reading as JSON text (see [`reading_json`]).
+    pub body: String,
+}
+
+impl ReadingRecord {
+    /// Serialise a reading for the store.
+    pub fn from_reading(r: &Reading) -> Self {
+        Self {
+            device_id: r.device_id.to_string(),
+            reading_type: reading_type(&r.body),
+            received_ms: r.received_ms,
+            body: reading_json(r).to_string(),
+        }
+    }
+}
+
+/// The type label of a reading body.
+pub fn reading_type(body: &ReadingBody) -> &'static str {
+    match body {
+        ReadingBody::Telemetry(_) => "telemetry",
+        ReadingBody::Alarm { .. } => "alarm",
+        ReadingBody::Status { .. } => "status",
+        ReadingBody::Ack { .. } => "ack",
+    }
+}
+
+/// The JSON form of a reading, as stored and served by the API.
+pub fn reading_json(r: &Reading) -> serde_json::Value {
+    let data = match &r.body {
+        ReadingBody::Telemetry(t) => serde_json::to_value(t).unwrap_or(serde_json::Value::Null),
+        ReadingBody::Alarm {
+            alarm,
+            raised,
+            value,
+        } => json!({ "alarm": alarm.as_str(), "raised": raised, "value": value }),
+        ReadingBody::Status {
+            online,
+            battery_pct,
+            fw_version,
+        } => json!({ "online": online, "battery_pct": battery_pct, "fw_version": fw_version }),
+        ReadingBody::Ack { ref_id, ok, reason } => {
+            json!({ "ref_id": ref_id, "ok": ok, "reason": reason })
+        }
+    };
+    json!({
+        "device_id": r.device_id.as_str(),
+        "kind": r.kind.as_str(),
+        "type": reading_type(&r.body),
+        "transport": r.transport,
+        "received_ms": r.received_ms,
+        "device_ts_ms": r.device_ts_ms,
+        "seq": r.seq,
+        "data": data,
+    })
+}
+
+/// A message from a device that is not in the inventory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnregisteredSighting {
+    /// Device id from the topic.
+    pub device_id: String,
+    /// Kind the device claims in its status message, if one was seen.
+    pub claimed_kind: Option<&'static str>,
+    /// When.
+    pub at_ms: UnixMs,
+    /// Topic it published on.
+    pub topic: String,
+    /// How many messages this sighting stands for.
+    pub count: u64,
+}
+
+/// What the store writer commits in one transaction.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WriteBatch {
+    /// Readings, in arrival order (the latest per device and type wins).
+    pub readings: Vec<ReadingRecord>,
+    /// Unregistered-device sightings (coalesced per device).
+    pub unregistered: Vec<UnregisteredSighting>,
+    /// Rejections since the previous batch, by reason.
+    pub rejection_deltas: Vec<(String, u64)>,
+    /// Keep reading history (false = latest only).
+    pub keep_history: bool,
+}
+
+impl WriteBatch {
+    /// Nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.readings.is_empty() && self.unregistered.is_empty() && self.rejection_deltas.is_empty()
+    }
+}
+
+/// A stored reading, as read back.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredReading {
+    /// `telemetry`, `alarm`, `status` or `ack`.
+    pub reading_type: String,
+    /// Receive time.
+    pub received_ms: UnixMs,
+    /// The reading JSON.
+    pub body: serde_json::Value,
+}
+
+/// An unregistered device as listed by the API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnregisteredDevice {
+    /// Device id.
+    pub id: String,
+    /// Kind claimed by its status message.
+    pub claimed_kind: Option<String>,
+    /// First message.
+    pub first_seen_ms: UnixMs,
+    /// Latest message.
+    pub last_seen_ms: UnixMs,
+    /// Topic of the latest message.
+    pub last_topic: String,
+    /// Messages received.
+    pub message_count: u64,
+}
+
+/// A case as stored. `id` is assigned by the store (0 before insertion).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaseRecord {
+    /// Case number.
+    pub id: i64,
+    /// Classification.
+    pub case_type: CaseType,
+    /// Where it came from.
+    pub source: CaseSource,
+    /// [`Subject::key`](crate::model::Subject::key).
+    pub subject_key: String,
+    /// [`Condition::key`](crate::model::Condition::key); none for patrol/hotline cases.
+    pub condition_key: Option<String>,
+    /// Unit grid.
+    pub grid: GridCode,
+    /// Team it is dispatched to.
+    pub team: Option<String>,
+    /// Current state.
+    pub state: CaseState,
+    /// Urgent handling.
+    pub urgent: bool,
+    /// Devices involved.
+    pub devices: Vec<DeviceId>,
+    /// Description.
+    pub detail: String,
+    /// Registered at.
+    pub opened_ms: UnixMs,
+    /// Handling deadline.
+    pub due_ms: Option<UnixMs>,
+    /// Last change.
+    pub updated_ms: UnixMs,
+    /// Closed or voided at.
+    pub closed_ms: Option<UnixMs>,
+    /// The sensor condition is still active (sensor cases).
+    pub condition_active: bool,
+    /// The condition has been clear since (verification window).
+    pub clear_since_ms: Option<UnixMs>,
+    /// Times verification failed (返工).
+    pub rework_count: u32,
+    /// Times the team handed it back (退单).
+    pub returned_count: u32,
+}
+
+/// One recorded transition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseHistoryEntry {
+    /// When.
+    pub at_ms: UnixMs,
+    /// Who (`system`, `sensor`, a user name).
+    pub actor: String,
+    /// State before (none when the case was registered).
+    pub from: Option<CaseState>,
+    /// State after.
+    pub to: CaseState,
+    /// Reason, feedback or remark.
+    pub note: String,
+}
+
+/// Result of inserting a case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaseInsert {
+    /// Stored under this id.
+    Created(i64),
+    /// An open case with the same subject and condition exists: nothing was stored.
+    AlreadyOpen(i64),
+}
+
+/// Filters for listing cases; all optional, combined with AND.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CaseFilter {
+    /// Exact state.
+    pub state: Option<CaseState>,
+    /// Only open (not closed or voided) cases.
+    pub open: Option<bool>,
+    /// Case type.
+    pub case_type: Option<CaseType>,
+    /// Grid.
+    pub grid: Option<String>,
+    /// Team.
+    pub team: Option<String>,
+    /// Overdue at this time: past `due_ms` and not yet resolved (registered, dispatched,
+    /// accepted or returned).
+    pub overdue_at: Option<UnixMs>,
+    /// Page size.
+    pub limit: u32,
+    /// Rows skipped.
+    pub offset: u32,
+}
+
+/// Open states for the overdue test: the handling deadline ends with the team's feedback.
+pub const UNRESOLVED_STATES: [CaseState; 4] = [
+    CaseState::Registered,
+    CaseState::Dispatched,
+    CaseState::Accepted,
+    CaseState::Returned,
+];
+
+/// The persistent store.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Check the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Every device, by id.
+    async fn list_devices(&self) -> StoreResult<Vec<Device>>;
+    /// One device.
+    async fn get_device(&self, id: &str) -> StoreResult<Option<Device>>;
+    /// Insert or replace devices in one transaction; they leave the unregistered list.
+    async fn upsert_devices(&self, devices: &[Device], now_ms: UnixMs) -> StoreResult<()>;
+    /// Delete a device and its readings; `false` if it did not exist.
+    async fn delete_device(&self, id: &str) -> StoreResult<bool>;
+    /// Number of devices.
+    async fn count_devices(&self) -> StoreResult<u64>;
+
+    /// Commit a batch of writes in one transaction.
+    async fn write_batch(&self, batch: &WriteBatch) -> StoreResult<()>;
+    /// Latest reading of each type for a device, newest first.
+    async fn latest_readings(&self, device_id: &str) -> StoreResult<Vec<StoredReading>>;
+    /// Recent readings of a device, newest first.
+    async fn reading_history(&self, device_id: &str, limit: u32)
+    -> StoreResult<Vec<StoredReading>>;
+    /// Keep only the newest `keep` history rows per device; returns rows deleted.
+    async fn trim_history(&self, keep: u32) -> StoreResult<u64>;
+
+    /// Unregistered devices, most recently seen first.
+    async fn list_unregistered(&self, limit: u32) -> StoreResult<Vec<UnregisteredDevice>>;
+    /// Number of distinct unregistered devices.
+    async fn count_unregistered(&self) -> StoreResult<u64>;
+    /// Cumulative rejections by reason.
+    async fn rejection_totals(&self) -> StoreResult<Vec<(String, u64)>>;
+
+    /// Open cases (not closed or voided) by case type.
+    async fn open_case_counts(&self) -> StoreResult<Vec<(String, u64)>>;
+    /// Register a case with its first history entry, unless an open case with the same
+    /// subject and condition exists (decided atomically by the database).
+    async fn insert_case(
+        &self,
+        case: &CaseRecord,
+        entry: &CaseHistoryEntry,
+    ) -> StoreResult<CaseInsert>;
+    /// Store a changed case and its new history entries, only if it is still in
+    /// `expected_state` (optimistic concurrency); `false` if someone changed it first.
+    async fn update_case(
+        &self,
+        case: &CaseRecord,
+        expected_state: CaseState,
+        entries: &[CaseHistoryEntry],
+    ) -> StoreResult<bool>;
+    /// One case.
+    async fn get_case(&self, id: i64) -> StoreResult<Option<CaseRecord>>;
+    /// The open case for a subject and condition.
+    async fn open_case(
+        &self,
+        subject_key: &str,
+        condition_key: &str,
+    ) -> StoreResult<Option<CaseRecord>>;
+    /// The most recently closed case for a subject and condition closed at or after `since_ms`
+    /// (recurrence within the reopen window).
+    async fn recently_closed_case(
+        &self,
+        subject_key: &str,
+        condition_key: &str,
+        since_ms: UnixMs,
+    ) -> StoreResult<Option<CaseRecord>>;
+    /// Cases matching a filter, newest first, with the total count.
+    async fn list_cases(&self, filter: &CaseFilter) -> StoreResult<(u64, Vec<CaseRecord>)>;
+    /// Every open case (to rebuild in-memory state after a restart).
+    async fn open_cases(&self) -> StoreResult<Vec<CaseRecord>>;
+    /// History of a case, oldest first.
+    async fn case_history(&self, id: i64) -> StoreResult<Vec<CaseHistoryEntry>>;
+
+    /// Save the rule-engine snapshot (replaces the previous one).
+    async fn save_rule_state(&self, state: &str, saved_ms: UnixMs) -> StoreResult<()>;
+    /// The last rule-engine snapshot and when it was saved.
+    async fn load_rule_state(&self) -> StoreResult<Option<(String, UnixMs)>>;
+
+    /// Flush and close.
+    async fn close(&self);
+}

@@ -1,0 +1,113 @@
+//! The HTTP API over a real socket: devices, import errors, JSON errors, metrics.
+
+mod common;
+
+use common::{Gateway, INVENTORY};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_crud_import_and_errors() {
+    let gw = Gateway::start(|_| {}).await;
+    let http = &gw.http;
+
+    let (status, health) = http.get("/api/health").await;
+    assert_eq!(status, 200);
+    assert_eq!(health["status"], "ok", "{health}");
+    assert!(health["mqtt"]["embedded_broker"].is_string());
+
+    gw.import_inventory().await;
+    let (_, list) = http.get("/api/devices").await;
+    assert_eq!(list["total"], 4);
+    let (_, bins) = http.get("/api/devices?kind=bin").await;
+    assert_eq!(bins["total"], 1);
+    assert_eq!(bins["devices"][0]["bin_depth_mm"], 1200);
+    let (_, grid) = http.get("/api/devices?grid=320508001001001&limit=1").await;
+    assert_eq!(
+        (
+            grid["total"].as_u64(),
+            grid["devices"].as_array().map(Vec::len)
+        ),
+        (Some(2), Some(1))
+    );
+
+    let (status, mh) = http.get("/api/devices/MH-1").await;
+    assert_eq!(status, 200);
+    assert_eq!(mh["overrides"]["tilt_alarm_deg"], 12.0);
+    assert_eq!(mh["transport"]["type"], "mqtt");
+
+    // Upsert through JSON, with a Modbus transport.
+    let mut device = mh.clone();
+    device["id"] = json!("MH-2");
+    device["transport"] = json!({"type": "modbus-tcp", "host": "10.1.2.3", "port": 502, "unit": 9});
+    let (status, body) = http.post_json("/api/devices", &device).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, back) = http.get("/api/devices/MH-2").await;
+    assert_eq!(back["transport"]["unit"], 9);
+    let (status, _) = http
+        .post_json("/api/devices", &json!([device.clone(), device.clone()]))
+        .await;
+    assert_eq!(status, 422);
+    device["lat"] = json!(123.0);
+    let (status, body) = http.post_json("/api/devices", &device).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("invalid_device"))
+    );
+    assert!(body["message"].as_str().unwrap().contains("lat"), "{body}");
+    let (status, body) = http.post_json("/api/devices", &json!({"id": "X"})).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["code"].is_string() && body["message"].is_string(),
+        "{body}"
+    );
+
+    // Export is importable.
+    let csv = http.get_text("/api/devices/export").await;
+    assert!(csv.contains("modbus-tcp 10.1.2.3:502 9"), "{csv}");
+    let (status, body) = http.post_text("/api/devices/import", &csv).await;
+    assert_eq!((status, body["imported"].as_u64()), (200, Some(5)));
+
+    // Delete.
+    assert_eq!(http.delete("/api/devices/MH-2").await.0, 204);
+    let (status, body) = http.delete("/api/devices/MH-2").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("device_not_found"))
+    );
+    let (status, body) = http.get("/api/devices/bad%20id").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_device_id"))
+    );
+
+    // A bad file imports nothing and names line and field.
+    let bad = format!("{INVENTORY}NEW-1,bin,,31,120,G,,,,,mqtt,\nNEW-2,bin,,31,999,G,,,,,mqtt,\n");
+    let (status, body) = http.post_text("/api/devices/import", &bad).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("invalid_inventory")),
+        "{body}"
+    );
+    assert_eq!(body["details"]["issues"][0]["line"], 7);
+    assert_eq!(body["details"]["issues"][0]["field"], "lon");
+    assert_eq!(http.get("/api/devices/NEW-1").await.0, 404);
+
+    // JSON errors everywhere.
+    let (status, body) = http.get("/api/nothing").await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("no_route")));
+    let (status, body) = http.get("/api/devices?limit=many").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_query"))
+    );
+    let (status, body) = http.delete("/api/devices").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
+
+    let metrics = http.get_text("/metrics").await;
+    assert!(metrics.contains("streetgate_devices 4"), "{metrics}");
+    assert!(metrics.contains("# TYPE streetgate_rule_latency_seconds histogram"));
+    gw.running.shutdown().await.unwrap();
+}
