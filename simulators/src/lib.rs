@@ -11,5 +11,6 @@
 
 pub mod chips;
 pub mod city;
+pub mod mqtt;
 pub mod node;
 pub mod physics;
