@@ -1,0 +1,126 @@
+//! `streetgate-sim`: lay out a city, and run it as a fleet of simulated devices (the real
+//! firmware over physical models) against an MQTT broker.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use streetgate_simulators::city::{City, CityConfig};
+use streetgate_simulators::fleet::{Fleet, FleetConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "streetgate-sim",
+    version,
+    about = "Simulated street-device fleets running the real streetgate firmware"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct CityArgs {
+    /// Devices in the city (split 65 : 40 : 15 : 0.4 lamps : covers : bins : toilets).
+    #[arg(long, default_value_t = 2000)]
+    devices: usize,
+    /// Centre latitude, °N.
+    #[arg(long, default_value_t = 35.7476)]
+    lat: f64,
+    /// Centre longitude, °E.
+    #[arg(long, default_value_t = 114.2975)]
+    lon: f64,
+    /// Layout seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write the inventory CSV of a generated city (import it with POST /api/devices/import).
+    City {
+        #[command(flatten)]
+        city: CityArgs,
+        /// Output file; standard output when absent.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Run a generated city as a fleet against a broker until Ctrl-C.
+    Fleet {
+        #[command(flatten)]
+        city: CityArgs,
+        /// Broker as host:port.
+        #[arg(long, default_value = "127.0.0.1:1883")]
+        broker: String,
+        /// Simulated seconds per wall second.
+        #[arg(long, default_value_t = 60.0)]
+        speed: f64,
+    },
+}
+
+fn city(args: &CityArgs) -> City {
+    City::generate(&CityConfig {
+        centre_lat: args.lat,
+        centre_lon: args.lon,
+        devices: args.devices,
+        seed: args.seed,
+        ..CityConfig::default()
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::City { city: args, out } => {
+            let csv = city(&args).to_csv();
+            match out {
+                Some(path) => std::fs::write(&path, csv)
+                    .with_context(|| format!("writing {}", path.display()))?,
+                None => print!("{csv}"),
+            }
+        }
+        Command::Fleet {
+            city: args,
+            broker,
+            speed,
+        } => {
+            let (host, port) = broker
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
+                .with_context(|| format!("--broker {broker:?}: expected host:port"))?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            let city = city(&args);
+            let fleet = Fleet::start(
+                &city,
+                FleetConfig {
+                    broker_host: host,
+                    broker_port: port,
+                    speed,
+                    ..FleetConfig::default()
+                },
+                runtime.handle().clone(),
+                Box::new(|_, _| {}),
+            );
+            let stats = fleet.stats.clone();
+            runtime.block_on(async {
+                let mut tick = tokio::time::interval(Duration::from_secs(2));
+                loop {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => break,
+                        _ = tick.tick() => eprintln!(
+                            "{} devices, {} connected, {} messages published, {} held back (link down)",
+                            city.devices.len(),
+                            stats.online.load(Ordering::Relaxed),
+                            stats.links.published.load(Ordering::Relaxed),
+                            stats.links.refused.load(Ordering::Relaxed),
+                        ),
+                    }
+                }
+            });
+            fleet.stop();
+        }
+    }
+    Ok(())
+}
