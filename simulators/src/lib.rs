@@ -11,6 +11,7 @@
 
 pub mod chips;
 pub mod city;
+pub mod demo;
 pub mod fleet;
 pub mod mqtt;
 pub mod node;

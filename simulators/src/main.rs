@@ -39,6 +39,15 @@ struct CityArgs {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start a gateway on embedded defaults with a simulated city and a night of incidents.
+    Demo {
+        /// Devices in the city.
+        #[arg(long, default_value_t = 2000)]
+        devices: usize,
+        /// Simulated seconds per wall second (60: a night in about 12 minutes).
+        #[arg(long, default_value_t = 60.0)]
+        speed: f64,
+    },
     /// Write the inventory CSV of a generated city (import it with POST /api/devices/import).
     City {
         #[command(flatten)]
@@ -73,6 +82,7 @@ fn city(args: &CityArgs) -> City {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Demo { devices, speed } => streetgate_simulators::demo::run(devices, speed)?,
         Command::City { city: args, out } => {
             let csv = city(&args).to_csv();
             match out {
