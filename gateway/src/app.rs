@@ -140,10 +140,20 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         )
         .run(write_rx),
     );
+    let automation = crate::automation::Automation::new(
+        Arc::clone(&store),
+        Arc::clone(&inventory),
+        crate::rules::RulesConfig::default(),
+        crate::cases::CasePolicy::default(),
+        crate::cases::Router::default_teams(),
+    )
+    .await
+    .context("loading the rule state")?;
     let pipeline = tokio::spawn(pipeline::run_pipeline(
         reading_rx,
         write_tx.clone(),
         Arc::clone(&metrics),
+        automation,
     ));
     let limits = Limits {
         max_payload: config.mqtt.max_payload_bytes,

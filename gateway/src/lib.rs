@@ -10,6 +10,7 @@ pub mod model;
 
 pub mod api;
 pub mod app;
+pub mod automation;
 pub mod broker;
 pub mod cases;
 pub mod clock;

@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::automation::Automation;
 use crate::metrics::Metrics;
 use crate::model::Reading;
 use crate::store::{ReadingRecord, Store, UnregisteredSighting, WriteBatch};
@@ -30,20 +31,50 @@ pub enum WriteOp {
     Unregistered(UnregisteredSighting),
 }
 
-/// Forward readings to the store writer (and, once wired, through the rules).
+/// How often the rules' timers, the lighting evaluation and case verification run.
+pub const TICK: Duration = Duration::from_secs(1);
+
+/// Ticks between rule-state snapshots.
+const PERSIST_EVERY_TICKS: u32 = 10;
+
+/// Run readings through the rules and cases, then forward them to the store writer; tick the
+/// automation between readings. The automation is owned by this task: no lock on the hot path.
 pub async fn run_pipeline(
     mut readings: mpsc::Receiver<Reading>,
     writes: mpsc::Sender<WriteOp>,
     _metrics: Arc<Metrics>,
+    mut automation: Automation,
 ) {
-    while let Some(reading) = readings.recv().await {
-        if writes
-            .send(WriteOp::Reading(Box::new(reading)))
-            .await
-            .is_err()
-        {
-            break;
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks = 0u32;
+    loop {
+        tokio::select! {
+            reading = readings.recv() => {
+                let Some(reading) = reading else { break };
+                if let Err(e) = automation.on_reading(&reading).await {
+                    tracing::error!(device = %reading.device_id, error = %e, "rules/cases: store error");
+                }
+                if writes.send(WriteOp::Reading(Box::new(reading))).await.is_err() {
+                    break;
+                }
+            }
+            _ = tick.tick() => {
+                let now = crate::clock::now_ms();
+                if let Err(e) = automation.tick(now).await {
+                    tracing::error!(error = %e, "rules/cases tick: store error");
+                }
+                ticks += 1;
+                if ticks.is_multiple_of(PERSIST_EVERY_TICKS) {
+                    if let Err(e) = automation.persist(now).await {
+                        tracing::error!(error = %e, "saving the rule state");
+                    }
+                }
+            }
         }
+    }
+    if let Err(e) = automation.persist(crate::clock::now_ms()).await {
+        tracing::error!(error = %e, "saving the rule state at shutdown");
     }
     tracing::debug!("pipeline task stopped");
 }

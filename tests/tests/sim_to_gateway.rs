@@ -120,6 +120,28 @@ async fn simulated_devices_report_through_the_broker() {
         "the lifted cover never showed in the API: {latest}"
     );
     assert!(stats.connects.load(std::sync::atomic::Ordering::Relaxed) >= 2);
+    // Keep reporting: the open cover is one case, registered and dispatched, however many
+    // messages follow.
+    let mut cases = Value::Null;
+    for _ in 0..100 {
+        step(&mut nodes, 1).await;
+        cases = get(&client, &base, "/api/cases").await.1;
+        if cases.to_string().contains("dispatched") {
+            break;
+        }
+    }
+    assert_eq!(cases["total"], 1, "{cases}");
+    let case = &cases["cases"][0];
+    assert_eq!(case["case_type"], "manhole_cover", "{case}");
+    assert_eq!(case["state"], "dispatched");
+    assert_eq!(case["team"], "municipal");
+    assert_eq!(case["urgent"], true);
+    assert_eq!(case["devices"][0], "MH-7");
+    let limit_ms = case["due_ms"].as_i64().unwrap() - case["opened_ms"].as_i64().unwrap();
+    assert_eq!(
+        limit_ms, 3_600_000,
+        "an open cover gets the urgent time limit"
+    );
     assert_eq!(nodes[0].0.node().outbox().dropped_telemetry(), 0);
 
     // The bin's modem dies: no clean disconnect, so the broker publishes its last will.

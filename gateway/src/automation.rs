@@ -1,0 +1,381 @@
+//! Sensor conditions to cases, against the store: the thin async shell around the pure rules
+//! engine ([`crate::rules`]) and case machine ([`crate::cases`]).
+//!
+//! Each reading goes through the rules; each condition edge through the incident grouping; each
+//! incident edge is decided against the open (or recently closed) case for its key, read from
+//! the store, and the result is written back. Deduplication is the database's: a case is
+//! inserted only if no open case has its (subject, condition) key, so even two gateways sharing
+//! one PostgreSQL register one case. A periodic tick runs the offline timers, the segment
+//! lighting evaluation and the sensor verification of resolved cases, and persists the rule
+//! state so a restart resumes where it stopped.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use streetgate_protocols::DeviceId;
+
+use crate::cases::{
+    Case, CaseAction, CasePolicy, Decision, Incident, Incidents, Router, Transition, decide,
+};
+use crate::inventory::Inventory;
+use crate::model::{CaseSource, CaseState, ConditionEvent, Device, Reading, Subject, UnixMs};
+use crate::rules::{RulesConfig, RulesEngine, RulesSnapshot};
+use crate::store::{CaseFilter, CaseHistoryEntry, CaseInsert, CaseRecord, Store, StoreResult};
+
+/// Actor recorded for automatic transitions.
+pub const SYSTEM: &str = "system";
+
+/// Everything the automation persists between runs.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Persisted {
+    rules: RulesSnapshot,
+    incidents: Incidents,
+}
+
+/// Counters of what the automation did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct AutomationStats {
+    /// Condition edges from the rules.
+    pub conditions: u64,
+    /// Cases registered.
+    pub registered: u64,
+    /// Incident edges that found their case already open (deduplicated).
+    pub deduplicated: u64,
+    /// Cases closed as self-recovered.
+    pub self_recovered: u64,
+    /// Cases verified by the sensor after resolution.
+    pub verified: u64,
+    /// Closed cases reopened as rework.
+    pub reopened: u64,
+}
+
+/// The automation.
+#[derive(Debug)]
+pub struct Automation {
+    rules: RulesEngine,
+    incidents: Incidents,
+    policy: CasePolicy,
+    router: Router,
+    store: Arc<dyn Store>,
+    inventory: Arc<Inventory>,
+    /// What it did.
+    pub stats: AutomationStats,
+}
+
+fn subject_from_key(key: &str) -> Option<Subject> {
+    if let Some(id) = key.strip_prefix("device:") {
+        return DeviceId::new(id).ok().map(Subject::Device);
+    }
+    key.strip_prefix("segment:")
+        .map(|s| Subject::Segment(s.to_owned()))
+}
+
+/// A stored case as the pure machine's case (its history stays in the store).
+pub fn from_record(r: &CaseRecord) -> Option<Case> {
+    Some(Case {
+        id: r.id,
+        case_type: r.case_type,
+        source: r.source,
+        subject: subject_from_key(&r.subject_key)?,
+        condition: r.condition_key.as_deref().and_then(|c| c.parse().ok()),
+        grid: r.grid.clone(),
+        team: r.team.clone(),
+        state: r.state,
+        urgent: r.urgent,
+        devices: r.devices.clone(),
+        detail: r.detail.clone(),
+        opened_ms: r.opened_ms,
+        due_ms: r.due_ms.unwrap_or(i64::MAX),
+        updated_ms: r.updated_ms,
+        closed_ms: r.closed_ms,
+        condition_active: r.condition_active,
+        clear_since_ms: r.clear_since_ms,
+        rework_count: r.rework_count,
+        returned_count: r.returned_count,
+        history: Vec::new(),
+    })
+}
+
+/// The machine's case as a store record.
+pub fn to_record(c: &Case) -> CaseRecord {
+    CaseRecord {
+        id: c.id,
+        case_type: c.case_type,
+        source: c.source,
+        subject_key: c.subject.key(),
+        condition_key: c.condition.map(|k| k.key()),
+        grid: c.grid.clone(),
+        team: c.team.clone(),
+        state: c.state,
+        urgent: c.urgent,
+        devices: c.devices.clone(),
+        detail: c.detail.clone(),
+        opened_ms: c.opened_ms,
+        due_ms: Some(c.due_ms),
+        updated_ms: c.updated_ms,
+        closed_ms: c.closed_ms,
+        condition_active: c.condition_active,
+        clear_since_ms: c.clear_since_ms,
+        rework_count: c.rework_count,
+        returned_count: c.returned_count,
+    }
+}
+
+/// A transition as a history entry.
+pub fn to_entry(t: &Transition) -> CaseHistoryEntry {
+    CaseHistoryEntry {
+        at_ms: t.at_ms,
+        actor: t.actor.clone(),
+        from: t.from,
+        to: t.to,
+        note: t.note.clone(),
+    }
+}
+
+impl Automation {
+    /// Build, resuming the persisted rule state if there is one.
+    pub async fn new(
+        store: Arc<dyn Store>,
+        inventory: Arc<Inventory>,
+        rules: RulesConfig,
+        policy: CasePolicy,
+        router: Router,
+    ) -> StoreResult<Self> {
+        let mut engine = RulesEngine::new(rules);
+        let mut incidents = Incidents::default();
+        if let Some((json, _)) = store.load_rule_state().await? {
+            match serde_json::from_str::<Persisted>(&json) {
+                Ok(p) => {
+                    engine.restore(p.rules);
+                    incidents = p.incidents;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "stored rule state unreadable; starting fresh")
+                }
+            }
+        }
+        Ok(Self {
+            rules: engine,
+            incidents,
+            policy,
+            router,
+            store,
+            inventory,
+            stats: AutomationStats::default(),
+        })
+    }
+
+    /// The rules engine (lighting reports for the API).
+    pub fn rules(&self) -> &RulesEngine {
+        &self.rules
+    }
+
+    /// Evaluate one accepted reading.
+    pub async fn on_reading(&mut self, reading: &Reading) -> StoreResult<()> {
+        let Some(device) = self.inventory.get(&reading.device_id) else {
+            return Ok(());
+        };
+        let events = self.rules.on_reading(&device, reading);
+        for ev in events {
+            self.on_condition(&ev, Some(&device), reading.received_ms)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Time passes: rule timers and lighting, sensor verification, state persistence.
+    pub async fn tick(&mut self, now: UnixMs) -> StoreResult<()> {
+        let devices = self.inventory.snapshot();
+        let events = self.rules.on_tick(now, devices.values().map(AsRef::as_ref));
+        for ev in events {
+            let device = match &ev.subject {
+                Subject::Device(id) => devices.get(id).cloned(),
+                Subject::Segment(_) => None,
+            };
+            self.on_condition(&ev, device.as_deref(), now).await?;
+        }
+        let filter = CaseFilter {
+            state: Some(CaseState::Resolved),
+            limit: 1000,
+            ..CaseFilter::default()
+        };
+        for record in self.store.list_cases(&filter).await?.1 {
+            let Some(mut case) = from_record(&record) else {
+                continue;
+            };
+            let done = case.on_tick(&self.policy, now);
+            if !done.is_empty() {
+                self.stats.verified += 1;
+                self.save(&case, record.state, &done).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Persist the rule state (call periodically and at shutdown).
+    pub async fn persist(&self, now: UnixMs) -> StoreResult<()> {
+        let state = Persisted {
+            rules: self.rules.snapshot(),
+            incidents: self.incidents.clone(),
+        };
+        match serde_json::to_string(&state) {
+            Ok(json) => self.store.save_rule_state(&json, now).await,
+            Err(e) => {
+                tracing::error!(error = %e, "rule state not serialisable");
+                Ok(())
+            }
+        }
+    }
+
+    async fn save(
+        &self,
+        case: &Case,
+        expected: CaseState,
+        transitions: &[Transition],
+    ) -> StoreResult<bool> {
+        let entries: Vec<CaseHistoryEntry> = transitions.iter().map(to_entry).collect();
+        let saved = self
+            .store
+            .update_case(&to_record(case), expected, &entries)
+            .await?;
+        if !saved {
+            tracing::info!(
+                case = case.id,
+                "case changed concurrently; automatic update skipped"
+            );
+        }
+        Ok(saved)
+    }
+
+    async fn on_condition(
+        &mut self,
+        ev: &ConditionEvent,
+        device: Option<&Device>,
+        now: UnixMs,
+    ) -> StoreResult<()> {
+        self.stats.conditions += 1;
+        let Some(incident) = self.incidents.apply(ev, device) else {
+            return Ok(());
+        };
+        let (subject_key, condition_key) = (incident.subject.key(), incident.condition.key());
+        let open = self.store.open_case(&subject_key, &condition_key).await?;
+        let open_case = open.as_ref().and_then(from_record);
+        let closed = match (&open_case, incident.active) {
+            (None, true) => {
+                self.store
+                    .recently_closed_case(
+                        &subject_key,
+                        &condition_key,
+                        now - self.policy.reopen_window_ms,
+                    )
+                    .await?
+            }
+            _ => None,
+        };
+        let closed_case = closed.as_ref().and_then(from_record);
+        match decide(
+            &incident,
+            open_case.as_ref(),
+            closed_case.as_ref(),
+            &self.policy,
+            now,
+        ) {
+            Decision::Register(i) => self.register(&i, now).await?,
+            Decision::Update(i) => {
+                if let Some(mut case) = open_case {
+                    self.stats.deduplicated += 1;
+                    let expected = case.state;
+                    case.devices = i.devices.clone();
+                    case.urgent = i.urgent;
+                    case.detail = i.detail.clone();
+                    case.case_type = i.case_type;
+                    // Turning urgent (a tilted cover now open) shortens the time limit.
+                    case.due_ms = case.due_ms.min(self.policy.due(
+                        case.case_type,
+                        case.urgent,
+                        case.opened_ms,
+                    ));
+                    case.set_condition(true, now);
+                    case.updated_ms = now;
+                    self.save(&case, expected, &[]).await?;
+                }
+            }
+            Decision::SelfRecovered => {
+                if let Some(mut case) = open_case {
+                    let expected = case.state;
+                    let done = case.self_recover(now);
+                    self.stats.self_recovered += 1;
+                    self.save(&case, expected, &done).await?;
+                }
+            }
+            Decision::StartVerification | Decision::NoteRecovery => {
+                if let Some(mut case) = open_case {
+                    let expected = case.state;
+                    case.set_condition(false, now);
+                    self.save(&case, expected, &[]).await?;
+                }
+            }
+            Decision::Reopen(i) => {
+                if let Some(mut case) = closed_case {
+                    let note = format!("recurred: {}", i.detail);
+                    if let Ok(t) = case.apply(CaseAction::Reopen { note }, SYSTEM, now) {
+                        case.devices = i.devices;
+                        case.urgent = i.urgent;
+                        self.stats.reopened += 1;
+                        self.save(&case, CaseState::Closed, &[t]).await?;
+                    }
+                }
+            }
+            Decision::Nothing => {}
+        }
+        Ok(())
+    }
+
+    async fn register(&mut self, i: &Incident, now: UnixMs) -> StoreResult<()> {
+        let mut case = Case::register(
+            i.case_type,
+            CaseSource::Sensor,
+            i.subject.clone(),
+            Some(i.condition),
+            i.grid.clone(),
+            i.urgent,
+            i.devices.clone(),
+            i.detail.clone(),
+            &self.policy,
+            "sensor",
+            now,
+        );
+        let first = case
+            .history
+            .first()
+            .map(to_entry)
+            .unwrap_or(CaseHistoryEntry {
+                at_ms: now,
+                actor: "sensor".into(),
+                from: None,
+                to: CaseState::Registered,
+                note: i.detail.clone(),
+            });
+        match self.store.insert_case(&to_record(&case), &first).await? {
+            CaseInsert::AlreadyOpen(id) => {
+                self.stats.deduplicated += 1;
+                tracing::debug!(case = id, "already open");
+            }
+            CaseInsert::Created(id) => {
+                self.stats.registered += 1;
+                case.id = id;
+                tracing::info!(case = id, case_type = ?case.case_type, subject = %case.subject.key(), urgent = case.urgent, "case registered");
+                if let Some(team) = self
+                    .router
+                    .route(&case.grid, case.case_type)
+                    .map(str::to_owned)
+                {
+                    if let Ok(t) = case.apply(CaseAction::Dispatch { team }, SYSTEM, now) {
+                        self.save(&case, CaseState::Registered, &[t]).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
