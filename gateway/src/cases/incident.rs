@@ -142,6 +142,10 @@ fn key_of(ev: &ConditionEvent, device: Option<&Device>) -> (Subject, Condition) 
         (subject, Condition::Alarm(AlarmKind::BinOverflow)) => {
             (subject.clone(), Condition::Alarm(AlarmKind::BinFull))
         }
+        // One smelly toilet is one incident, whichever gas crossed its limit.
+        (subject, Condition::Alarm(AlarmKind::OdourH2s)) => {
+            (subject.clone(), Condition::Alarm(AlarmKind::OdourNh3))
+        }
         (subject, c) => (subject.clone(), c),
     }
 }

@@ -448,6 +448,66 @@ fn an_open_cover_escalates_the_tilt_incident() {
     assert!(!done.active);
 }
 
+#[test]
+fn both_gases_are_one_odour_incident() {
+    let mut inc = Incidents::default();
+    let s = Subject::Device(id("WC-1"));
+    let nh3 = inc
+        .apply(
+            &ev(
+                s.clone(),
+                Condition::Alarm(AlarmKind::OdourNh3),
+                true,
+                vec![],
+                false,
+            ),
+            None,
+        )
+        .unwrap();
+    assert!(
+        inc.apply(
+            &ev(
+                s.clone(),
+                Condition::Alarm(AlarmKind::OdourH2s),
+                true,
+                vec![],
+                false
+            ),
+            None
+        )
+        .is_none()
+    );
+    assert_eq!(nh3.case_type, CaseType::ToiletOdour);
+    assert!(
+        inc.apply(
+            &ev(
+                s.clone(),
+                Condition::Alarm(AlarmKind::OdourNh3),
+                false,
+                vec![],
+                false
+            ),
+            None
+        )
+        .is_none(),
+        "H2S still high"
+    );
+    assert!(
+        !inc.apply(
+            &ev(
+                s,
+                Condition::Alarm(AlarmKind::OdourH2s),
+                false,
+                vec![],
+                false
+            ),
+            None
+        )
+        .unwrap()
+        .active
+    );
+}
+
 /// The case layer as the gateway runs it, over a list of cases (the store's role).
 #[derive(Default)]
 struct World {
