@@ -88,3 +88,174 @@ pub(super) async fn get(
     }
     Ok(Json(body))
 }
+
+fn parse_id(id: &str) -> ApiResult<i64> {
+    id.parse().map_err(|_| {
+        ApiError::bad_request("invalid_case_id", format!("{id:?} is not a case number"))
+    })
+}
+
+/// Body of `POST /api/cases/{id}/transitions`: who acts, and the action with its fields, e.g.
+/// `{"actor":"li.wei","action":"accept"}` or `{"actor":"centre","action":"dispatch","team":"lighting"}`.
+#[derive(Debug, Deserialize)]
+pub(super) struct TransitionBody {
+    actor: String,
+    #[serde(flatten)]
+    action: crate::cases::CaseAction,
+}
+
+pub(super) async fn transition(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    super::ApiJson(body): super::ApiJson<TransitionBody>,
+) -> ApiResult<Json<Value>> {
+    let id = parse_id(&id)?;
+    if body.actor.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "actor_required",
+            "actor: who performs the transition",
+        ));
+    }
+    let record = state
+        .store
+        .get_case(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("case_not_found", format!("no case {id}")))?;
+    let mut case = crate::automation::from_record(&record).ok_or_else(|| {
+        ApiError::bad_request(
+            "case_unreadable",
+            format!("case {id} has an unknown subject"),
+        )
+    })?;
+    let now = now_ms();
+    let transition = case
+        .apply(body.action, body.actor.trim(), now)
+        .map_err(|e| {
+            ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "transition_refused",
+                e.to_string(),
+            )
+        })?;
+    let entry = crate::automation::to_entry(&transition);
+    let saved = state
+        .store
+        .update_case(&crate::automation::to_record(&case), record.state, &[entry])
+        .await?;
+    if !saved {
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "case_changed",
+            format!("case {id} changed while this transition was made; reload it and retry"),
+        ));
+    }
+    get(State(state), Path(id.to_string())).await
+}
+
+/// Body of `POST /api/cases`: a case reported by a patrol or the hotline.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewCase {
+    actor: String,
+    source: crate::model::CaseSource,
+    #[serde(rename = "type")]
+    case_type: CaseType,
+    grid: String,
+    detail: String,
+    /// The device concerned, if any.
+    device_id: Option<String>,
+    /// Where, when there is no device (street and number, landmark).
+    location: Option<String>,
+    #[serde(default)]
+    urgent: bool,
+}
+
+pub(super) async fn create(
+    State(state): State<AppState>,
+    super::ApiJson(body): super::ApiJson<NewCase>,
+) -> ApiResult<Json<Value>> {
+    use crate::cases::{Case, CaseAction, CasePolicy, Router};
+    use crate::model::{CaseSource, Subject};
+    if body.source == CaseSource::Sensor {
+        return Err(ApiError::bad_request(
+            "invalid_source",
+            "source: patrol or hotline (sensor cases are raised by the gateway)",
+        ));
+    }
+    if body.actor.trim().is_empty() || body.detail.trim().is_empty() || body.grid.trim().is_empty()
+    {
+        return Err(ApiError::bad_request(
+            "missing_field",
+            "actor, detail and grid are required",
+        ));
+    }
+    let subject = match (&body.device_id, &body.location) {
+        (Some(d), _) => {
+            Subject::Device(streetgate_protocols::DeviceId::new(d).map_err(|e| {
+                ApiError::bad_request("invalid_device_id", format!("device_id: {e}"))
+            })?)
+        }
+        (None, Some(l)) if !l.trim().is_empty() => Subject::Segment(format!("place:{}", l.trim())),
+        _ => {
+            return Err(ApiError::bad_request(
+                "missing_field",
+                "device_id or location is required",
+            ));
+        }
+    };
+    let now = now_ms();
+    let policy = CasePolicy::default();
+    let mut case = Case::register(
+        body.case_type,
+        body.source,
+        subject,
+        None,
+        body.grid,
+        body.urgent,
+        Vec::new(),
+        body.detail,
+        &policy,
+        body.actor.trim(),
+        now,
+    );
+    let first = case
+        .history
+        .first()
+        .map(crate::automation::to_entry)
+        .ok_or_else(|| {
+            ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "case without history",
+            )
+        })?;
+    let id = match state
+        .store
+        .insert_case(&crate::automation::to_record(&case), &first)
+        .await?
+    {
+        crate::store::CaseInsert::Created(id) | crate::store::CaseInsert::AlreadyOpen(id) => id,
+    };
+    case.id = id;
+    if let Some(team) = Router::default_teams()
+        .route(&case.grid, case.case_type)
+        .map(str::to_owned)
+    {
+        if let Ok(t) = case.apply(
+            CaseAction::Dispatch { team },
+            crate::automation::SYSTEM,
+            now,
+        ) {
+            let entry = crate::automation::to_entry(&t);
+            state
+                .store
+                .update_case(
+                    &crate::automation::to_record(&case),
+                    crate::model::CaseState::Registered,
+                    &[entry],
+                )
+                .await?;
+        }
+    }
+    get(State(state), Path(id.to_string())).await
+}

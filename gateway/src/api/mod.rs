@@ -191,8 +191,12 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         )
         .route("/api/devices/{id}/latest", get(devices::latest))
         .route("/api/devices/{id}/history", get(devices::history))
-        .route("/api/cases", get(cases::list))
+        .route("/api/cases", get(cases::list).post(cases::create))
         .route("/api/cases/{id}", get(cases::get))
+        .route(
+            "/api/cases/{id}/transitions",
+            axum::routing::post(cases::transition),
+        )
         .fallback(|| async {
             ApiError::not_found(
                 "no_route",
