@@ -140,12 +140,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         )
         .run(write_rx),
     );
+    let (lighting_tx, lighting_rx) =
+        tokio::sync::watch::channel(crate::lighting::LightingSnapshot::default());
     let automation = crate::automation::Automation::new(
         Arc::clone(&store),
         Arc::clone(&inventory),
         crate::rules::RulesConfig::default(),
         crate::cases::CasePolicy::default(),
         crate::cases::Router::default_teams(),
+        lighting_tx,
     )
     .await
     .context("loading the rule state")?;
@@ -189,6 +192,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     // HTTP.
     let state = AppState {
+        lighting: lighting_rx,
         store: Arc::clone(&store),
         inventory: Arc::clone(&inventory),
         metrics: Arc::clone(&metrics),

@@ -18,6 +18,7 @@ use crate::cases::{
     Case, CaseAction, CasePolicy, Decision, Incident, Incidents, Router, Transition, decide,
 };
 use crate::inventory::Inventory;
+use crate::lighting::LightingSnapshot;
 use crate::model::{CaseSource, CaseState, ConditionEvent, Device, Reading, Subject, UnixMs};
 use crate::rules::{RulesConfig, RulesEngine, RulesSnapshot};
 use crate::store::{CaseFilter, CaseHistoryEntry, CaseInsert, CaseRecord, Store, StoreResult};
@@ -58,6 +59,7 @@ pub struct Automation {
     router: Router,
     store: Arc<dyn Store>,
     inventory: Arc<Inventory>,
+    lighting: tokio::sync::watch::Sender<LightingSnapshot>,
     /// What it did.
     pub stats: AutomationStats,
 }
@@ -140,6 +142,7 @@ impl Automation {
         rules: RulesConfig,
         policy: CasePolicy,
         router: Router,
+        lighting: tokio::sync::watch::Sender<LightingSnapshot>,
     ) -> StoreResult<Self> {
         let mut engine = RulesEngine::new(rules);
         let mut incidents = Incidents::default();
@@ -161,6 +164,7 @@ impl Automation {
             router,
             store,
             inventory,
+            lighting,
             stats: AutomationStats::default(),
         })
     }
@@ -194,6 +198,14 @@ impl Automation {
             };
             self.on_condition(&ev, device.as_deref(), now).await?;
         }
+        let report = self
+            .rules
+            .lighting_now(now, devices.values().map(AsRef::as_ref));
+        self.lighting.send_replace(LightingSnapshot {
+            at_ms: now,
+            now: report,
+            history: self.rules.lighting_history().clone(),
+        });
         let filter = CaseFilter {
             state: Some(CaseState::Resolved),
             limit: 1000,

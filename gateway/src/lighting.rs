@@ -205,6 +205,18 @@ impl LightingReport {
     }
 }
 
+/// What the API serves: the rate now and the history for rates over a period, refreshed by
+/// every tick of the automation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LightingSnapshot {
+    /// When it was computed.
+    pub at_ms: UnixMs,
+    /// The rate now.
+    pub now: LightingReport,
+    /// Lamp-seconds per segment and day.
+    pub history: LightingHistory,
+}
+
 /// Lamp-seconds lit and expected per segment and UTC day, for the rate over a period.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LightingHistory {

@@ -52,7 +52,7 @@ async fn simulated_devices_report_through_the_broker() {
     for (id, kind) in [("MH-7", DeviceKind::Manhole), ("BN-7", DeviceKind::Bin)] {
         let id = DeviceId::new(id).unwrap();
         let node = SimNode::new(id.clone(), kind, 11, Encoding::Binary);
-        let mut will = [0u8; 128];
+        let mut will = [0u8; 512];
         let n = node.node().last_will(&mut will).unwrap();
         let link = MqttLink::connect(
             &tokio::runtime::Handle::current(),

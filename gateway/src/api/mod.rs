@@ -20,6 +20,7 @@
 
 mod cases;
 mod devices;
+mod lighting;
 mod system;
 
 use std::net::SocketAddr;
@@ -51,6 +52,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Facts about this process for `/api/health`.
     pub runtime: Arc<RuntimeInfo>,
+    /// Lighting rate, refreshed by the automation's tick.
+    pub lighting: tokio::sync::watch::Receiver<crate::lighting::LightingSnapshot>,
 }
 
 /// Facts about the running gateway.
@@ -197,6 +200,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             "/api/cases/{id}/transitions",
             axum::routing::post(cases::transition),
         )
+        .route("/api/lighting", get(lighting::rates))
         .fallback(|| async {
             ApiError::not_found(
                 "no_route",

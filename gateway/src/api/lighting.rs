@@ -1,0 +1,58 @@
+//! `GET /api/lighting`: lighting rate (亮灯率) per segment, grid and city, now and over a period.
+
+use axum::Json;
+use axum::extract::State;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, ApiQuery, ApiResult, AppState};
+
+/// Filters: one segment or grid; a period `[from_ms, to_ms)` for the time-weighted rate.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LightingQuery {
+    segment: Option<String>,
+    grid: Option<String>,
+    from_ms: Option<i64>,
+    to_ms: Option<i64>,
+}
+
+pub(super) async fn rates(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<LightingQuery>,
+) -> ApiResult<Json<Value>> {
+    let snapshot = state.lighting.borrow().clone();
+    let segments: Vec<_> = snapshot
+        .now
+        .segments
+        .iter()
+        .filter(|s| q.segment.as_ref().is_none_or(|x| *x == s.segment))
+        .filter(|s| q.grid.as_ref().is_none_or(|g| *g == s.grid))
+        .collect();
+    let grids: Vec<_> = snapshot
+        .now
+        .grids
+        .iter()
+        .filter(|g| q.grid.as_ref().is_none_or(|x| *x == g.grid))
+        .collect();
+    let period = match (q.from_ms, q.to_ms) {
+        (Some(from), Some(to)) if from < to => {
+            json!({ "from_ms": from, "to_ms": to, "rate": snapshot.history.rate(q.segment.as_deref(), from, to) })
+        }
+        (None, None) => Value::Null,
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_period",
+                "from_ms and to_ms go together, with from_ms < to_ms (Unix milliseconds)",
+            ));
+        }
+    };
+    Ok(Json(json!({
+        "at_ms": snapshot.at_ms,
+        "in_switch_on_hours": snapshot.now.city.is_some(),
+        "city": snapshot.now.city,
+        "grids": grids,
+        "segments": segments,
+        "period": period,
+    })))
+}
