@@ -161,7 +161,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let limits = Limits {
         max_payload: config.mqtt.max_payload_bytes,
     };
-    let (worker_inputs, workers) = ingest::spawn_decode_workers(
+    let (worker_inputs, mut workers) = ingest::spawn_decode_workers(
         config.pipeline.decode_workers,
         capacity,
         limits,
@@ -171,6 +171,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         &write_tx,
     );
     drop(write_tx);
+    // Modbus pollers for the Modbus devices of the inventory (joined like the decode workers:
+    // they stop on cancel and drop their senders).
+    workers.extend(ingest::modbus::spawn(
+        inventory.snapshot().values(),
+        &reading_tx,
+        &metrics,
+        ingest::modbus::ModbusSettings::default(),
+        &cancel,
+    ));
     let mqtt = tokio::spawn(ingest::mqtt::run(
         settings,
         worker_inputs,

@@ -13,6 +13,7 @@
 //!
 //! [`DecodeError::reason`]: streetgate_protocols::codec::DecodeError::reason
 
+pub mod modbus;
 pub mod mqtt;
 
 use std::collections::HashMap;

@@ -1,0 +1,179 @@
+//! Modbus TCP ingest against a real Modbus TCP server (tokio-modbus) on an ephemeral port,
+//! with several unit ids behind it as behind an RS-485-to-Ethernet converter: healthy units are
+//! polled into readings while a silent unit times out (and goes offline) without stalling them,
+//! and a unit whose identification differs from the inventory is reported, never read.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use streetgate_gateway::ingest::modbus::{self, ModbusSettings};
+use streetgate_gateway::metrics::Metrics;
+use streetgate_gateway::model::{Device, Reading, ReadingBody, ThresholdOverrides, Transport};
+use streetgate_protocols::modbus as map;
+use streetgate_protocols::{BinTelemetry, DeviceId, DeviceKind, ManholeTelemetry, TelemetryData};
+use tokio::sync::mpsc;
+use tokio_modbus::prelude::{ExceptionCode, Request, Response, SlaveRequest};
+use tokio_modbus::server::tcp::{Server, accept_tcp_connection};
+use tokio_util::sync::CancellationToken;
+
+/// Input registers per unit; units not in the map never answer.
+#[derive(Clone)]
+struct Units(Arc<HashMap<u8, HashMap<u16, u16>>>);
+
+impl tokio_modbus::server::Service for Units {
+    type Request = SlaveRequest<'static>;
+    type Response = Option<Response>;
+    type Exception = ExceptionCode;
+    type Future = future::Ready<Result<Self::Response, Self::Exception>>;
+
+    fn call(&self, req: Self::Request) -> Self::Future {
+        let Some(regs) = self.0.get(&req.slave) else {
+            return future::ready(Ok(None)); // silent: the line is dead
+        };
+        future::ready(match req.request {
+            Request::ReadInputRegisters(addr, count) => (addr..addr + count)
+                .map(|a| {
+                    regs.get(&a)
+                        .copied()
+                        .ok_or(ExceptionCode::IllegalDataAddress)
+                })
+                .collect::<Result<Vec<u16>, _>>()
+                .map(|v| Some(Response::ReadInputRegisters(v))),
+            _ => Err(ExceptionCode::IllegalFunction),
+        })
+    }
+}
+
+fn image(kind: DeviceKind, data: &TelemetryData) -> HashMap<u16, u16> {
+    let mut regs = HashMap::new();
+    for (i, v) in map::encode_identification(kind, (1, 0, 0))
+        .into_iter()
+        .enumerate()
+    {
+        regs.insert(u16::try_from(i).unwrap(), v);
+    }
+    let mut t = [0u16; map::TELEMETRY_MAX_LEN];
+    let n = map::encode_telemetry(data, &mut t).unwrap();
+    for (i, v) in t[..n].iter().enumerate() {
+        regs.insert(map::TELEMETRY_START + u16::try_from(i).unwrap(), *v);
+    }
+    regs
+}
+
+fn device(id: &str, kind: DeviceKind, port: u16, unit: u8) -> Arc<Device> {
+    Arc::new(Device {
+        id: DeviceId::new(id).unwrap(),
+        kind,
+        component_code: None,
+        lat: 31.3,
+        lon: 120.6,
+        grid: "g".into(),
+        road_segment: None,
+        road_class: None,
+        toilet_class: None,
+        bin_depth_mm: None,
+        overrides: ThresholdOverrides::default(),
+        transport: Transport::ModbusTcp {
+            host: "127.0.0.1".into(),
+            port,
+            unit,
+        },
+    })
+}
+
+#[tokio::test]
+async fn units_behind_one_endpoint_are_polled_and_a_dead_one_stalls_nobody() {
+    let manhole = TelemetryData::Manhole(ManholeTelemetry {
+        tilt_deg: 12.5,
+        battery_pct: 80,
+        ..Default::default()
+    });
+    let bin = TelemetryData::Bin(BinTelemetry {
+        fill_pct: 85.0,
+        temperature_c: 21.0,
+        battery_pct: 60,
+        ..Default::default()
+    });
+    let mut units = HashMap::new();
+    units.insert(1, image(DeviceKind::Manhole, &manhole));
+    units.insert(2, image(DeviceKind::Bin, &bin));
+    units.insert(4, image(DeviceKind::Bin, &bin)); // the inventory says manhole
+    let service = Units(Arc::new(units));
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = Server::new(listener);
+    let on_connected = move |stream, addr| {
+        let service = service.clone();
+        async move { accept_tcp_connection(stream, addr, move |_| Ok(Some(service.clone()))) }
+    };
+    let server_task = tokio::spawn(async move {
+        server
+            .serve(&on_connected, |e| eprintln!("server: {e}"))
+            .await
+    });
+
+    let devices = [
+        device("MH-1", DeviceKind::Manhole, port, 1),
+        device("BN-2", DeviceKind::Bin, port, 2),
+        device("MH-3", DeviceKind::Manhole, port, 3),
+        device("MH-4", DeviceKind::Manhole, port, 4),
+    ];
+    let (tx, mut rx) = mpsc::channel::<Reading>(1024);
+    let metrics = Arc::new(Metrics::default());
+    let cancel = CancellationToken::new();
+    let settings = ModbusSettings {
+        poll_interval: Duration::from_millis(100),
+        request_timeout: Duration::from_millis(150),
+        offline_after: 2,
+        max_backoff: Duration::from_secs(1),
+    };
+    let tasks = modbus::spawn(devices.iter(), &tx, &metrics, settings, &cancel);
+    assert_eq!(tasks.len(), 1, "one task (one connection) for the endpoint");
+    drop(tx);
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    cancel.cancel();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut readings: Vec<Reading> = Vec::new();
+    while let Some(r) = rx.recv().await {
+        readings.push(r);
+    }
+    let of = |id: &str| {
+        readings
+            .iter()
+            .filter(|r| r.device_id.as_str() == id)
+            .collect::<Vec<_>>()
+    };
+    let mh1 = of("MH-1");
+    assert!(
+        mh1.len() >= 8,
+        "MH-1 polled {} times in 2 s despite the silent unit",
+        mh1.len()
+    );
+    assert!(
+        matches!(&mh1[0].body, ReadingBody::Telemetry(TelemetryData::Manhole(t)) if (t.tilt_deg - 12.5).abs() < 0.01)
+    );
+    assert_eq!(mh1[0].transport, "modbus-tcp");
+    assert!(mh1.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+    let bn2 = of("BN-2");
+    assert!(bn2.len() >= 8, "BN-2 polled {} times", bn2.len());
+    assert!(
+        matches!(&bn2[0].body, ReadingBody::Telemetry(TelemetryData::Bin(b)) if (b.fill_pct - 85.0).abs() < 0.1)
+    );
+    let mh3 = of("MH-3");
+    assert!(
+        matches!(mh3.as_slice(), [r] if matches!(r.body, ReadingBody::Status { online: false, .. })),
+        "{mh3:?}"
+    );
+    assert!(of("MH-4").is_empty(), "a mismatched unit is never read");
+    let rejected: HashMap<&str, u64> = metrics.rejections().into_iter().collect();
+    assert!(rejected["modbus_identification"] >= 1);
+    assert!(rejected["modbus_error"] >= 2);
+    assert!(metrics.ingested_total("modbus-tcp") >= 16);
+    server_task.abort();
+}
