@@ -42,7 +42,7 @@ const PERSIST_EVERY_TICKS: u32 = 10;
 pub async fn run_pipeline(
     mut readings: mpsc::Receiver<Reading>,
     writes: mpsc::Sender<WriteOp>,
-    _metrics: Arc<Metrics>,
+    metrics: Arc<Metrics>,
     mut automation: Automation,
 ) {
     let mut tick = tokio::time::interval(TICK);
@@ -52,9 +52,14 @@ pub async fn run_pipeline(
         tokio::select! {
             reading = readings.recv() => {
                 let Some(reading) = reading else { break };
+                let started = std::time::Instant::now();
+                let conditions_before = automation.stats.conditions;
                 if let Err(e) = automation.on_reading(&reading).await {
+                    metrics.store_errors.fetch_add(1, Relaxed);
                     tracing::error!(device = %reading.device_id, error = %e, "rules/cases: store error");
                 }
+                metrics.rule_latency.observe(started.elapsed());
+                metrics.condition_events.fetch_add(automation.stats.conditions - conditions_before, Relaxed);
                 if writes.send(WriteOp::Reading(Box::new(reading))).await.is_err() {
                     break;
                 }
