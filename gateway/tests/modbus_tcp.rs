@@ -4,84 +4,28 @@
 //! and a unit whose identification differs from the inventory is reported, never read.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod modbus_support;
+
 use std::collections::HashMap;
-use std::future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use modbus_support::{Units, device, image};
+
 use streetgate_gateway::ingest::modbus::{self, ModbusSettings};
 use streetgate_gateway::metrics::Metrics;
-use streetgate_gateway::model::{Device, Reading, ReadingBody, ThresholdOverrides, Transport};
-use streetgate_protocols::modbus as map;
-use streetgate_protocols::{BinTelemetry, DeviceId, DeviceKind, ManholeTelemetry, TelemetryData};
+use streetgate_gateway::model::{Reading, ReadingBody, Transport};
+use streetgate_protocols::{BinTelemetry, DeviceKind, ManholeTelemetry, TelemetryData};
 use tokio::sync::mpsc;
-use tokio_modbus::prelude::{ExceptionCode, Request, Response, SlaveRequest};
 use tokio_modbus::server::tcp::{Server, accept_tcp_connection};
 use tokio_util::sync::CancellationToken;
 
-/// Input registers per unit; units not in the map never answer.
-#[derive(Clone)]
-struct Units(Arc<HashMap<u8, HashMap<u16, u16>>>);
-
-impl tokio_modbus::server::Service for Units {
-    type Request = SlaveRequest<'static>;
-    type Response = Option<Response>;
-    type Exception = ExceptionCode;
-    type Future = future::Ready<Result<Self::Response, Self::Exception>>;
-
-    fn call(&self, req: Self::Request) -> Self::Future {
-        let Some(regs) = self.0.get(&req.slave) else {
-            return future::ready(Ok(None)); // silent: the line is dead
-        };
-        future::ready(match req.request {
-            Request::ReadInputRegisters(addr, count) => (addr..addr + count)
-                .map(|a| {
-                    regs.get(&a)
-                        .copied()
-                        .ok_or(ExceptionCode::IllegalDataAddress)
-                })
-                .collect::<Result<Vec<u16>, _>>()
-                .map(|v| Some(Response::ReadInputRegisters(v))),
-            _ => Err(ExceptionCode::IllegalFunction),
-        })
+fn tcp(port: u16, unit: u8) -> Transport {
+    Transport::ModbusTcp {
+        host: "127.0.0.1".into(),
+        port,
+        unit,
     }
-}
-
-fn image(kind: DeviceKind, data: &TelemetryData) -> HashMap<u16, u16> {
-    let mut regs = HashMap::new();
-    for (i, v) in map::encode_identification(kind, (1, 0, 0))
-        .into_iter()
-        .enumerate()
-    {
-        regs.insert(u16::try_from(i).unwrap(), v);
-    }
-    let mut t = [0u16; map::TELEMETRY_MAX_LEN];
-    let n = map::encode_telemetry(data, &mut t).unwrap();
-    for (i, v) in t[..n].iter().enumerate() {
-        regs.insert(map::TELEMETRY_START + u16::try_from(i).unwrap(), *v);
-    }
-    regs
-}
-
-fn device(id: &str, kind: DeviceKind, port: u16, unit: u8) -> Arc<Device> {
-    Arc::new(Device {
-        id: DeviceId::new(id).unwrap(),
-        kind,
-        component_code: None,
-        lat: 31.3,
-        lon: 120.6,
-        grid: "g".into(),
-        road_segment: None,
-        road_class: None,
-        toilet_class: None,
-        bin_depth_mm: None,
-        overrides: ThresholdOverrides::default(),
-        transport: Transport::ModbusTcp {
-            host: "127.0.0.1".into(),
-            port,
-            unit,
-        },
-    })
 }
 
 #[tokio::test]
@@ -117,10 +61,10 @@ async fn units_behind_one_endpoint_are_polled_and_a_dead_one_stalls_nobody() {
     });
 
     let devices = [
-        device("MH-1", DeviceKind::Manhole, port, 1),
-        device("BN-2", DeviceKind::Bin, port, 2),
-        device("MH-3", DeviceKind::Manhole, port, 3),
-        device("MH-4", DeviceKind::Manhole, port, 4),
+        device("MH-1", DeviceKind::Manhole, tcp(port, 1)),
+        device("BN-2", DeviceKind::Bin, tcp(port, 2)),
+        device("MH-3", DeviceKind::Manhole, tcp(port, 3)),
+        device("MH-4", DeviceKind::Manhole, tcp(port, 4)),
     ];
     let (tx, mut rx) = mpsc::channel::<Reading>(1024);
     let metrics = Arc::new(Metrics::default());
