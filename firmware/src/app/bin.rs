@@ -163,17 +163,7 @@ impl<R: Ranger, T: Thermometer, A: Accelerometer, B: Battery> Application for Bi
             tilt_deg: self.tilt,
             battery_pct: node.battery_pct.unwrap_or(0),
         });
-        node.observe(&data);
-        if self.report.due(
-            fill,
-            now.mono_ms,
-            node.settings.deadband,
-            node.report_ms(),
-            node.heartbeat_ms(),
-        ) {
-            self.report.reported(fill, now.mono_ms);
-            node.telemetry(data, now);
-        }
+        node.report(&mut self.report, fill, data, now);
     }
 
     fn request_report(&mut self) {

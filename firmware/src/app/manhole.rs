@@ -176,17 +176,7 @@ impl<A: Accelerometer, W: Ranger, B: Battery> Application for Manhole<A, W, B> {
             temperature_c: None,
             battery_pct: node.battery_pct.unwrap_or(0),
         });
-        node.observe(&data);
-        if self.report.due(
-            tilt,
-            now.mono_ms,
-            node.settings.deadband,
-            node.report_ms(),
-            node.heartbeat_ms(),
-        ) {
-            self.report.reported(tilt, now.mono_ms);
-            node.telemetry(data, now);
-        }
+        node.report(&mut self.report, tilt, data, now);
     }
 
     fn request_report(&mut self) {

@@ -20,7 +20,7 @@ use streetgate_protocols::{
     Telemetry, TelemetryData,
 };
 
-use crate::filter::Edge;
+use crate::filter::{Edge, ReportPolicy};
 use crate::platform::{Now, SettingsStore, Transport};
 use crate::queue::Outbox;
 use crate::settings::Settings;
@@ -222,6 +222,23 @@ impl Node {
             reason,
         };
         self.enqueue(Channel::Ack, &msg);
+    }
+
+    /// Record a sample's readings and send them when the report policy says so: a change of
+    /// `value` (the kind's main quantity) beyond the deadband, or the heartbeat.
+    pub fn report(&mut self, policy: &mut ReportPolicy, value: f32, data: TelemetryData, now: Now) {
+        self.observe(&data);
+        let s = &self.settings;
+        if policy.due(
+            value,
+            now.mono_ms,
+            s.deadband,
+            self.report_ms(),
+            self.heartbeat_ms(),
+        ) {
+            policy.reported(value, now.mono_ms);
+            self.telemetry(data, now);
+        }
     }
 
     /// Heartbeat interval in ms.

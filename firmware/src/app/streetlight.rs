@@ -278,17 +278,7 @@ impl<L: LampDriver> Application for Streetlight<L> {
             operating_h: u32::try_from(self.operating_ms / 3_600_000).unwrap_or(u32::MAX),
             switch_count: self.switch_count,
         });
-        node.observe(&data);
-        if self.report.due(
-            m.power_w,
-            now.mono_ms,
-            node.settings.deadband,
-            node.report_ms(),
-            node.heartbeat_ms(),
-        ) {
-            self.report.reported(m.power_w, now.mono_ms);
-            node.telemetry(data, now);
-        }
+        node.report(&mut self.report, m.power_w, data, now);
     }
 
     fn command(&mut self, _node: &mut Node, action: Action, now: Now) -> Result<(), ShortText> {

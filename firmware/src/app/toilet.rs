@@ -100,17 +100,7 @@ impl<G: GasSensor, B: Battery> Application for Toilet<G, B> {
             humidity_pct: None,
             battery_pct: self.battery.as_ref().and(node.battery_pct),
         });
-        node.observe(&data);
-        if self.report.due(
-            main,
-            now.mono_ms,
-            node.settings.deadband,
-            node.report_ms(),
-            node.heartbeat_ms(),
-        ) {
-            self.report.reported(main, now.mono_ms);
-            node.telemetry(data, now);
-        }
+        node.report(&mut self.report, main, data, now);
     }
 
     fn request_report(&mut self) {
