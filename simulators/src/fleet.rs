@@ -121,14 +121,11 @@ impl Fleet {
                     let mut links: Vec<MqttLink> = nodes
                         .iter()
                         .map(|n| {
-                            let mut will = [0u8; 256];
-                            let len = n.node().last_will(&mut will).unwrap_or(0);
-                            MqttLink::connect(
+                            MqttLink::connect_node(
                                 &runtime,
                                 &cfg.broker_host,
                                 cfg.broker_port,
-                                n.node().id(),
-                                will[..len].to_vec(),
+                                n.node(),
                                 stats.links.clone(),
                             )
                         })

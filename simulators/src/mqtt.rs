@@ -115,6 +115,19 @@ impl MqttLink {
         }
     }
 
+    /// Connect a firmware node: its id as client id, its own last will.
+    pub fn connect_node(
+        runtime: &Handle,
+        host: &str,
+        port: u16,
+        node: &streetgate_firmware::app::Node,
+        stats: Arc<LinkStats>,
+    ) -> Self {
+        let mut will = [0u8; streetgate_protocols::codec::MAX_ENCODED_LEN];
+        let len = node.last_will(&mut will).unwrap_or(0);
+        Self::connect(runtime, host, port, node.id(), will[..len].to_vec(), stats)
+    }
+
     /// Whether the broker connection is up.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Acquire)

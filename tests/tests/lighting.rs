@@ -2,17 +2,15 @@
 //! placed where it is night now (so the test holds at any hour), one burns out.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod support;
+
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use streetgate_firmware::platform::Now;
-use streetgate_gateway::app;
-use streetgate_gateway::config::Config;
 use streetgate_protocols::codec::Encoding;
 use streetgate_protocols::{Config as DeviceConfig, DeviceId, DeviceKind, LampSchedule};
-use streetgate_simulators::mqtt::{LinkStats, MqttLink};
 use streetgate_simulators::node::{SimNode, World};
+use support::{Clock, Gateway};
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_dark_lamp_lowers_the_segment_rate_and_opens_one_segment_case() {
@@ -33,29 +31,15 @@ async fn a_dark_lamp_lowers_the_segment_rate_and_opens_one_segment_case() {
         csv.push_str(&format!("SL-{i},streetlight,{lat},{lon:.4},G-1,S-1,main\n"));
     }
 
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.http.listen = "127.0.0.1:0".parse().unwrap();
-    config.broker.listen = "127.0.0.1:0".parse().unwrap();
-    config.store.path = dir.path().join("streetgate.db");
-    config.store.flush_interval_ms = 10;
-    let gw = app::start(config).await.unwrap();
-    let base = format!("http://{}", gw.http_addr);
-    let client = reqwest::Client::new();
-    let r = client
-        .post(format!("{base}/api/devices/import"))
-        .body(csv)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-
-    let broker = gw.broker_addr.unwrap();
-    let stats = Arc::new(LinkStats::default());
+    let gw = Gateway::start(&csv).await;
     let mut nodes = Vec::new();
     for i in 1..=4 {
-        let id = DeviceId::new(&format!("SL-{i}")).unwrap();
-        let mut node = SimNode::new(id.clone(), DeviceKind::Streetlight, i, Encoding::Json);
+        let mut node = SimNode::new(
+            DeviceId::new(&format!("SL-{i}")).unwrap(),
+            DeviceKind::Streetlight,
+            i,
+            Encoding::Json,
+        );
         let schedule = LampSchedule {
             lat_deg: lat,
             lon_deg: lon,
@@ -74,52 +58,23 @@ async fn a_dark_lamp_lowers_the_segment_rate_and_opens_one_segment_case() {
                 ..DeviceConfig::default()
             })
             .unwrap();
-        let mut will = [0u8; 512];
-        let n = node.node().last_will(&mut will).unwrap();
-        let link = MqttLink::connect(
-            &tokio::runtime::Handle::current(),
-            &broker.ip().to_string(),
-            broker.port(),
-            &id,
-            will[..n].to_vec(),
-            stats.clone(),
-        );
-        nodes.push((node, link));
+        nodes.push(gw.connect(node));
     }
     let World::Lamp(broken) = nodes[2].0.world.clone() else {
         panic!("lamp")
     };
-    let mut t = 0u64;
-    let mut step = async |nodes: &mut Vec<(SimNode, MqttLink)>, n: u64| {
-        for _ in 0..n {
-            t += 10;
-            for (node, link) in nodes.iter_mut() {
-                node.tick(
-                    Now {
-                        mono_ms: t * 1000,
-                        unix_ms: Some(now_ms + t * 1000),
-                    },
-                    link,
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+    let mut clock = Clock {
+        unix0_ms: now_ms,
+        t_s: 0,
+        step_s: 10,
+        pause_ms: 25,
     };
-    let get = async |path: &str| -> Value {
-        client
-            .get(format!("{base}{path}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    };
+    let get = async |path: &str| -> Value { gw.get(path).await.1 };
 
     // All lit: 100 %.
     let mut lighting = Value::Null;
     for _ in 0..80 {
-        step(&mut nodes, 1).await;
+        clock.run(&mut nodes, 1).await;
         lighting = get("/api/lighting?segment=S-1").await;
         if lighting["segments"][0]["lit"] == 4 {
             break;
@@ -131,7 +86,7 @@ async fn a_dark_lamp_lowers_the_segment_rate_and_opens_one_segment_case() {
     broken.borrow_mut().burnt_out = true;
     let mut cases = Value::Null;
     for _ in 0..120 {
-        step(&mut nodes, 1).await;
+        clock.run(&mut nodes, 1).await;
         lighting = get("/api/lighting?segment=S-1").await;
         cases = get("/api/cases?type=lamp_fault").await;
         if lighting["segments"][0]["lit"] == 3 && cases["cases"][0]["urgent"] == true {
@@ -152,5 +107,5 @@ async fn a_dark_lamp_lowers_the_segment_rate_and_opens_one_segment_case() {
     assert_eq!(case["team"], "lighting");
     assert_eq!(case["urgent"], true, "below target: {case}");
     assert_eq!(case["devices"], serde_json::json!(["SL-3"]));
-    gw.shutdown().await.unwrap();
+    gw.running.shutdown().await.unwrap();
 }

@@ -1,0 +1,113 @@
+//! A gateway on embedded defaults (ephemeral ports, temporary store) with an inventory, and
+//! simulated nodes connected to its broker.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use streetgate_firmware::platform::Now;
+use streetgate_gateway::app::{self, Running};
+use streetgate_gateway::config::Config;
+use streetgate_simulators::mqtt::{LinkStats, MqttLink};
+use streetgate_simulators::node::SimNode;
+
+/// A running gateway and an HTTP client for it.
+pub struct Gateway {
+    pub running: Running,
+    pub base: String,
+    pub client: reqwest::Client,
+    pub stats: Arc<LinkStats>,
+    _dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    /// Start on ephemeral ports and import `inventory` (CSV).
+    pub async fn start(inventory: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.http.listen = "127.0.0.1:0".parse().unwrap();
+        config.broker.listen = "127.0.0.1:0".parse().unwrap();
+        config.store.path = dir.path().join("streetgate.db");
+        config.store.flush_interval_ms = 10;
+        let running = app::start(config).await.unwrap();
+        let base = format!("http://{}", running.http_addr);
+        let client = reqwest::Client::new();
+        let r = client
+            .post(format!("{base}/api/devices/import"))
+            .body(inventory.to_owned())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "inventory import");
+        Self {
+            running,
+            base,
+            client,
+            stats: Arc::default(),
+            _dir: dir,
+        }
+    }
+
+    /// Connect a simulated node to the embedded broker.
+    pub fn connect(&self, node: SimNode) -> (SimNode, MqttLink) {
+        let broker = self.running.broker_addr.unwrap();
+        let link = MqttLink::connect_node(
+            &tokio::runtime::Handle::current(),
+            &broker.ip().to_string(),
+            broker.port(),
+            node.node(),
+            self.stats.clone(),
+        );
+        (node, link)
+    }
+
+    /// GET a path: status and JSON body.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POST JSON: status and JSON body.
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// A simulated clock over a set of nodes: each step advances it by `step_s` and ticks every
+/// node, then yields `pause_ms` of wall time to the broker and the gateway.
+pub struct Clock {
+    pub unix0_ms: u64,
+    pub t_s: u64,
+    pub step_s: u64,
+    pub pause_ms: u64,
+}
+
+impl Clock {
+    pub async fn run(&mut self, nodes: &mut [(SimNode, MqttLink)], steps: u64) {
+        for _ in 0..steps {
+            self.t_s += self.step_s;
+            let now = Now {
+                mono_ms: self.t_s * 1000,
+                unix_ms: Some(self.unix0_ms + self.t_s * 1000),
+            };
+            for (node, link) in nodes.iter_mut() {
+                node.tick(now, link);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(self.pause_ms)).await;
+        }
+    }
+}
