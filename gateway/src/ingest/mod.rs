@@ -82,20 +82,62 @@ pub enum Outcome {
 /// Verdict of a sequence check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SeqVerdict {
-    /// First message seen from the device, or the next one.
+    /// First message seen from the device, or a newer one.
     InOrder,
-    /// Accepted, with this many messages missing before it.
+    /// Older than the newest but not seen yet: accepted (MQTT keeps order per topic only, so a
+    /// device's event and telemetry may overtake each other).
+    Late,
+    /// Accepted; this many earlier messages left the window without ever arriving.
     Gap(u32),
-    /// Already seen (or older than the last accepted): drop.
+    /// Already seen, or too old to tell: drop.
     Duplicate,
-    /// Far behind the last accepted: the device restarted its counter; accepted.
+    /// Far from the newest: the device restarted its counter; accepted.
     Restarted,
+}
+
+/// Sliding window over one device's recent sequence numbers (anti-replay style): bit `i` of
+/// `seen` is `highest - i`; `valid` marks the positions since the window started.
+#[derive(Debug, Clone, Copy)]
+struct SeqWindow {
+    highest: u32,
+    seen: u64,
+    valid: u64,
+}
+
+impl SeqWindow {
+    fn fresh(seq: u32) -> Self {
+        Self {
+            highest: seq,
+            seen: 1,
+            valid: 1,
+        }
+    }
+
+    /// Move the newest to `highest + ahead`; returns how many valid, unseen positions fell out.
+    fn advance(&mut self, ahead: u32) -> u32 {
+        let dropped_mask = if ahead >= 64 {
+            u64::MAX
+        } else {
+            !(u64::MAX >> ahead)
+        };
+        let lost = (self.valid & !self.seen & dropped_mask).count_ones();
+        if ahead >= 64 {
+            // Everything in between is missing too, but unknowable beyond the window.
+            self.seen = 1;
+            self.valid = u64::MAX;
+        } else {
+            self.seen = (self.seen << ahead) | 1;
+            self.valid = (self.valid << ahead) | 1 | ((1u64 << ahead) - 1);
+        }
+        self.highest = self.highest.wrapping_add(ahead);
+        lost
+    }
 }
 
 /// Per-device sequence numbers (wrapping `u32`).
 #[derive(Debug, Default)]
 pub struct SeqTracker {
-    last: HashMap<DeviceId, u32>,
+    windows: HashMap<DeviceId, SeqWindow>,
 }
 
 impl SeqTracker {
@@ -106,34 +148,54 @@ impl SeqTracker {
 
     /// Check and record `seq` for `device`.
     pub fn check(&mut self, device: &DeviceId, seq: u32) -> SeqVerdict {
-        let Some(last) = self.last.get_mut(device) else {
-            self.last.insert(device.clone(), seq);
+        let Some(w) = self.windows.get_mut(device) else {
+            self.windows.insert(device.clone(), SeqWindow::fresh(seq));
             return SeqVerdict::InOrder;
         };
-        let ahead = seq.wrapping_sub(*last);
-        let behind = last.wrapping_sub(seq);
-        if ahead == 0 || (ahead > u32::MAX / 2 && behind < Self::WINDOW) {
+        let ahead = seq.wrapping_sub(w.highest);
+        let behind = w.highest.wrapping_sub(seq);
+        if ahead == 0 {
             return SeqVerdict::Duplicate;
         }
-        let verdict = if ahead == 1 {
-            SeqVerdict::InOrder
-        } else if ahead <= Self::MAX_GAP {
-            SeqVerdict::Gap(ahead - 1)
-        } else {
-            SeqVerdict::Restarted
-        };
-        *last = seq;
-        verdict
+        if ahead <= Self::MAX_GAP {
+            return match w.advance(ahead) {
+                0 => SeqVerdict::InOrder,
+                lost => SeqVerdict::Gap(lost),
+            };
+        }
+        if behind < 64 {
+            let bit = 1u64 << behind;
+            if w.seen & bit != 0 {
+                return SeqVerdict::Duplicate;
+            }
+            w.seen |= bit;
+            return SeqVerdict::Late;
+        }
+        if behind < Self::WINDOW {
+            return SeqVerdict::Duplicate;
+        }
+        *w = SeqWindow::fresh(seq);
+        SeqVerdict::Restarted
     }
 
-    /// Set the counter without judging it (a device's birth message after a reboot).
+    /// A live status: newer numbers advance the window as usual; an older one means the device
+    /// rebooted (or the status overtook telemetry), so the window restarts there. Never rejects.
     pub fn reset(&mut self, device: &DeviceId, seq: u32) {
-        self.last.insert(device.clone(), seq);
+        match self.windows.get_mut(device) {
+            Some(w) if (1..=Self::MAX_GAP).contains(&seq.wrapping_sub(w.highest)) => {
+                let ahead = seq.wrapping_sub(w.highest);
+                w.advance(ahead);
+            }
+            Some(w) if w.highest == seq => {}
+            _ => {
+                self.windows.insert(device.clone(), SeqWindow::fresh(seq));
+            }
+        }
     }
 
     /// Forget a device.
     pub fn forget(&mut self, device: &DeviceId) {
-        self.last.remove(device);
+        self.windows.remove(device);
     }
 }
 
@@ -262,7 +324,7 @@ impl Normaliser {
                 SeqVerdict::Gap(n) => {
                     self.metrics.seq_gaps.fetch_add(u64::from(n), Relaxed);
                 }
-                SeqVerdict::InOrder | SeqVerdict::Restarted => {}
+                SeqVerdict::InOrder | SeqVerdict::Late | SeqVerdict::Restarted => {}
             },
         }
         Outcome::Accepted(Reading {
@@ -505,12 +567,18 @@ mod tests {
             Outcome::Accepted(_)
         ));
         assert_eq!(reason(n.normalise(&raw(t, &bin(5)))), "duplicate");
+        // Older but unseen: overtaken on another topic, accepted once.
+        assert!(matches!(
+            n.normalise(&raw(t, &bin(4))),
+            Outcome::Accepted(_)
+        ));
         assert_eq!(reason(n.normalise(&raw(t, &bin(4)))), "duplicate");
         assert!(matches!(
             n.normalise(&raw(t, &bin(9))),
             Outcome::Accepted(_)
         ));
-        assert_eq!(n.metrics.seq_gaps.load(Relaxed), 3);
+        // 6..8 may still arrive: not lost until they leave the window.
+        assert_eq!(n.metrics.seq_gaps.load(Relaxed), 0);
         // A last will carries an old sequence number and is still accepted.
         let will = r#"{"device_id":"BN-1","seq":1,"kind":"bin","online":false}"#;
         assert!(matches!(
@@ -527,7 +595,7 @@ mod tests {
             n.normalise(&raw(t, &bin(2))),
             Outcome::Accepted(_)
         ));
-        assert_eq!(n.metrics.seq_gaps.load(Relaxed), 3);
+        assert_eq!(n.metrics.seq_gaps.load(Relaxed), 0);
     }
 
     #[test]
@@ -537,9 +605,32 @@ mod tests {
         assert_eq!(s.check(&id, u32::MAX), SeqVerdict::InOrder);
         assert_eq!(s.check(&id, 0), SeqVerdict::InOrder);
         assert_eq!(s.check(&id, u32::MAX), SeqVerdict::Duplicate);
-        assert_eq!(s.check(&id, 3), SeqVerdict::Gap(2));
+        assert_eq!(s.check(&id, 3), SeqVerdict::InOrder);
         assert_eq!(s.check(&id, 3_000_000_000), SeqVerdict::Restarted);
         assert_eq!(s.check(&id, 3_000_000_001), SeqVerdict::InOrder);
+    }
+
+    #[test]
+    fn channels_may_overtake_each_other_but_duplicates_drop_and_losses_count() {
+        let mut s = SeqTracker::default();
+        let id = DeviceId::new("A").unwrap();
+        assert_eq!(s.check(&id, 10), SeqVerdict::InOrder);
+        assert_eq!(s.check(&id, 13), SeqVerdict::InOrder); // 11 and 12 still in flight
+        assert_eq!(s.check(&id, 11), SeqVerdict::Late); // an event overtaken by telemetry
+        assert_eq!(s.check(&id, 11), SeqVerdict::Duplicate); // QoS 1 redelivery
+        assert_eq!(s.check(&id, 13), SeqVerdict::Duplicate);
+        // 12 never arrives: counted once it leaves the 64-message window.
+        for seq in 14..76 {
+            assert_eq!(s.check(&id, seq), SeqVerdict::InOrder, "{seq}");
+        }
+        assert_eq!(s.check(&id, 76), SeqVerdict::Gap(1));
+        assert_eq!(s.check(&id, 12), SeqVerdict::Duplicate, "too old to tell");
+        // A jump: the skipped numbers count as lost when they leave the window.
+        assert_eq!(s.check(&id, 86), SeqVerdict::InOrder);
+        assert_eq!(s.check(&id, 200), SeqVerdict::Gap(9));
+        // A live status overtaking telemetry never makes the telemetry a duplicate.
+        s.reset(&id, 202);
+        assert_eq!(s.check(&id, 201), SeqVerdict::Late);
     }
 
     #[test]
