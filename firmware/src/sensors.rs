@@ -18,6 +18,9 @@ pub trait Accelerometer {
 pub trait Ranger {
     /// Bus or device error.
     type Error: core::fmt::Debug;
+    /// Readings at or below this distance mean "something right at the sensor" (the sensor's
+    /// blind zone): for a bin, refuse heaped up to the lid.
+    const BLIND_ZONE_MM: u16 = 0;
     /// Distance to the nearest echo in millimetres, or `None` when there was no valid echo.
     fn distance_mm(&mut self) -> Result<Option<u16>, Self::Error>;
 }

@@ -28,6 +28,9 @@ pub struct LightingConfig {
     pub target_secondary: f64,
     /// Target for back streets (背街小巷).
     pub target_back: f64,
+    /// After the gateway first starts, segments are not judged for this long, s: lamps not
+    /// heard from yet count as dark, and one report interval lets them report.
+    pub startup_grace_s: u32,
 }
 
 impl Default for LightingConfig {
@@ -39,6 +42,7 @@ impl Default for LightingConfig {
             target_main: 0.99,
             target_secondary: 0.99,
             target_back: 0.95,
+            startup_grace_s: 900,
         }
     }
 }

@@ -16,3 +16,4 @@ pub mod fleet;
 pub mod mqtt;
 pub mod node;
 pub mod physics;
+pub mod scenario;

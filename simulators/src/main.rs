@@ -56,6 +56,12 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Run a scenario file against an in-process gateway and report; exits non-zero on any
+    /// missed case, false alarm or duplicate.
+    Verify {
+        /// The scenario (TOML).
+        scenario: PathBuf,
+    },
     /// Run a generated city as a fleet against a broker until Ctrl-C.
     Fleet {
         #[command(flatten)]
@@ -83,6 +89,25 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Demo { devices, speed } => streetgate_simulators::demo::run(devices, speed)?,
+        Command::Verify { scenario } => {
+            let s = streetgate_simulators::scenario::Scenario::load(&scenario)?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            let report = runtime.block_on(streetgate_simulators::scenario::verify(&s, |done| {
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let filled = (done.clamp(0.0, 1.0) * 30.0) as usize;
+                eprint!(
+                    "\r[{}{}] {:>3.0}%",
+                    "#".repeat(filled),
+                    ".".repeat(30 - filled),
+                    done * 100.0
+                );
+            }))?;
+            eprintln!();
+            print!("{}", report.render(&s.name, s.speed));
+            if !report.passed() {
+                std::process::exit(1);
+            }
+        }
         Command::City { city: args, out } => {
             let csv = city(&args).to_csv();
             match out {

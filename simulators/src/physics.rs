@@ -147,7 +147,11 @@ impl BinModel {
             return 60.0 + self.noise.unit() * 40.0;
         }
         let surface = self.depth_mm * (1.0 - self.fill_pct / 100.0);
-        (surface + self.noise.symmetric(self.echo_noise_mm)).max(0.0)
+        if surface < self.echo_noise_mm {
+            // Refuse heaped up to the lid: the echo comes from inside the blind zone.
+            return 5.0 + self.noise.unit() * 20.0;
+        }
+        (surface + self.noise.symmetric(self.echo_noise_mm)).max(1.0)
     }
 }
 

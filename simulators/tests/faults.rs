@@ -230,3 +230,25 @@ fn batteries_drain_with_messages() {
     // Sampling every second drains a D cell within years, not decades.
     assert!(days > 100.0 && days < 20_000.0, "{days}");
 }
+
+#[test]
+fn a_lifted_cover_with_coarse_ticks() {
+    let mut node = SimNode::new(
+        DeviceId::new("MH-5").unwrap(),
+        DeviceKind::Manhole,
+        5,
+        Encoding::Binary,
+    );
+    let World::Cover(cover) = node.world.clone() else {
+        panic!()
+    };
+    let mut link = Capture::default();
+    run(&mut node, &mut link, 0, 600, 10);
+    cover.borrow_mut().lifted = true;
+    run(&mut node, &mut link, 600, 700, 10);
+    let e = link.events("MH-5");
+    assert!(
+        e.contains(&(AlarmKind::CoverOpen, AlarmState::Raised)),
+        "{e:?}"
+    );
+}

@@ -13,6 +13,8 @@ use crate::sensors::{Accelerometer, Battery, Ranger, Thermometer};
 
 /// Ranger reads per measurement.
 pub const BURST: usize = 5;
+/// Fill reported when the refuse reaches the sensor (inside its blind zone), %.
+pub const OVERFLOWING_PCT: f32 = 110.0;
 /// Tilt from upright at which a bin counts as knocked over, °.
 pub const TIPPED_DEG: f32 = 45.0;
 
@@ -92,7 +94,14 @@ impl<R: Ranger, T: Thermometer, A: Accelerometer, B: Battery> Application for Bi
             }
         }
         if let Some(d) = self.median.median() {
-            self.fill = Some(fill_pct(node.settings.bin_depth_mm, d));
+            // Refuse up to the sensor reads as the blind zone: overflowing, whatever the depth.
+            let at_sensor = d <= f32::from(R::BLIND_ZONE_MM);
+            let fill = fill_pct(node.settings.bin_depth_mm, d);
+            self.fill = Some(if at_sensor {
+                fill.max(OVERFLOWING_PCT)
+            } else {
+                fill
+            });
             #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // ≤ 65535 mm
             let mm = d as u16;
             self.distance = Some(mm);

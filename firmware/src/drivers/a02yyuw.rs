@@ -72,9 +72,10 @@ impl<U: Read> A02yyuw<U> {
 
 impl<U: Read> Ranger for A02yyuw<U> {
     type Error = Error<U::Error>;
+    const BLIND_ZONE_MM: u16 = MIN_MM;
 
-    /// The next valid frame's distance; `None` for no echo (blind zone, out of range), a line
-    /// with no valid frame within [`MAX_SCAN`] bytes, or no data.
+    /// The next valid frame's distance (blind-zone readings as [`MIN_MM`]); `None` for no echo,
+    /// out of range, a line with no valid frame within [`MAX_SCAN`] bytes, or no data.
     fn distance_mm(&mut self) -> Result<Option<u16>, Self::Error> {
         let mut window = [0u8; 4];
         let mut filled = 0;
@@ -91,7 +92,8 @@ impl<U: Read> Ranger for A02yyuw<U> {
                 let [h, hi, lo, sum] = window;
                 if h.wrapping_add(hi).wrapping_add(lo) == sum {
                     let mm = u16::from_be_bytes([hi, lo]);
-                    return Ok((MIN_MM..=MAX_MM).contains(&mm).then_some(mm));
+                    // 0 is "no echo"; inside the blind zone the target is at the sensor.
+                    return Ok((1..=MAX_MM).contains(&mm).then_some(mm.max(MIN_MM)));
                 }
                 // Bad checksum: resynchronise on the next header inside the window.
                 let next = window[1..]
@@ -137,9 +139,15 @@ mod tests {
     }
 
     #[test]
-    fn blind_zone_and_junk_give_none() {
+    fn blind_zone_no_echo_and_junk() {
         let mut r = A02yyuw::new(FakeSerial::with_rx(&encode_frame(10)));
-        assert_eq!(r.distance_mm(), Ok(None));
+        assert_eq!(
+            r.distance_mm(),
+            Ok(Some(MIN_MM)),
+            "blind zone: at the sensor"
+        );
+        let mut r = A02yyuw::new(FakeSerial::with_rx(&encode_frame(0)));
+        assert_eq!(r.distance_mm(), Ok(None), "no echo");
         let junk = [0x55u8; 100];
         let mut uart = FakeSerial::with_rx(&junk);
         let mut r = A02yyuw::new(&mut uart);

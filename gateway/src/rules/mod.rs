@@ -151,6 +151,9 @@ pub struct RulesSnapshot {
     pub lighting: LightingHistory,
     /// Time of the last tick.
     pub last_tick_ms: Option<UnixMs>,
+    /// Time of the first tick ever (start of the lighting grace period).
+    #[serde(default)]
+    pub first_tick_ms: Option<UnixMs>,
 }
 
 /// The rules engine.
@@ -240,6 +243,7 @@ impl RulesEngine {
         data: &TelemetryData,
         st: &mut DeviceState,
         now: UnixMs,
+        device_time: UnixMs,
     ) -> Vec<Check> {
         let c = &self.config;
         let o = &device.overrides;
@@ -410,7 +414,9 @@ impl RulesEngine {
                     false,
                 );
                 let lit = f(t.current_a) >= min_current;
-                let should = self.config.lighting.should_be_on(device, now);
+                // The device's own clock decides day or night when it has one: what matters is
+                // when the lamp was lit, not when the message arrived.
+                let should = self.config.lighting.should_be_on(device, device_time);
                 let day_burning = lit && should == Some(false);
                 over(
                     Condition::Alarm(AlarmKind::DayBurner),
@@ -563,7 +569,8 @@ impl RulesEngine {
         }
         match &reading.body {
             ReadingBody::Telemetry(data) => {
-                for check in self.checks(device, data, &mut st, now) {
+                let device_time = reading.device_ts_ms.unwrap_or(now);
+                for check in self.checks(device, data, &mut st, now, device_time) {
                     Self::apply_check(device, &mut st, check, now, &mut out);
                 }
             }
@@ -690,8 +697,10 @@ impl RulesEngine {
         }
         self.state.lighting.accumulate(&lamps, now, dt);
         let report = LightingReport::compute(&lamps, &self.config.lighting);
+        let first = *self.state.first_tick_ms.get_or_insert(now);
+        let judging = now - first >= i64::from(self.config.lighting.startup_grace_s) * 1000;
         for seg in &report.segments {
-            let dark = seg.below_target;
+            let dark = seg.below_target && judging;
             let was = self.state.dark_segments.contains(&seg.segment);
             if dark == was {
                 continue;

@@ -2,6 +2,7 @@ use proptest::prelude::*;
 use streetgate_protocols::{BinTelemetry, ManholeTelemetry, StreetlightTelemetry, ToiletTelemetry};
 
 use super::*;
+use crate::lighting::LightingConfig;
 use crate::model::{RoadClass, ThresholdOverrides, Transport};
 
 fn device(id: &str, kind: DeviceKind) -> Device {
@@ -264,6 +265,16 @@ fn bins_and_battery() {
     assert_eq!(cleared.len(), 4, "{cleared:?}");
 }
 
+fn no_grace() -> RulesConfig {
+    RulesConfig {
+        lighting: LightingConfig {
+            startup_grace_s: 0,
+            ..LightingConfig::default()
+        },
+        ..RulesConfig::default()
+    }
+}
+
 fn lamp(id: &str, seg: &str) -> Device {
     let mut d = device(id, DeviceKind::Streetlight);
     d.road_segment = Some(seg.into());
@@ -297,7 +308,7 @@ const NOON_MS: i64 = 1_734_753_600_000;
 #[test]
 fn lamp_failure_day_burner_and_segment_lighting() {
     let lamps: Vec<Device> = (0..10).map(|i| lamp(&format!("SL-{i}"), "S-1")).collect();
-    let mut e = RulesEngine::new(RulesConfig::default());
+    let mut e = RulesEngine::new(no_grace());
     for l in &lamps {
         e.on_reading(l, &metering(l, NIGHT_MS, true, 0.4));
     }
@@ -348,8 +359,11 @@ fn offline_lamps_count_as_dark() {
     for l in &lamps[..3] {
         e.on_reading(l, &metering(l, NIGHT_MS, true, 0.4));
     }
+    // Just started: lamps get one report interval before segments are judged.
+    assert!(e.on_tick(NIGHT_MS + 1000, &lamps).is_empty());
+    assert!(e.on_tick(NIGHT_MS + 800_000, &lamps).is_empty());
     // SL-3 never reported: unknown counts as dark.
-    let evs = e.on_tick(NIGHT_MS + 1000, &lamps);
+    let evs = e.on_tick(NIGHT_MS + 901_000, &lamps);
     let dark = evs
         .iter()
         .find(|ev| ev.condition == Condition::SegmentDark)
