@@ -1,0 +1,390 @@
+//! Scenario files: a city, scripted faults at simulated times, and the cases they must (and
+//! must not) cause; [`verify`] runs one against an in-process gateway and reports recall,
+//! false alarms, duplicates and fault-to-case times.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use serde::Deserialize;
+use streetgate_gateway::app;
+use streetgate_gateway::config::Config;
+use streetgate_gateway::inventory;
+use streetgate_gateway::store::{CaseFilter, CaseRecord};
+
+use crate::city::{City, CityConfig};
+use crate::fleet::{Fleet, FleetConfig};
+use crate::node::{SimNode, World};
+
+/// A scenario file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Name in reports.
+    pub name: String,
+    /// Devices in the generated city.
+    pub devices: usize,
+    /// Simulated seconds per wall second.
+    pub speed: f64,
+    /// Simulated duration, s.
+    pub duration_s: u64,
+    /// City layout seed.
+    #[serde(default = "one")]
+    pub seed: u64,
+    /// Faults, in time order.
+    #[serde(default, rename = "fault")]
+    pub faults: Vec<Fault>,
+    /// Cases that must be raised.
+    #[serde(default, rename = "expect")]
+    pub expect: Vec<CaseMatch>,
+    /// Case types that must not be raised.
+    #[serde(default, rename = "forbid")]
+    pub forbid: Vec<CaseMatch>,
+}
+
+fn one() -> u64 {
+    1
+}
+
+/// A scripted fault.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    /// Simulated seconds after the start.
+    pub at_s: u64,
+    /// What happens.
+    pub kind: FaultKind,
+    /// To which devices.
+    pub devices: Vec<String>,
+}
+
+/// What a fault does to the physical model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// The LED module fails.
+    LampBurnout,
+    /// The lamp is repaired.
+    LampRepair,
+    /// The feeder loses supply.
+    SupplyLoss,
+    /// Leakage to earth.
+    Leakage,
+    /// The cover is lifted off.
+    CoverLift,
+    /// The cover is put back.
+    CoverReplace,
+    /// The bin overflows.
+    BinOverflow,
+    /// The bin is emptied.
+    BinCollect,
+    /// The bin burns.
+    BinFire,
+    /// The toilet's fan fails on a busy day.
+    ToiletFanFailure,
+}
+
+/// A case to look for: its type and, optionally, its subject key (`device:ID`, `segment:S`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseMatch {
+    /// Case type (`lamp_fault`, `manhole_cover`, ...).
+    pub case_type: String,
+    /// Subject key; any subject when absent.
+    pub subject: Option<String>,
+}
+
+impl CaseMatch {
+    fn matches(&self, c: &CaseRecord) -> bool {
+        case_type_name(c) == self.case_type
+            && self.subject.as_ref().is_none_or(|s| *s == c.subject_key)
+    }
+}
+
+fn case_type_name(c: &CaseRecord) -> String {
+    serde_json::to_value(c.case_type)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+impl Scenario {
+    /// Read and check a scenario file; errors name the file, line and field.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// Parse scenario text.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let s: Self = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|r| text[..r.start.min(text.len())].matches('\n').count() + 1);
+            match line {
+                Some(l) => anyhow::anyhow!("line {l}: {}", e.message()),
+                None => anyhow::anyhow!("{}", e.message()),
+            }
+        })?;
+        anyhow::ensure!(s.devices > 0, "devices: must be at least 1");
+        anyhow::ensure!(s.speed > 0.0, "speed: must be positive");
+        Ok(s)
+    }
+}
+
+fn apply(kind: FaultKind, world: &World) {
+    match (kind, world) {
+        (FaultKind::LampBurnout, World::Lamp(l)) => l.borrow_mut().burnt_out = true,
+        (FaultKind::LampRepair, World::Lamp(l)) => {
+            let mut l = l.borrow_mut();
+            l.burnt_out = false;
+            l.supply_v = 230.0;
+            l.leakage_ma = 0.5;
+        }
+        (FaultKind::SupplyLoss, World::Lamp(l)) => l.borrow_mut().supply_v = 0.0,
+        (FaultKind::Leakage, World::Lamp(l)) => l.borrow_mut().leakage_ma = 60.0,
+        (FaultKind::CoverLift, World::Cover(c)) => c.borrow_mut().lifted = true,
+        (FaultKind::CoverReplace, World::Cover(c)) => c.borrow_mut().lifted = false,
+        (FaultKind::BinOverflow, World::Bin(b)) => b.borrow_mut().fill_pct = 115.0,
+        (FaultKind::BinCollect, World::Bin(b)) => b.borrow_mut().collect(),
+        (FaultKind::BinFire, World::Bin(b)) => b.borrow_mut().on_fire = true,
+        (FaultKind::ToiletFanFailure, World::Toilet(a)) => {
+            let mut a = a.borrow_mut();
+            a.fan_ok = false;
+            a.usage_per_h = 80.0;
+        }
+        _ => {}
+    }
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// Expected cases raised / expected.
+    pub found: usize,
+    /// Expected cases.
+    pub expected: usize,
+    /// Expectations not met.
+    pub missed: Vec<String>,
+    /// Forbidden cases raised.
+    pub false_alarms: Vec<String>,
+    /// Keys with more than one case open at the same time.
+    pub duplicates: usize,
+    /// Fault-to-case times, wall ms, sorted.
+    pub latencies_ms: Vec<i64>,
+    /// Every case raised: type, subject, state.
+    pub cases: Vec<String>,
+}
+
+impl Report {
+    /// No miss, no false alarm, no duplicate.
+    pub fn passed(&self) -> bool {
+        self.missed.is_empty() && self.false_alarms.is_empty() && self.duplicates == 0
+    }
+
+    fn percentile(&self, p: f64) -> Option<i64> {
+        let n = self.latencies_ms.len();
+        #[allow(
+            clippy::cast_precision_loss,
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss
+        )]
+        (n > 0).then(|| self.latencies_ms[((n as f64 - 1.0) * p).round() as usize])
+    }
+
+    /// Human-readable report; `speed` converts wall to simulated time.
+    pub fn render(&self, name: &str, speed: f64) -> String {
+        let pct = |p| {
+            self.percentile(p).map_or("-".to_owned(), |ms| {
+                #[allow(clippy::cast_precision_loss)]
+                let sim = ms as f64 * speed / 1000.0;
+                format!("{ms} ms wall / {sim:.0} s simulated")
+            })
+        };
+        let mut out = format!(
+            "scenario {name}: {}\n  recall      {}/{}\n  false alarms {}\n  duplicates  {}\n  cases       {}\n  fault→case  p50 {}, p99 {}\n",
+            if self.passed() { "PASSED" } else { "FAILED" },
+            self.found,
+            self.expected,
+            self.false_alarms.len(),
+            self.duplicates,
+            self.cases.len(),
+            pct(0.5),
+            pct(0.99),
+        );
+        for c in &self.cases {
+            out.push_str(&format!("  case        {c}\n"));
+        }
+        for m in &self.missed {
+            out.push_str(&format!("  MISSED      {m}\n"));
+        }
+        for f in &self.false_alarms {
+            out.push_str(&format!("  FALSE ALARM {f}\n"));
+        }
+        out
+    }
+}
+
+fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0))
+}
+
+/// Run a scenario against a gateway started in this process (temporary store, ephemeral
+/// ports), `progress` called with the fraction done.
+pub async fn verify(s: &Scenario, mut progress: impl FnMut(f64)) -> anyhow::Result<Report> {
+    let dir = tempfile::tempdir().context("temporary directory")?;
+    let mut config = Config::default();
+    config.http.listen = "127.0.0.1:0".parse().context("address")?;
+    config.broker.listen = "127.0.0.1:0".parse().context("address")?;
+    config.store.path = dir.path().join("streetgate.db");
+    let gw = app::start(config).await.context("starting the gateway")?;
+    let city = City::generate(&CityConfig {
+        devices: s.devices,
+        seed: s.seed,
+        ..CityConfig::default()
+    });
+    let devices = inventory::parse_csv(city.to_csv().as_bytes())
+        .map_err(|e| anyhow::anyhow!("inventory: {e}"))?;
+    gw.state
+        .store
+        .upsert_devices(&devices, wall_ms())
+        .await
+        .context("inventory")?;
+    gw.state.inventory.upsert(devices);
+    let broker = gw.broker_addr.context("embedded broker")?;
+
+    // When each fault struck (wall ms), for fault-to-case times.
+    let struck: Arc<Mutex<BTreeMap<String, i64>>> = Arc::default();
+    let mut faults = s.faults.clone();
+    faults.sort_by_key(|f| f.at_s);
+    let script = {
+        let struck = struck.clone();
+        let mut pending = faults.into_iter().peekable();
+        move |t: u64, nodes: &mut [SimNode]| {
+            while let Some(f) = pending.next_if(|f| f.at_s <= t) {
+                for id in &f.devices {
+                    if let Some(n) = nodes.iter().find(|n| n.node().id().as_str() == id) {
+                        apply(f.kind, &n.world);
+                        struck
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .entry(id.clone())
+                            .or_insert_with(wall_ms);
+                    }
+                }
+            }
+        }
+    };
+    let fleet = Fleet::start(
+        &city,
+        FleetConfig {
+            broker_host: broker.ip().to_string(),
+            broker_port: broker.port(),
+            speed: s.speed,
+            heartbeat_s: 3600,
+            ..FleetConfig::default()
+        },
+        tokio::runtime::Handle::current(),
+        Box::new(script),
+    );
+    #[allow(clippy::cast_precision_loss)]
+    let wall = Duration::from_secs_f64(s.duration_s as f64 / s.speed);
+    let started = Instant::now();
+    while started.elapsed() < wall {
+        progress(started.elapsed().as_secs_f64() / wall.as_secs_f64());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    progress(1.0);
+    // Let the last messages through the pipeline.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    fleet.stop();
+    let (_, cases) = gw
+        .state
+        .store
+        .list_cases(&CaseFilter {
+            limit: 10_000,
+            ..CaseFilter::default()
+        })
+        .await
+        .context("reading cases")?;
+    if std::env::var_os("STREETGATE_SIM_DEBUG").is_some() {
+        for id in struck.lock().unwrap_or_else(PoisonError::into_inner).keys() {
+            let latest = gw.state.store.latest_readings(id).await.unwrap_or_default();
+            for r in latest {
+                eprintln!("{id} {} {}", r.reading_type, r.body);
+            }
+        }
+    }
+    gw.shutdown().await?;
+
+    let describe = |m: &CaseMatch| {
+        format!(
+            "{} {}",
+            m.case_type,
+            m.subject.as_deref().unwrap_or("(any subject)")
+        )
+    };
+    let missed: Vec<String> = s
+        .expect
+        .iter()
+        .filter(|m| !cases.iter().any(|c| m.matches(c)))
+        .map(describe)
+        .collect();
+    let false_alarms: Vec<String> = cases
+        .iter()
+        .filter(|c| s.forbid.iter().any(|m| m.matches(c)))
+        .map(|c| format!("{} {}", case_type_name(c), c.subject_key))
+        .collect();
+    // Two cases for one key whose lifetimes overlap would be a deduplication failure.
+    let mut by_key: BTreeMap<(String, Option<String>), Vec<&CaseRecord>> = BTreeMap::new();
+    for c in &cases {
+        by_key
+            .entry((c.subject_key.clone(), c.condition_key.clone()))
+            .or_default()
+            .push(c);
+    }
+    let duplicates = by_key
+        .values()
+        .map(|v| {
+            v.windows(2)
+                .filter(|w| {
+                    w[0].closed_ms.is_none_or(|end| w[1].opened_ms < end)
+                        && w[1].closed_ms.is_none_or(|end| w[0].opened_ms < end)
+                })
+                .count()
+        })
+        .sum();
+    let struck = struck
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let mut latencies_ms: Vec<i64> = cases
+        .iter()
+        .filter_map(|c| {
+            c.devices
+                .iter()
+                .filter_map(|d| struck.get(d.as_str()))
+                .min()
+                .map(|t| c.opened_ms - t)
+        })
+        .filter(|ms| *ms >= 0)
+        .collect();
+    latencies_ms.sort_unstable();
+    Ok(Report {
+        found: s.expect.len() - missed.len(),
+        expected: s.expect.len(),
+        missed,
+        false_alarms,
+        duplicates,
+        latencies_ms,
+        cases: cases
+            .iter()
+            .map(|c| format!("{} {} {:?}", case_type_name(c), c.subject_key, c.state))
+            .collect(),
+    })
+}

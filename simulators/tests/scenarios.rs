@@ -1,0 +1,49 @@
+//! Every scenario in `simulators/scenarios/` runs against an in-process gateway and must raise
+//! exactly the cases it lists, with no false alarm and no duplicate.
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+
+use streetgate_simulators::scenario::{Scenario, verify};
+
+fn scenarios() -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_scenario_passes() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let files = scenarios();
+    assert!(files.len() >= 2);
+    for file in files {
+        let scenario = Scenario::load(&file).unwrap();
+        let report = verify(&scenario, |_| {}).await.unwrap();
+        println!("{}", report.render(&scenario.name, scenario.speed));
+        assert!(
+            report.passed(),
+            "{}:\n{}",
+            file.display(),
+            report.render(&scenario.name, scenario.speed)
+        );
+    }
+}
+
+#[test]
+fn a_bad_scenario_names_line_and_field() {
+    let err = Scenario::parse("name = \"x\"\ndevices = 10\nspeed = 60\nduration_s = 60\n\n[[fault]]\nat_s = 5\nkind = \"meteor\"\ndevices = []\n").unwrap_err().to_string();
+    assert!(err.contains("line 8") && err.contains("meteor"), "{err}");
+    let err = Scenario::parse("name = \"x\"\ndevices = 10\nspeed = 60\nduraton_s = 60\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("line 4") && err.contains("duraton_s"), "{err}");
+}
