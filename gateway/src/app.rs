@@ -145,9 +145,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let automation = crate::automation::Automation::new(
         Arc::clone(&store),
         Arc::clone(&inventory),
-        crate::rules::RulesConfig::default(),
-        crate::cases::CasePolicy::default(),
-        crate::cases::Router::default_teams(),
+        config.rules.clone(),
+        config.cases.policy(),
+        config.routing.router(),
         lighting_tx,
     )
     .await
@@ -157,6 +157,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         write_tx.clone(),
         Arc::clone(&metrics),
         automation,
+        Duration::from_secs(config.store.snapshot_interval_s),
     ));
     let limits = Limits {
         max_payload: config.mqtt.max_payload_bytes,
@@ -177,7 +178,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         inventory.snapshot().values(),
         &reading_tx,
         &metrics,
-        ingest::modbus::ModbusSettings::default(),
+        config.modbus.settings(),
         &cancel,
     ));
     let mqtt = tokio::spawn(ingest::mqtt::run(
@@ -202,6 +203,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // HTTP.
     let state = AppState {
         lighting: lighting_rx,
+        case_policy: Arc::new(config.cases.policy()),
+        router: Arc::new(config.routing.router()),
         store: Arc::clone(&store),
         inventory: Arc::clone(&inventory),
         metrics: Arc::clone(&metrics),

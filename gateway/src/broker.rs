@@ -80,7 +80,9 @@ pub fn rumqttd_config(
         id: 0,
         router: RouterConfig {
             max_connections: cfg.max_connections,
-            max_outgoing_packet_count: 200,
+            // Packets forwarded to one connection per router pass: large enough that a single
+            // busy subscriber (the gateway) is not paced by the router.
+            max_outgoing_packet_count: 1000,
             // Per-filter commit log: at most 10 × 4 MiB in memory per subscription filter.
             max_segment_size: 4 * 1024 * 1024,
             max_segment_count: 10,

@@ -9,12 +9,19 @@
 //! `mqtt.shared_group` → `STREETGATE_MQTT_SHARED_GROUP` (see [`ENV_KEYS`]). An error always names
 //! the key, the value and what is allowed, and says when the value came from the environment.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::de::{self, Deserializer, Unexpected};
 use serde::{Deserialize, Serialize};
+
+use crate::cases::{CasePolicy, Router};
+use crate::ingest::modbus::ModbusSettings;
+use crate::model::CaseType;
+use crate::rules::RulesConfig;
 
 /// Prefix of every environment override.
 pub const ENV_PREFIX: &str = "STREETGATE_";
@@ -89,6 +96,14 @@ pub struct Config {
     pub inventory: InventoryConfig,
     /// Internal pipeline sizing.
     pub pipeline: PipelineConfig,
+    /// Modbus polling.
+    pub modbus: ModbusConfig,
+    /// Rule thresholds and timings (defaults from DOMAIN.md).
+    pub rules: RulesConfig,
+    /// Case time limits and windows.
+    pub cases: CasesConfig,
+    /// Dispatch routing: grid + case type → team.
+    pub routing: RoutingConfig,
 }
 
 /// `[http]`
@@ -270,6 +285,112 @@ impl Default for PipelineConfig {
             channel_capacity: 8192,
             decode_workers: 2,
         }
+    }
+}
+
+/// `[modbus]`: polling of Modbus TCP/RTU devices.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModbusConfig {
+    /// Interval between two polls of one unit, ms.
+    pub poll_interval_ms: u64,
+    /// Timeout of one request (and of connecting), ms.
+    pub request_timeout_ms: u64,
+    /// Consecutive failures before a unit is reported offline.
+    pub offline_after: u32,
+    /// Longest back-off of a failing unit or endpoint, ms.
+    pub max_backoff_ms: u64,
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Default for ModbusConfig {
+    fn default() -> Self {
+        let d = ModbusSettings::default();
+        Self {
+            poll_interval_ms: ms(d.poll_interval),
+            request_timeout_ms: ms(d.request_timeout),
+            offline_after: d.offline_after,
+            max_backoff_ms: ms(d.max_backoff),
+        }
+    }
+}
+
+impl ModbusConfig {
+    /// The poller's settings.
+    pub fn settings(&self) -> ModbusSettings {
+        ModbusSettings {
+            poll_interval: Duration::from_millis(self.poll_interval_ms),
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            offline_after: self.offline_after,
+            max_backoff: Duration::from_millis(self.max_backoff_ms),
+        }
+    }
+}
+
+/// `[cases]`: time limits (处置时限) and the sensor windows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CasesConfig {
+    /// Handling limits per case type, minutes; only the types listed change, the others keep
+    /// their DOMAIN.md defaults.
+    pub limits_min: BTreeMap<CaseType, i64>,
+    /// Limit for urgent cases of any type, minutes.
+    pub urgent_limit_min: i64,
+    /// The condition must stay clear this long after `resolved` before the sensor verifies, s.
+    pub verify_window_s: i64,
+    /// A recurrence this soon after closure reopens the case as rework, s.
+    pub reopen_window_s: i64,
+}
+
+impl Default for CasesConfig {
+    fn default() -> Self {
+        let p = CasePolicy::default();
+        Self {
+            limits_min: BTreeMap::new(),
+            urgent_limit_min: p.urgent_limit_min,
+            verify_window_s: p.verify_window_ms / 1000,
+            reopen_window_s: p.reopen_window_ms / 1000,
+        }
+    }
+}
+
+impl CasesConfig {
+    /// The case machine's policy: the defaults with these changes.
+    pub fn policy(&self) -> CasePolicy {
+        let mut p = CasePolicy::default();
+        p.limits_min
+            .extend(self.limits_min.iter().map(|(t, m)| (*t, *m)));
+        p.urgent_limit_min = self.urgent_limit_min;
+        p.verify_window_ms = self.verify_window_s.saturating_mul(1000);
+        p.reopen_window_ms = self.reopen_window_s.saturating_mul(1000);
+        p
+    }
+}
+
+/// `[routing]`: which team a case goes to. Keys are grid codes, or `*` for every grid; values
+/// map case types to teams. Entries here override the built-in `*` defaults (lighting,
+/// municipal, sanitation, facilities, grid-chief) one (grid, type) at a time.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// Grid (or `*`) → case type → team.
+    pub teams: BTreeMap<String, BTreeMap<CaseType, String>>,
+}
+
+impl RoutingConfig {
+    /// The dispatch router: the default teams with these routes on top.
+    pub fn router(&self) -> Router {
+        let mut r = Router::default_teams();
+        for (grid, types) in &self.teams {
+            r.routes
+                .entry(grid.clone())
+                .or_default()
+                .extend(types.iter().map(|(t, team)| (*t, team.clone())));
+        }
+        r
     }
 }
 
@@ -603,6 +724,134 @@ impl Config {
                 "1..=64",
             ));
         }
+        self.validate_automation()
+    }
+
+    fn validate_automation(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &str, value: impl fmt::Display, allowed: &str) -> ConfigError {
+            ConfigError::Invalid {
+                key: key.to_owned(),
+                value: value.to_string(),
+                allowed: allowed.to_owned(),
+                env_var: None,
+            }
+        }
+        let m = &self.modbus;
+        if m.poll_interval_ms < 100 {
+            return Err(invalid(
+                "modbus.poll_interval_ms",
+                m.poll_interval_ms,
+                "at least 100 ms",
+            ));
+        }
+        if !(10..=60_000).contains(&m.request_timeout_ms) {
+            return Err(invalid(
+                "modbus.request_timeout_ms",
+                m.request_timeout_ms,
+                "10..=60000 ms",
+            ));
+        }
+        if m.offline_after == 0 {
+            return Err(invalid("modbus.offline_after", 0, "at least 1"));
+        }
+        if m.max_backoff_ms < m.request_timeout_ms {
+            return Err(invalid(
+                "modbus.max_backoff_ms",
+                m.max_backoff_ms,
+                &format!(
+                    "at least modbus.request_timeout_ms ({})",
+                    m.request_timeout_ms
+                ),
+            ));
+        }
+        let r = &self.rules;
+        if !(r.tilt_alarm_deg > 0.0
+            && r.tilt_alarm_deg < r.tilt_open_deg
+            && r.tilt_open_deg <= 180.0)
+        {
+            return Err(invalid(
+                "rules.tilt_alarm_deg",
+                r.tilt_alarm_deg,
+                &format!(
+                    "above 0 and below rules.tilt_open_deg ({}), which is at most 180",
+                    r.tilt_open_deg
+                ),
+            ));
+        }
+        if !(r.full_pct > 0.0 && r.full_pct < r.overflow_pct && r.overflow_pct <= 150.0) {
+            return Err(invalid(
+                "rules.full_pct",
+                r.full_pct,
+                &format!(
+                    "above 0 and below rules.overflow_pct ({}), which is at most 150",
+                    r.overflow_pct
+                ),
+            ));
+        }
+        if r.nh3_limit_mg_m3.iter().any(|l| *l <= 0.0) || r.h2s_limit_mg_m3 <= 0.0 {
+            return Err(invalid(
+                "rules.nh3_limit_mg_m3",
+                format!("{:?} / h2s {}", r.nh3_limit_mg_m3, r.h2s_limit_mg_m3),
+                "positive limits (mg/m³)",
+            ));
+        }
+        if r.report_interval_s.contains(&0) || r.offline_missed == 0 {
+            return Err(invalid(
+                "rules.report_interval_s",
+                format!("{:?} × {}", r.report_interval_s, r.offline_missed),
+                "positive intervals per kind (streetlight, manhole, bin, toilet) and rules.offline_missed ≥ 1",
+            ));
+        }
+        for (key, target) in [
+            ("rules.lighting.target_main", r.lighting.target_main),
+            (
+                "rules.lighting.target_secondary",
+                r.lighting.target_secondary,
+            ),
+            ("rules.lighting.target_back", r.lighting.target_back),
+        ] {
+            if !(0.0..=1.0).contains(&target) {
+                return Err(invalid(key, target, "a fraction 0..=1 (0.99 = 99 %)"));
+            }
+        }
+        let c = &self.cases;
+        for (t, minutes) in &c.limits_min {
+            if *minutes <= 0 {
+                let key = format!(
+                    "cases.limits_min.{}",
+                    serde_json::to_value(t)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default()
+                );
+                return Err(invalid(&key, minutes, "a positive number of minutes"));
+            }
+        }
+        if c.urgent_limit_min <= 0 {
+            return Err(invalid(
+                "cases.urgent_limit_min",
+                c.urgent_limit_min,
+                "a positive number of minutes",
+            ));
+        }
+        if c.verify_window_s < 0 || c.reopen_window_s < 0 {
+            return Err(invalid(
+                "cases.verify_window_s",
+                format!("{} / reopen {}", c.verify_window_s, c.reopen_window_s),
+                "non-negative seconds",
+            ));
+        }
+        for (grid, types) in &self.routing.teams {
+            for (t, team) in types {
+                if team.trim().is_empty() {
+                    return Err(invalid(
+                        &format!("routing.teams.{grid}"),
+                        format!("{t:?} = \"\""),
+                        "a team name",
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -813,6 +1062,61 @@ mod tests {
         let text = include_str!("../streetgate.sample.toml");
         let c = load(text, &[]).unwrap();
         assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn automation_sections() {
+        let c = load(
+            "[rules]\nfull_pct = 75.0\n[rules.lighting]\ntarget_back = 0.96\n\
+             [cases.limits_min]\nbin_full = 120\n\
+             [routing.teams.\"320508001001001\"]\nbin_full = \"sanitation-team-3\"\n\
+             [modbus]\npoll_interval_ms = 2000\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.rules.full_pct, 75.0);
+        assert_eq!(c.rules.lighting.target_back, 0.96);
+        let p = c.cases.policy();
+        assert_eq!(p.limits_min[&CaseType::BinFull], 120);
+        // Types not listed keep their defaults.
+        assert_eq!(
+            p.limits_min[&CaseType::ManholeCover],
+            CasePolicy::default().limits_min[&CaseType::ManholeCover]
+        );
+        let r = c.routing.router();
+        assert_eq!(
+            r.route("320508001001001", CaseType::BinFull),
+            Some("sanitation-team-3")
+        );
+        assert_eq!(
+            r.route("320508001001001", CaseType::LampFault),
+            Some("lighting")
+        );
+        assert_eq!(r.route("elsewhere", CaseType::BinFull), Some("sanitation"));
+        assert_eq!(c.modbus.settings().poll_interval, Duration::from_secs(2));
+
+        let e = load("[rules]\nfull_pct = 120.0\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("rules.full_pct = 120") && e.contains("overflow_pct"),
+            "{e}"
+        );
+        let e = load("[cases.limits_min]\nbin_fire = 0\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cases.limits_min.bin_fire = 0"), "{e}");
+        let e = load("[cases.limits_min]\nbin_burning = 5\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bin_burning") && e.contains("bin_fire"), "{e}");
+        let e = load("[rules.lighting]\ntarget_main = 99\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("rules.lighting.target_main = 99") && e.contains("0.99"),
+            "{e}"
+        );
     }
 
     #[test]

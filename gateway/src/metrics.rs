@@ -94,7 +94,8 @@ pub struct Metrics {
     pub mqtt_connections: AtomicU64,
     /// MQTT connection failures.
     pub mqtt_connection_errors: AtomicU64,
-    /// Readings written to the store.
+    /// Readings committed to the store (coalesced to the newest per device when no history is
+    /// kept, so this counts readings handled, not rows written).
     pub store_readings: AtomicU64,
     /// Store transactions committed by the writer.
     pub store_batches: AtomicU64,
@@ -258,7 +259,7 @@ impl Metrics {
         counter(
             &mut out,
             "streetgate_store_readings_total",
-            "Readings written to the store.",
+            "Readings committed to the store (latest and history).",
             self.store_readings.load(Relaxed),
         );
         counter(

@@ -20,7 +20,8 @@ use tokio::time::Instant;
 use crate::automation::Automation;
 use crate::metrics::Metrics;
 use crate::model::Reading;
-use crate::store::{ReadingRecord, Store, UnregisteredSighting, WriteBatch};
+use crate::store::{ReadingRecord, Store, UnregisteredSighting, WriteBatch, reading_type};
+use streetgate_protocols::DeviceId;
 
 /// A write for the store writer.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,9 +35,6 @@ pub enum WriteOp {
 /// How often the rules' timers, the lighting evaluation and case verification run.
 pub const TICK: Duration = Duration::from_secs(1);
 
-/// Ticks between rule-state snapshots.
-const PERSIST_EVERY_TICKS: u32 = 10;
-
 /// Run readings through the rules and cases, then forward them to the store writer; tick the
 /// automation between readings. The automation is owned by this task: no lock on the hot path.
 pub async fn run_pipeline(
@@ -44,7 +42,13 @@ pub async fn run_pipeline(
     writes: mpsc::Sender<WriteOp>,
     metrics: Arc<Metrics>,
     mut automation: Automation,
+    snapshot_interval: Duration,
 ) {
+    // Rule-state snapshots every `snapshot_interval` (`store.snapshot_interval_s`), and at the end.
+    let persist_every_ticks =
+        u32::try_from(snapshot_interval.as_millis() / TICK.as_millis().max(1))
+            .unwrap_or(u32::MAX)
+            .max(1);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks = 0u32;
@@ -70,7 +74,7 @@ pub async fn run_pipeline(
                     tracing::error!(error = %e, "rules/cases tick: store error");
                 }
                 ticks += 1;
-                if ticks.is_multiple_of(PERSIST_EVERY_TICKS) {
+                if ticks.is_multiple_of(persist_every_ticks) {
                     if let Err(e) = automation.persist(now).await {
                         tracing::error!(error = %e, "saving the rule state");
                     }
@@ -157,15 +161,35 @@ impl StoreWriter {
         if ops.is_empty() && deltas.is_empty() {
             return;
         }
+        let reading_ops = ops
+            .iter()
+            .filter(|op| matches!(op, WriteOp::Reading(_)))
+            .count() as u64;
         let mut batch = WriteBatch {
             keep_history: self.settings.keep_history,
             rejection_deltas: deltas.iter().map(|(r, d)| ((*r).to_owned(), *d)).collect(),
             ..WriteBatch::default()
         };
         let mut unregistered: HashMap<String, UnregisteredSighting> = HashMap::new();
+        // Without history only the newest reading per (device, type) is stored: pick those
+        // before serialising, so a chatty device costs one JSON document per batch.
+        let mut newest: HashMap<(DeviceId, &'static str), usize> = HashMap::new();
+        let mut readings: Vec<Box<Reading>> = Vec::new();
         for op in ops.drain(..) {
             match op {
-                WriteOp::Reading(r) => batch.readings.push(ReadingRecord::from_reading(&r)),
+                WriteOp::Reading(r) if self.settings.keep_history => {
+                    batch.readings.push(ReadingRecord::from_reading(&r));
+                }
+                WriteOp::Reading(r) => {
+                    let key = (r.device_id.clone(), reading_type(&r.body));
+                    match newest.get(&key) {
+                        Some(&i) => readings[i] = r,
+                        None => {
+                            newest.insert(key, readings.len());
+                            readings.push(r);
+                        }
+                    }
+                }
                 WriteOp::Unregistered(s) => match unregistered.get_mut(&s.device_id) {
                     Some(u) => {
                         u.count += s.count;
@@ -179,6 +203,9 @@ impl StoreWriter {
                 },
             }
         }
+        batch
+            .readings
+            .extend(readings.iter().map(|r| ReadingRecord::from_reading(r)));
         batch.unregistered = unregistered.into_values().collect();
 
         let mut attempt = 0u32;
@@ -186,9 +213,7 @@ impl StoreWriter {
             match self.store.write_batch(&batch).await {
                 Ok(()) => {
                     self.metrics.store_batches.fetch_add(1, Relaxed);
-                    self.metrics
-                        .store_readings
-                        .fetch_add(batch.readings.len() as u64, Relaxed);
+                    self.metrics.store_readings.fetch_add(reading_ops, Relaxed);
                     for (reason, delta) in deltas {
                         *self.flushed_rejections.entry(reason).or_default() += delta;
                     }

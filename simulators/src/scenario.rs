@@ -313,7 +313,13 @@ pub async fn verify(s: &Scenario, mut progress: impl FnMut(f64)) -> anyhow::Resu
         .await
         .context("reading cases")?;
     if std::env::var_os("STREETGATE_SIM_DEBUG").is_some() {
-        for id in struck.lock().unwrap_or_else(PoisonError::into_inner).keys() {
+        let ids: Vec<String> = struck
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
+        for id in &ids {
             let latest = gw.state.store.latest_readings(id).await.unwrap_or_default();
             for r in latest {
                 eprintln!("{id} {} {}", r.reading_type, r.body);

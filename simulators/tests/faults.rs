@@ -169,14 +169,14 @@ fn a_filling_bin_and_a_fire() {
     let mut link = Capture::default();
     run(&mut node, &mut link, 0, 3 * 3600, 60);
     assert!(link.events("BN-1").is_empty());
-    run(&mut node, &mut link, 3 * 3600, 5 * 3600, 60);
+    run(&mut node, &mut link, 3 * 3600, 4 * 3600 + 1800, 60);
     assert_eq!(
         link.events("BN-1"),
         [(AlarmKind::BinFull, AlarmState::Raised)]
     );
     bin.borrow_mut().collect();
     bin.borrow_mut().on_fire = true;
-    run(&mut node, &mut link, 5 * 3600, 5 * 3600 + 1800, 60);
+    run(&mut node, &mut link, 4 * 3600 + 1800, 5 * 3600 + 1800, 60);
     let e = link.events("BN-1");
     assert!(
         e.contains(&(AlarmKind::BinFull, AlarmState::Cleared))

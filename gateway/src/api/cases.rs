@@ -174,7 +174,7 @@ pub(super) async fn create(
     State(state): State<AppState>,
     super::ApiJson(body): super::ApiJson<NewCase>,
 ) -> ApiResult<Json<Value>> {
-    use crate::cases::{Case, CaseAction, CasePolicy, Router};
+    use crate::cases::{Case, CaseAction};
     use crate::model::{CaseSource, Subject};
     if body.source == CaseSource::Sensor {
         return Err(ApiError::bad_request(
@@ -204,7 +204,7 @@ pub(super) async fn create(
         }
     };
     let now = now_ms();
-    let policy = CasePolicy::default();
+    let policy = state.case_policy.as_ref().clone();
     let mut case = Case::register(
         body.case_type,
         body.source,
@@ -237,7 +237,8 @@ pub(super) async fn create(
         crate::store::CaseInsert::Created(id) | crate::store::CaseInsert::AlreadyOpen(id) => id,
     };
     case.id = id;
-    if let Some(team) = Router::default_teams()
+    if let Some(team) = state
+        .router
         .route(&case.grid, case.case_type)
         .map(str::to_owned)
     {

@@ -16,7 +16,10 @@
 //! | `GET /api/unregistered` | devices that published but are not inventoried |
 //! | `GET /api/rejections` | rejected messages by reason (since start and all time) |
 //! | `GET /api/cases` | cases (filters `state`, `open`, `type`, `grid`, `team`, `overdue`) |
+//! | `POST /api/cases` | a case reported by a patrol or the hotline, dispatched by `[routing]` |
 //! | `GET /api/cases/{id}` | one case with its history |
+//! | `POST /api/cases/{id}/transitions` | act on a case (accept, return, resolve...) with an actor |
+//! | `GET /api/lighting` | lighting rate per segment, grid and city; over a period with `from_ms`/`to_ms` |
 
 mod cases;
 mod devices;
@@ -52,6 +55,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Facts about this process for `/api/health`.
     pub runtime: Arc<RuntimeInfo>,
+    /// Case time limits (`[cases]`), for cases reported through the API.
+    pub case_policy: Arc<crate::cases::CasePolicy>,
+    /// Dispatch routing (`[routing]`), for cases reported through the API.
+    pub router: Arc<crate::cases::Router>,
     /// Lighting rate, refreshed by the automation's tick.
     pub lighting: tokio::sync::watch::Receiver<crate::lighting::LightingSnapshot>,
 }

@@ -42,7 +42,11 @@ impl SqliteStore {
             // OS crash or power loss can lose the last few.
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            // 32 MiB page cache per connection (SQLite's default is 2 MiB): the latest-reading
+            // upserts of a large fleet otherwise spill and re-read pages in every batch.
+            .pragma("cache_size", "-32768")
+            .pragma("temp_store", "memory");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(1)
@@ -221,40 +225,51 @@ fn count(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
+/// Rows per multi-row INSERT (4 parameters each, well under SQLite's 32766-parameter limit).
+const ROWS_PER_STATEMENT: usize = 500;
+
 async fn write_readings(
     tx: &mut Transaction<'_, Sqlite>,
     readings: &[ReadingRecord],
     keep_history: bool,
 ) -> StoreResult<()> {
-    // Only the newest reading per (device, type) needs to reach latest_readings.
+    if keep_history {
+        for chunk in readings.chunks(ROWS_PER_STATEMENT) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO reading_history (device_id, reading_type, received_ms, body) ",
+            );
+            q.push_values(chunk, |mut row, r| {
+                row.push_bind(r.device_id.as_str())
+                    .push_bind(r.reading_type)
+                    .push_bind(r.received_ms)
+                    .push_bind(r.body.as_str());
+            });
+            q.build().execute(&mut **tx).await?;
+        }
+    }
+    // Only the newest reading per (device, type) needs to reach latest_readings; one row per
+    // key also keeps a multi-row upsert from touching the same row twice.
     let mut newest: HashMap<(&str, &str), &ReadingRecord> = HashMap::new();
     for r in readings {
         newest.insert((r.device_id.as_str(), r.reading_type), r);
-        if keep_history {
-            sqlx::query(
-                "INSERT INTO reading_history (device_id, reading_type, received_ms, body) VALUES (?, ?, ?, ?)",
-            )
-            .bind(&r.device_id)
-            .bind(r.reading_type)
-            .bind(r.received_ms)
-            .bind(&r.body)
-            .execute(&mut **tx)
-            .await?;
-        }
     }
-    for r in newest.values() {
-        sqlx::query(
-            "INSERT INTO latest_readings (device_id, reading_type, received_ms, body) VALUES (?, ?, ?, ?)
-             ON CONFLICT (device_id, reading_type) DO UPDATE
+    let rows: Vec<&ReadingRecord> = newest.into_values().collect();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO latest_readings (device_id, reading_type, received_ms, body) ",
+        );
+        q.push_values(chunk, |mut row, r| {
+            row.push_bind(r.device_id.as_str())
+                .push_bind(r.reading_type)
+                .push_bind(r.received_ms)
+                .push_bind(r.body.as_str());
+        });
+        q.push(
+            " ON CONFLICT (device_id, reading_type) DO UPDATE
              SET received_ms = excluded.received_ms, body = excluded.body
              WHERE excluded.received_ms >= latest_readings.received_ms",
-        )
-        .bind(&r.device_id)
-        .bind(r.reading_type)
-        .bind(r.received_ms)
-        .bind(&r.body)
-        .execute(&mut **tx)
-        .await?;
+        );
+        q.build().execute(&mut **tx).await?;
     }
     Ok(())
 }

@@ -29,6 +29,8 @@ impl Gateway {
         config.broker.listen = "127.0.0.1:0".parse().unwrap();
         config.store.path = dir.path().join("streetgate.db");
         config.store.flush_interval_ms = 10;
+        // Judge road segments at once (no start-up grace for lamps to report).
+        config.rules.lighting.startup_grace_s = 0;
         let running = app::start(config).await.unwrap();
         let base = format!("http://{}", running.http_addr);
         let client = reqwest::Client::new();
