@@ -11,6 +11,13 @@ pub struct Now {
     pub unix_ms: Option<u64>,
 }
 
+/// The board's time sources: a monotonic timer and, when there is one, a wall clock (RTC,
+/// NTP over the modem, GNSS).
+pub trait Clock {
+    /// The time now.
+    fn now(&self) -> Now;
+}
+
 /// The link is down; the message stays queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LinkDown;

@@ -333,6 +333,36 @@ mod tests {
     }
 
     #[test]
+    fn a_board_clock_drives_the_device() {
+        use crate::platform::{Clock, Now};
+        struct Rtc(std::cell::Cell<u64>);
+        impl Clock for Rtc {
+            fn now(&self) -> Now {
+                Now {
+                    mono_ms: self.0.get(),
+                    unix_ms: Some(1_700_000_000_000 + self.0.get()),
+                }
+            }
+        }
+        let pose = Pose::default();
+        let mut dev = device(&pose);
+        let mut link = Link::default();
+        let rtc = Rtc(std::cell::Cell::new(0));
+        dev.tick_with(&rtc, &mut link);
+        pose.0.set(40.0);
+        for s in 1..20 {
+            rtc.0.set(s * 1000);
+            dev.tick_with(&rtc, &mut link);
+        }
+        let msgs = link.take("MH-1");
+        assert!(events(&msgs).contains(&(AlarmKind::CoverTilted, AlarmState::Raised)));
+        assert!(
+            msgs.iter()
+                .all(|m| m.ts_ms().is_some_and(|t| t >= 1_700_000_000_000))
+        );
+    }
+
+    #[test]
     fn config_is_validated_applied_and_acknowledged() {
         let pose = Pose::default();
         let mut dev = device(&pose);

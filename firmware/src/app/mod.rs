@@ -21,7 +21,7 @@ use streetgate_protocols::{
 };
 
 use crate::filter::{Edge, ReportPolicy};
-use crate::platform::{Now, SettingsStore, Transport};
+use crate::platform::{Clock, Now, SettingsStore, Transport};
 use crate::queue::Outbox;
 use crate::settings::Settings;
 
@@ -332,6 +332,11 @@ impl<A: Application> Device<A> {
     /// Persist the current settings.
     pub fn save_settings(&self, store: &mut impl SettingsStore) -> bool {
         self.node.settings.save(store)
+    }
+
+    /// One step at the board clock's time (see [`Device::tick`]).
+    pub fn tick_with(&mut self, clock: &impl Clock, transport: &mut impl Transport) -> TickOutcome {
+        self.tick(clock.now(), transport)
     }
 
     /// One step: downlinks, sampling and decisions, outbox flush.
