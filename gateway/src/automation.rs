@@ -44,7 +44,7 @@ pub struct AutomationStats {
     pub deduplicated: u64,
     /// Cases closed as self-recovered.
     pub self_recovered: u64,
-    /// Cases verified by the sensor after resolution.
+    /// Cases verified by the sensor after resolution (failed verifications go back as rework).
     pub verified: u64,
     /// Closed cases reopened as rework.
     pub reopened: u64,
@@ -217,7 +217,9 @@ impl Automation {
             };
             let done = case.on_tick(&self.policy, now);
             if !done.is_empty() {
-                self.stats.verified += 1;
+                if done.last().is_some_and(|t| t.to == CaseState::Closed) {
+                    self.stats.verified += 1;
+                }
                 self.save(&case, record.state, &done).await?;
             }
         }

@@ -8,6 +8,8 @@ use anyhow::Context;
 use streetgate_gateway::app;
 use streetgate_gateway::config::Config;
 use streetgate_gateway::inventory;
+use streetgate_gateway::model::CaseState;
+use streetgate_gateway::store::CaseFilter;
 
 use crate::city::{City, CityConfig};
 use crate::fleet::{Fleet, FleetConfig};
@@ -76,13 +78,64 @@ fn incidents(t: u64, nodes: &mut [SimNode]) {
     }
 }
 
+/// Maintenance teams as the demo plays them: accept what is dispatched to them, report it
+/// fixed a little later; the sensors then verify the repair (or not).
+async fn virtual_teams(store: std::sync::Arc<dyn streetgate_gateway::store::Store>) {
+    use streetgate_gateway::automation::{from_record, to_entry, to_record};
+    use streetgate_gateway::cases::CaseAction;
+    let mut tick = tokio::time::interval(Duration::from_secs(3));
+    loop {
+        tick.tick().await;
+        let Ok((_, open)) = store
+            .list_cases(&CaseFilter {
+                open: Some(true),
+                limit: 1000,
+                ..CaseFilter::default()
+            })
+            .await
+        else {
+            continue;
+        };
+        for record in open {
+            let Some(mut case) = from_record(&record) else {
+                continue;
+            };
+            let actor = format!("team:{}", case.team.clone().unwrap_or_default());
+            let now = streetgate_gateway::clock::now_ms();
+            let action = match case.state {
+                CaseState::Dispatched => CaseAction::Accept,
+                CaseState::Accepted if now - case.updated_ms > 5_000 => CaseAction::Resolve {
+                    note: "repaired on site".into(),
+                },
+                _ => continue,
+            };
+            if let Ok(t) = case.apply(action, &actor, now) {
+                let _ = store
+                    .update_case(&to_record(&case), record.state, &[to_entry(&t)])
+                    .await;
+            }
+        }
+    }
+}
+
 /// Run the demo until Ctrl-C.
 pub fn run(devices: usize, speed: f64) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime.block_on(async {
         // Embedded defaults, with the usual STREETGATE_* environment overrides (ports, paths).
-        let config = Config::load(None).context("configuration")?;
+        let mut config = Config::load(None).context("configuration")?;
+        // The demo's devices connect in-process, so the broker may take any free port when the
+        // default one is taken (a Mosquitto already running, say); so may the API.
+        for (var, addr) in [("STREETGATE_BROKER_LISTEN", &mut config.broker.listen), ("STREETGATE_HTTP_LISTEN", &mut config.http.listen)] {
+            if std::env::var_os(var).is_none() && std::net::TcpListener::bind(*addr).is_err() {
+                println!("{addr} is taken; using a free port instead (set {var} to choose one)");
+                addr.set_port(0);
+            }
+        }
+        // Sensor verification after 20 s of recovery, so a demo shows whole case lives.
+        config.cases.verify_window_s = 20;
         let gw = app::start(config).await.context("starting the gateway on embedded defaults")?;
+        let team = tokio::spawn(virtual_teams(gw.state.store.clone()));
         let city = City::generate(&CityConfig { devices, ..CityConfig::default() });
         let inventory = inventory::parse_csv(city.to_csv().as_bytes()).map_err(|e| anyhow::anyhow!("generated inventory: {e}"))?;
         let now_ms = i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)).unwrap_or(0);
@@ -115,10 +168,11 @@ pub fn run(devices: usize, speed: f64) -> anyhow::Result<()> {
                     let rate = (published - last.0) as f64 / last.1.elapsed().as_secs_f64().max(0.001);
                     last = (published, Instant::now());
                     let cases = gw.state.store.open_case_counts().await.unwrap_or_default();
+                    let closed = gw.state.store.list_cases(&CaseFilter { state: Some(CaseState::Closed), limit: 10_000, ..CaseFilter::default() }).await.map(|(n, _)| n).unwrap_or(0);
                     let cases: Vec<String> = cases.iter().map(|(t, n)| format!("{t} {n}")).collect();
                     let sim_min = (stats.sim_unix_ms.load(Ordering::Relaxed).saturating_sub(FleetConfig::default().start_unix_ms)) / 60_000;
                     println!(
-                        "[{:>4}s wall, +{:>3} min sim] online {}/{} | {:>6.0} msg/s | open cases: {}",
+                        "[{:>4}s wall, +{:>3} min sim] online {}/{} | {:>6.0} msg/s | closed {closed} | open cases: {}",
                         started.elapsed().as_secs(),
                         sim_min,
                         stats.online.load(Ordering::Relaxed),
@@ -130,6 +184,7 @@ pub fn run(devices: usize, speed: f64) -> anyhow::Result<()> {
             }
         }
         println!("stopping: fleet, then the gateway (flushing the store)");
+        team.abort();
         fleet.stop();
         gw.shutdown().await
     })

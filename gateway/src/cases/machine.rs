@@ -484,7 +484,9 @@ impl Case {
     }
 
     /// Time passes for a sensor case: a resolved case whose condition has stayed clear for the
-    /// verify window is verified and closed by the sensor. Returns the transitions made.
+    /// verify window is verified and closed by the sensor; one whose condition is still present
+    /// a verify window after the team resolved it goes back to the team as rework. Returns the
+    /// transitions made.
     pub fn on_tick(&mut self, policy: &CasePolicy, now: UnixMs) -> Vec<Transition> {
         let mut done = Vec::new();
         if self.state == CaseState::Resolved
@@ -498,6 +500,16 @@ impl Case {
                 done.push(t);
             }
             if let Ok(t) = self.apply(CaseAction::Close, "system", now) {
+                done.push(t);
+            }
+        } else if self.state == CaseState::Resolved
+            && self.source == CaseSource::Sensor
+            && self.condition_active
+            && now - self.updated_ms >= policy.verify_window_ms
+        {
+            // 核查 failed: reported fixed, but the sensor still shows the condition (返工).
+            let note = "verification failed: the sensor still shows the condition".to_owned();
+            if let Ok(t) = self.apply(CaseAction::Rework { note }, "system", now) {
                 done.push(t);
             }
         }

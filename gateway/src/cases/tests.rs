@@ -291,6 +291,28 @@ fn decisions() {
 }
 
 #[test]
+fn a_repair_the_sensor_does_not_confirm_is_rework() {
+    let p = CasePolicy::default();
+    let mut c = case();
+    c.apply(dispatch(), "s", 1).unwrap();
+    c.apply(CaseAction::Accept, "team", 2).unwrap();
+    c.apply(
+        CaseAction::Resolve {
+            note: "fixed".into(),
+        },
+        "team",
+        3,
+    )
+    .unwrap();
+    // The cover is still tilted.
+    assert!(c.on_tick(&p, 3 + p.verify_window_ms - 1).is_empty());
+    let t = c.on_tick(&p, 3 + p.verify_window_ms);
+    assert_eq!(t.len(), 1);
+    assert_eq!((c.state, c.rework_count), (CaseState::Dispatched, 1));
+    assert!(t[0].note.contains("verification failed"));
+}
+
+#[test]
 fn self_recovery_closes_with_a_note() {
     let mut c = case();
     c.apply(dispatch(), "system", 1).unwrap();
