@@ -16,17 +16,19 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{AppState, RuntimeInfo};
-use crate::clock::now_ms;
+use crate::commands::{AckWaiters, Commander};
 use crate::config::{Config, StoreBackend};
+use crate::ingest::modbus::ModbusSettings;
 use crate::ingest::mqtt::MqttSettings;
 use crate::ingest::{self, IngestContext};
 use crate::inventory::{Inventory, parse_csv};
 use crate::metrics::Metrics;
 use crate::model::Reading;
 use crate::pipeline::{self, StoreWriter, WriteOp, WriterSettings};
+use crate::publisher::Publisher;
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
-use crate::{api, broker};
+use crate::{alerts, api, broker};
 
 /// How long shutdown waits for the pipeline to drain before giving up on it.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -49,6 +51,7 @@ pub struct Running {
     pipeline: JoinHandle<()>,
     writer: JoinHandle<()>,
     housekeeping: JoinHandle<()>,
+    services: Vec<JoinHandle<()>>,
     http: JoinHandle<()>,
 }
 
@@ -69,6 +72,14 @@ fn connectable(addr: SocketAddr) -> SocketAddr {
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     config.validate().context("invalid configuration")?;
     let started = Instant::now();
+    let clock = config.clock.clock();
+    if !clock.is_wall() {
+        tracing::info!(
+            speed = clock.speed(),
+            now_ms = clock.now_ms(),
+            "running on a simulated clock"
+        );
+    }
     let cancel = CancellationToken::new();
     let metrics = Arc::new(Metrics::default());
 
@@ -92,7 +103,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .with_context(|| format!("reading inventory.import_csv {}", csv.display()))?;
         let devices = parse_csv(&data).with_context(|| format!("importing {}", csv.display()))?;
         store
-            .upsert_devices(&devices, now_ms())
+            .upsert_devices(&devices, clock.now_ms())
             .await
             .context("storing the imported inventory")?;
         tracing::info!(file = %csv.display(), devices = devices.len(), "inventory imported");
@@ -152,12 +163,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     )
     .await
     .context("loading the rule state")?;
+    let acks = Arc::new(AckWaiters::default());
     let pipeline = tokio::spawn(pipeline::run_pipeline(
         reading_rx,
         write_tx.clone(),
         Arc::clone(&metrics),
         automation,
         Duration::from_secs(config.store.snapshot_interval_s),
+        Arc::clone(&acks),
+        clock,
     ));
     let limits = Limits {
         max_payload: config.mqtt.max_payload_bytes,
@@ -172,19 +186,45 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         &write_tx,
     );
     drop(write_tx);
-    // Modbus pollers for the Modbus devices of the inventory (joined like the decode workers:
-    // they stop on cancel and drop their senders).
-    workers.extend(ingest::modbus::spawn(
-        inventory.snapshot().values(),
-        &reading_tx,
+    // Modbus pollers following the inventory (joined like the decode workers: they stop on
+    // cancel and drop their senders).
+    let (modbus, modbus_task) = ingest::modbus::Supervisor::start(
+        Arc::clone(&inventory),
+        reading_tx.clone(),
+        Arc::clone(&metrics),
+        ModbusSettings {
+            clock,
+            ..config.modbus.settings()
+        },
+        cancel.clone(),
+    );
+    workers.push(modbus_task);
+    // The publisher (alerts, commands) has its own connection and stops with everything else.
+    let (publisher, publisher_task) = Publisher::start(&settings, cancel.clone());
+    let mut services = vec![publisher_task];
+    services.extend(alerts::spawn(
+        &config.alerts,
+        Some(Arc::clone(&publisher)),
+        &store,
         &metrics,
-        config.modbus.settings(),
+        clock,
         &cancel,
     ));
+    let commander = Commander::new(
+        acks,
+        Arc::clone(&store),
+        Arc::clone(&inventory),
+        Some(publisher),
+        Some(modbus),
+        Arc::clone(&metrics),
+        clock,
+        Duration::from_millis(config.commands.ack_timeout_ms),
+    );
     let mqtt = tokio::spawn(ingest::mqtt::run(
         settings,
         worker_inputs,
         Arc::clone(&metrics),
+        clock,
         cancel.clone(),
     ));
     let ingest = IngestContext {
@@ -202,6 +242,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     // HTTP.
     let state = AppState {
+        commander,
+        clock,
         lighting: lighting_rx,
         case_policy: Arc::new(config.cases.policy()),
         router: Arc::new(config.routing.router()),
@@ -251,6 +293,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         pipeline,
         writer,
         housekeeping,
+        services,
         http,
     })
 }
@@ -300,6 +343,7 @@ impl Running {
             pipeline,
             writer,
             housekeeping,
+            services,
             http,
             ..
         } = self;
@@ -321,6 +365,9 @@ impl Running {
             );
         }
         let _ = housekeeping.await;
+        for s in services {
+            let _ = tokio::time::timeout(Duration::from_secs(5), s).await;
+        }
         if tokio::time::timeout(Duration::from_secs(10), http)
             .await
             .is_err()

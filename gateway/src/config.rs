@@ -104,6 +104,114 @@ pub struct Config {
     pub cases: CasesConfig,
     /// Dispatch routing: grid + case type → team.
     pub routing: RoutingConfig,
+    /// Case events on the MQTT alerts topic and to webhooks.
+    pub alerts: AlertsConfig,
+    /// Lamp commands sent through the API.
+    pub commands: CommandsConfig,
+    /// The clock: wall time, or a simulation's faster clock.
+    pub clock: ClockConfig,
+}
+
+/// `[alerts]`: every case event (each recorded transition) is delivered to each sink in order,
+/// at least once, with a delivery record per event and sink.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Publish case events on `streetgate/v1/_alerts/{grid}/{case_type}` (QoS 1).
+    pub mqtt: bool,
+    /// How often the sinks look for new case events, ms.
+    pub poll_interval_ms: u64,
+    /// First retry delay of a failed delivery, ms (doubles per attempt, with jitter).
+    pub retry_min_ms: u64,
+    /// Longest retry delay, ms.
+    pub retry_max_ms: u64,
+    /// Attempts per event and sink before the delivery is recorded as failed.
+    pub max_attempts: u32,
+    /// Timeout of one delivery attempt, ms.
+    pub timeout_ms: u64,
+    /// Webhooks: each receives every case event as a JSON POST.
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            mqtt: true,
+            poll_interval_ms: 500,
+            retry_min_ms: 1000,
+            retry_max_ms: 60_000,
+            max_attempts: 8,
+            timeout_ms: 5000,
+            webhooks: Vec::new(),
+        }
+    }
+}
+
+/// `[[alerts.webhooks]]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Name, unique among the sinks (delivery records and metrics use it).
+    pub name: String,
+    /// `http://` or `https://` URL the events are POSTed to.
+    pub url: String,
+    /// Value of the `Authorization` header, if the receiver wants one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<String>,
+}
+
+/// `[commands]`: lamp commands through the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CommandsConfig {
+    /// How long a command waits for the device's acknowledgement before it is reported as
+    /// timed out, ms.
+    pub ack_timeout_ms: u64,
+}
+
+impl Default for CommandsConfig {
+    fn default() -> Self {
+        Self {
+            ack_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// `[clock]`: the gateway's time. The defaults are the wall clock; a simulation sets `speed`
+/// (and the simulated start) so that holds, offline timers and time limits follow its clock.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClockConfig {
+    /// Clock seconds per wall second (1 = real time).
+    pub speed: f64,
+    /// Clock time at the anchor, Unix ms. Unset: the wall time at the anchor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_ms: Option<i64>,
+    /// Wall time (Unix ms) at which the clock reads `start_ms`. Unset: the gateway's start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anchor_wall_ms: Option<i64>,
+}
+
+impl Default for ClockConfig {
+    fn default() -> Self {
+        Self {
+            speed: 1.0,
+            start_ms: None,
+            anchor_wall_ms: None,
+        }
+    }
+}
+
+impl ClockConfig {
+    /// The clock, anchored now unless an anchor is configured.
+    pub fn clock(&self) -> crate::clock::Clock {
+        #[allow(clippy::float_cmp)]
+        if self.speed == 1.0 && self.start_ms.is_none() {
+            return crate::clock::Clock::WALL;
+        }
+        let anchor = self.anchor_wall_ms.unwrap_or_else(crate::clock::wall_ms);
+        crate::clock::Clock::scaled(anchor, self.start_ms.unwrap_or(anchor), self.speed)
+    }
 }
 
 /// `[http]`
@@ -326,6 +434,7 @@ impl ModbusConfig {
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             offline_after: self.offline_after,
             max_backoff: Duration::from_millis(self.max_backoff_ms),
+            clock: crate::clock::Clock::WALL,
         }
     }
 }
@@ -501,6 +610,16 @@ pub const ENV_KEYS: &[(&str, EnvValueKind)] = &[
     ("inventory.import_csv", EnvValueKind::Text),
     ("pipeline.channel_capacity", EnvValueKind::Literal),
     ("pipeline.decode_workers", EnvValueKind::Literal),
+    ("alerts.mqtt", EnvValueKind::Literal),
+    ("alerts.poll_interval_ms", EnvValueKind::Literal),
+    ("alerts.retry_min_ms", EnvValueKind::Literal),
+    ("alerts.retry_max_ms", EnvValueKind::Literal),
+    ("alerts.max_attempts", EnvValueKind::Literal),
+    ("alerts.timeout_ms", EnvValueKind::Literal),
+    ("commands.ack_timeout_ms", EnvValueKind::Literal),
+    ("clock.speed", EnvValueKind::Literal),
+    ("clock.start_ms", EnvValueKind::Literal),
+    ("clock.anchor_wall_ms", EnvValueKind::Literal),
 ];
 
 /// The environment variable that overrides `key` (`http.listen` → `STREETGATE_HTTP_LISTEN`).
@@ -727,6 +846,92 @@ impl Config {
         self.validate_automation()
     }
 
+    fn validate_services(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &str, value: impl fmt::Display, allowed: &str) -> ConfigError {
+            ConfigError::Invalid {
+                key: key.to_owned(),
+                value: value.to_string(),
+                allowed: allowed.to_owned(),
+                env_var: None,
+            }
+        }
+        let a = &self.alerts;
+        if !(50..=60_000).contains(&a.poll_interval_ms) {
+            return Err(invalid(
+                "alerts.poll_interval_ms",
+                a.poll_interval_ms,
+                "50..=60000 ms",
+            ));
+        }
+        if a.retry_min_ms == 0 || a.retry_max_ms < a.retry_min_ms {
+            return Err(invalid(
+                "alerts.retry_max_ms",
+                format!("{} (retry_min_ms {})", a.retry_max_ms, a.retry_min_ms),
+                "retry_min_ms at least 1 and retry_max_ms at least retry_min_ms",
+            ));
+        }
+        if !(1..=100).contains(&a.max_attempts) {
+            return Err(invalid("alerts.max_attempts", a.max_attempts, "1..=100"));
+        }
+        if !(100..=120_000).contains(&a.timeout_ms) {
+            return Err(invalid(
+                "alerts.timeout_ms",
+                a.timeout_ms,
+                "100..=120000 ms",
+            ));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, w) in a.webhooks.iter().enumerate() {
+            let key = format!("alerts.webhooks[{i}]");
+            let name_ok = !w.name.is_empty()
+                && w.name.len() <= 64
+                && w.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !name_ok || w.name == crate::alerts::MQTT_SINK {
+                return Err(invalid(
+                    &format!("{key}.name"),
+                    &w.name,
+                    "1 to 64 letters, digits, '-' or '_', not \"mqtt\"",
+                ));
+            }
+            if !names.insert(w.name.as_str()) {
+                return Err(invalid(
+                    &format!("{key}.name"),
+                    &w.name,
+                    "a name no other webhook has",
+                ));
+            }
+            let scheme_ok = w
+                .url
+                .split_once("://")
+                .is_some_and(|(s, rest)| matches!(s, "http" | "https") && !rest.is_empty());
+            if !scheme_ok {
+                return Err(invalid(
+                    &format!("{key}.url"),
+                    &w.url,
+                    "an http:// or https:// URL",
+                ));
+            }
+        }
+        if !(100..=600_000).contains(&self.commands.ack_timeout_ms) {
+            return Err(invalid(
+                "commands.ack_timeout_ms",
+                self.commands.ack_timeout_ms,
+                "100..=600000 ms",
+            ));
+        }
+        let c = &self.clock;
+        if !(c.speed.is_finite() && c.speed > 0.0 && c.speed <= 100_000.0) {
+            return Err(invalid(
+                "clock.speed",
+                c.speed,
+                "above 0 and at most 100000 (clock seconds per wall second)",
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_automation(&self) -> Result<(), ConfigError> {
         fn invalid(key: &str, value: impl fmt::Display, allowed: &str) -> ConfigError {
             ConfigError::Invalid {
@@ -736,6 +941,7 @@ impl Config {
                 env_var: None,
             }
         }
+        self.validate_services()?;
         let m = &self.modbus;
         if m.poll_interval_ms < 100 {
             return Err(invalid(
@@ -1028,7 +1234,12 @@ mod tests {
                 (_, "mqtt.url") => "mqtt://h:1",
                 (_, k) if k.ends_with("listen") || k.ends_with("listen_v5") => "127.0.0.1:1",
                 (EnvValueKind::Text, _) => "x",
-                (EnvValueKind::Literal, "broker.embedded") => "true",
+                (EnvValueKind::Literal, "broker.embedded" | "alerts.mqtt") => "true",
+                (EnvValueKind::Literal, "alerts.poll_interval_ms" | "alerts.retry_max_ms") => {
+                    "5000"
+                }
+                (EnvValueKind::Literal, "alerts.timeout_ms" | "commands.ack_timeout_ms") => "1000",
+                (EnvValueKind::Literal, "clock.speed") => "60.5",
                 (EnvValueKind::Literal, "mqtt.max_packet_bytes") => "100000",
                 (EnvValueKind::Literal, "broker.connection_timeout_ms") => "1000",
                 (EnvValueKind::Literal, "mqtt.keep_alive_s") => "10",

@@ -471,6 +471,11 @@ impl Inventory {
             .clone()
     }
 
+    /// Bumped on every change.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
     /// Number of devices.
     pub fn len(&self) -> usize {
         self.snapshot().len()

@@ -8,17 +8,20 @@
 
 pub mod model;
 
+pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod automation;
 pub mod broker;
 pub mod cases;
 pub mod clock;
+pub mod commands;
 pub mod config;
 pub mod ingest;
 pub mod inventory;
 pub mod lighting;
 pub mod metrics;
 pub mod pipeline;
+pub mod publisher;
 pub mod rules;
 pub mod store;

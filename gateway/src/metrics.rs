@@ -105,6 +105,16 @@ pub struct Metrics {
     pub rule_latency: Histogram,
     /// Condition events the rules emitted.
     pub condition_events: AtomicU64,
+    /// Case events delivered to an alert sink.
+    pub alerts_delivered: AtomicU64,
+    /// Case events given up on by an alert sink.
+    pub alerts_failed: AtomicU64,
+    /// Alert delivery attempts that failed and were retried.
+    pub alert_retries: AtomicU64,
+    /// Lamp commands acknowledged by the device.
+    pub commands_acked: AtomicU64,
+    /// Lamp commands refused by the device, timed out or not sendable.
+    pub commands_failed: AtomicU64,
 }
 
 /// Values read from the store at scrape time.
@@ -279,6 +289,36 @@ impl Metrics {
             "streetgate_condition_events_total",
             "Condition raised/cleared events emitted by the rules.",
             self.condition_events.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "streetgate_alerts_delivered_total",
+            "Case events delivered to an alert sink (MQTT topic or webhook).",
+            self.alerts_delivered.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "streetgate_alerts_failed_total",
+            "Case events an alert sink gave up on after its last attempt.",
+            self.alerts_failed.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "streetgate_alert_retries_total",
+            "Alert delivery attempts that failed and were retried.",
+            self.alert_retries.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "streetgate_commands_acked_total",
+            "Lamp commands acknowledged by the device.",
+            self.commands_acked.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "streetgate_commands_failed_total",
+            "Lamp commands refused, timed out or not sendable.",
+            self.commands_failed.load(Relaxed),
         );
         self.rule_latency.render(
             &mut out,

@@ -18,8 +18,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::automation::Automation;
+use crate::clock::Clock;
+use crate::commands::AckWaiters;
 use crate::metrics::Metrics;
-use crate::model::Reading;
+use crate::model::{Reading, ReadingBody};
 use crate::store::{ReadingRecord, Store, UnregisteredSighting, WriteBatch, reading_type};
 use streetgate_protocols::DeviceId;
 
@@ -43,19 +45,30 @@ pub async fn run_pipeline(
     metrics: Arc<Metrics>,
     mut automation: Automation,
     snapshot_interval: Duration,
+    acks: Arc<AckWaiters>,
+    clock: Clock,
 ) {
-    // Rule-state snapshots every `snapshot_interval` (`store.snapshot_interval_s`), and at the end.
+    // On a fast simulated clock, tick more often (down to 100 ms of wall time) so that timers
+    // keep their resolution in simulated time.
+    let tick_every = clock
+        .wall_duration(TICK)
+        .clamp(Duration::from_millis(100), TICK);
+    // Rule-state snapshots every `snapshot_interval` (`store.snapshot_interval_s`, wall time),
+    // and at the end.
     let persist_every_ticks =
-        u32::try_from(snapshot_interval.as_millis() / TICK.as_millis().max(1))
+        u32::try_from(snapshot_interval.as_millis() / tick_every.as_millis().max(1))
             .unwrap_or(u32::MAX)
             .max(1);
-    let mut tick = tokio::time::interval(TICK);
+    let mut tick = tokio::time::interval(tick_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks = 0u32;
     loop {
         tokio::select! {
             reading = readings.recv() => {
                 let Some(reading) = reading else { break };
+                if let ReadingBody::Ack { ref_id, ok, reason } = &reading.body {
+                    acks.deliver(&reading.device_id, *ref_id, *ok, reason.clone());
+                }
                 let started = std::time::Instant::now();
                 let conditions_before = automation.stats.conditions;
                 if let Err(e) = automation.on_reading(&reading).await {
@@ -69,7 +82,7 @@ pub async fn run_pipeline(
                 }
             }
             _ = tick.tick() => {
-                let now = crate::clock::now_ms();
+                let now = clock.now_ms();
                 if let Err(e) = automation.tick(now).await {
                     tracing::error!(error = %e, "rules/cases tick: store error");
                 }
@@ -82,7 +95,7 @@ pub async fn run_pipeline(
             }
         }
     }
-    if let Err(e) = automation.persist(crate::clock::now_ms()).await {
+    if let Err(e) = automation.persist(clock.now_ms()).await {
         tracing::error!(error = %e, "saving the rule state at shutdown");
     }
     tracing::debug!("pipeline task stopped");

@@ -99,6 +99,7 @@ async fn rtu_units_on_a_virtual_serial_line() {
         request_timeout: Duration::from_millis(500),
         offline_after: 3,
         max_backoff: Duration::from_secs(2),
+        ..ModbusSettings::default()
     };
     let tasks = modbus::spawn(devices.iter(), &tx, &metrics, settings, &cancel);
     drop(tx);

@@ -74,6 +74,7 @@ async fn units_behind_one_endpoint_are_polled_and_a_dead_one_stalls_nobody() {
         request_timeout: Duration::from_millis(150),
         offline_after: 2,
         max_backoff: Duration::from_secs(1),
+        ..ModbusSettings::default()
     };
     let tasks = modbus::spawn(devices.iter(), &tx, &metrics, settings, &cancel);
     assert_eq!(tasks.len(), 1, "one task (one connection) for the endpoint");

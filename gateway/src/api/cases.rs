@@ -6,7 +6,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, ApiQuery, ApiResult, AppState};
-use crate::clock::now_ms;
 use crate::model::{CaseState, CaseType};
 use crate::store::CaseFilter;
 
@@ -37,7 +36,7 @@ pub(super) async fn list(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<CaseQuery>,
 ) -> ApiResult<Json<Value>> {
-    let now = now_ms();
+    let now = state.clock.now_ms();
     let filter = CaseFilter {
         state: q.state,
         open: q.open,
@@ -79,7 +78,7 @@ pub(super) async fn get(
         .await?
         .ok_or_else(|| ApiError::not_found("case_not_found", format!("no case {id}")))?;
     let history = state.store.case_history(id).await?;
-    let mut body = case_json(&case, now_ms());
+    let mut body = case_json(&case, state.clock.now_ms());
     if let Some(obj) = body.as_object_mut() {
         obj.insert(
             "history".to_owned(),
@@ -127,7 +126,7 @@ pub(super) async fn transition(
             format!("case {id} has an unknown subject"),
         )
     })?;
-    let now = now_ms();
+    let now = state.clock.now_ms();
     let transition = case
         .apply(body.action, body.actor.trim(), now)
         .map_err(|e| {
@@ -203,7 +202,7 @@ pub(super) async fn create(
             ));
         }
     };
-    let now = now_ms();
+    let now = state.clock.now_ms();
     let policy = state.case_policy.as_ref().clone();
     let mut case = Case::register(
         body.case_type,

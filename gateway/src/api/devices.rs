@@ -12,7 +12,6 @@ use serde_json::{Value, json};
 use streetgate_protocols::{DeviceId, DeviceKind};
 
 use super::{ApiError, ApiJson, ApiQuery, ApiResult, AppState};
-use crate::clock::now_ms;
 use crate::inventory::{parse_csv, to_csv, validate_device};
 use crate::model::Device;
 
@@ -137,7 +136,10 @@ pub(super) async fn upsert(
             ));
         }
     }
-    state.store.upsert_devices(&devices, now_ms()).await?;
+    state
+        .store
+        .upsert_devices(&devices, state.clock.now_ms())
+        .await?;
     let n = devices.len();
     state.inventory.upsert(devices);
     Ok((StatusCode::OK, Json(json!({ "upserted": n }))))
@@ -173,7 +175,10 @@ pub(super) async fn import(
         )
         .with_details(details)
     })?;
-    state.store.upsert_devices(&devices, now_ms()).await?;
+    state
+        .store
+        .upsert_devices(&devices, state.clock.now_ms())
+        .await?;
     let n = devices.len();
     state.inventory.upsert(devices);
     tracing::info!(devices = n, "inventory imported");

@@ -22,6 +22,7 @@
 //! | `GET /api/lighting` | lighting rate per segment, grid and city; over a period with `from_ms`/`to_ms` |
 
 mod cases;
+mod commands;
 mod devices;
 mod lighting;
 mod system;
@@ -47,6 +48,10 @@ use crate::store::{Store, StoreError};
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct AppState {
+    /// Lamp commands.
+    pub commander: crate::commands::Commander,
+    /// The gateway's clock (wall, or a simulation's).
+    pub clock: crate::clock::Clock,
     /// Persistent store.
     pub store: Arc<dyn Store>,
     /// In-memory inventory (mirrors the store's devices).
@@ -208,6 +213,16 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             axum::routing::post(cases::transition),
         )
         .route("/api/lighting", get(lighting::rates))
+        .route(
+            "/api/devices/{id}/command",
+            axum::routing::post(commands::device),
+        )
+        .route(
+            "/api/segments/{segment}/command",
+            axum::routing::post(commands::segment),
+        )
+        .route("/api/commands", get(commands::list))
+        .route("/api/alerts/deliveries", get(commands::deliveries))
         .fallback(|| async {
             ApiError::not_found(
                 "no_route",

@@ -9,23 +9,25 @@
 //! reported and never misread. The telemetry block is read in one request per poll.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use streetgate_protocols::modbus::{self, ModbusError, TELEMETRY_START};
-use tokio::sync::mpsc;
+use streetgate_protocols::Command;
+use streetgate_protocols::modbus::{self, AckResult, ModbusError, TELEMETRY_START};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_modbus::client::{Context, Reader};
+use tokio_modbus::client::{Context, Reader, Writer};
 use tokio_modbus::prelude::{Slave, SlaveContext};
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::now_ms;
+use crate::clock::Clock;
+use crate::inventory::Inventory;
 use crate::metrics::Metrics;
 use crate::model::{Device, Reading, ReadingBody, Transport};
 
 /// Polling settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ModbusSettings {
     /// Interval between polls of one unit.
     pub poll_interval: Duration,
@@ -35,6 +37,8 @@ pub struct ModbusSettings {
     pub offline_after: u32,
     /// Longest back-off of a failing unit or endpoint.
     pub max_backoff: Duration,
+    /// Time stamps of the readings.
+    pub clock: Clock,
 }
 
 impl Default for ModbusSettings {
@@ -44,8 +48,38 @@ impl Default for ModbusSettings {
             request_timeout: Duration::from_secs(1),
             offline_after: 3,
             max_backoff: Duration::from_secs(60),
+            clock: Clock::WALL,
         }
     }
+}
+
+/// What an endpoint task is asked to do besides polling.
+#[derive(Debug)]
+enum Control {
+    /// The units behind the endpoint changed (inventory edit); empty = stop.
+    Units(Vec<(Arc<Device>, u8)>),
+    /// Write a command block to a unit and read its acknowledgement.
+    Command {
+        unit: u8,
+        command: Command,
+        deadline: Instant,
+        reply: oneshot::Sender<Result<AckResult, String>>,
+    },
+}
+
+/// Why a Modbus command did not get through.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// The device is not polled over Modbus (or not yet: the poller picks up new devices within
+    /// a second).
+    #[error("no Modbus poller serves {0}")]
+    NoPoller(String),
+    /// The endpoint could not write or read.
+    #[error("{0}")]
+    Bus(String),
+    /// The device did not acknowledge before the deadline.
+    #[error("no acknowledgement before the deadline")]
+    Timeout,
 }
 
 /// Where a unit is reached.
@@ -158,10 +192,97 @@ async fn poll(
     Ok(Some(ReadingBody::Telemetry(data)))
 }
 
-/// Poll every unit behind one endpoint until cancelled.
+fn new_unit(device: Arc<Device>, unit: u8) -> Unit {
+    Unit {
+        device,
+        unit,
+        identified: false,
+        mismatch: None,
+        failures: 0,
+        offline: false,
+        next_poll: Instant::now(),
+        seq: 0,
+    }
+}
+
+/// Replace the unit list, keeping the polling state of units that stay.
+fn merge_units(units: &mut Vec<Unit>, wanted: Vec<(Arc<Device>, u8)>) {
+    let mut old: Vec<Unit> = std::mem::take(units);
+    for (device, unit) in wanted {
+        match old
+            .iter()
+            .position(|u| u.device.id == device.id && u.unit == unit)
+        {
+            Some(i) => {
+                let mut u = old.swap_remove(i);
+                if u.device.kind != device.kind {
+                    u.identified = false;
+                }
+                u.device = device;
+                units.push(u);
+            }
+            None => units.push(new_unit(device, unit)),
+        }
+    }
+}
+
+async fn connect(endpoint: &Endpoint, settings: &ModbusSettings) -> Result<Context, String> {
+    match tokio::time::timeout(settings.request_timeout, endpoint.connect()).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("connection timed out".to_owned()),
+    }
+}
+
+/// Write a command block, then read the acknowledgement block until it names the command.
+async fn command(
+    ctx: &mut Context,
+    unit: u8,
+    cmd: &Command,
+    deadline: Instant,
+    settings: &ModbusSettings,
+) -> Result<AckResult, String> {
+    let regs = modbus::encode_command(cmd).map_err(|e| e.to_string())?;
+    ctx.set_slave(Slave(unit));
+    match tokio::time::timeout(
+        settings.request_timeout,
+        ctx.write_multiple_registers(modbus::COMMAND_START, &regs),
+    )
+    .await
+    {
+        Err(_) => return Err("write timed out".to_owned()),
+        Ok(Err(e)) => return Err(format!("write failed: {e}")),
+        Ok(Ok(Err(exception))) => return Err(format!("write refused: {exception:?}")),
+        Ok(Ok(Ok(()))) => {}
+    }
+    loop {
+        let regs = read_input(
+            ctx,
+            settings.request_timeout,
+            modbus::ACK_START,
+            modbus::ACK_LEN,
+        )
+        .await
+        .map_err(|e| format!("reading the acknowledgement: {e:?}"))?;
+        match modbus::decode_ack(&regs).map_err(|e| e.to_string())? {
+            r @ (AckResult::Applied(id) | AckResult::Rejected(id)) if id == cmd.cmd_id => {
+                return Ok(r);
+            }
+            _ => {}
+        }
+        if Instant::now() + Duration::from_millis(100) >= deadline {
+            return Err("no acknowledgement before the deadline".to_owned());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Poll every unit behind one endpoint until cancelled (or, with a control channel, until
+/// its unit list becomes empty).
 async fn run_endpoint(
     endpoint: Endpoint,
     mut units: Vec<Unit>,
+    mut control: Option<mpsc::Receiver<Control>>,
     tx: mpsc::Sender<Reading>,
     metrics: Arc<Metrics>,
     settings: ModbusSettings,
@@ -172,12 +293,57 @@ async fn run_endpoint(
     let mut connect_backoff = settings.request_timeout;
     loop {
         // The unit due first.
-        let Some(next) = units.iter().map(|u| u.next_poll).min() else {
+        let next = units.iter().map(|u| u.next_poll).min();
+        if next.is_none() && control.is_none() {
             return;
+        }
+        let far = Instant::now() + Duration::from_secs(3600);
+        let ctl = async {
+            match control.as_mut() {
+                Some(c) => c.recv().await,
+                None => std::future::pending().await,
+            }
         };
         tokio::select! {
             () = cancel.cancelled() => return,
-            () = tokio::time::sleep_until(next) => {}
+            msg = ctl => match msg {
+                None => return,
+                Some(Control::Units(wanted)) => {
+                    if wanted.is_empty() {
+                        tracing::info!(?endpoint, "no units left; Modbus poller stopped");
+                        return;
+                    }
+                    merge_units(&mut units, wanted);
+                    continue;
+                }
+                Some(Control::Command { unit, command: cmd, deadline, reply }) => {
+                    if ctx.is_none() {
+                        match connect(&endpoint, &settings).await {
+                            Ok(c) => {
+                                ctx = Some(c);
+                                for u in &mut units {
+                                    u.identified = false;
+                                }
+                            }
+                            Err(e) => {
+                                let _ = reply.send(Err(format!("{endpoint:?} unreachable: {e}")));
+                                continue;
+                            }
+                        }
+                    }
+                    let Some(c) = ctx.as_mut() else { continue };
+                    let result = command(c, unit, &cmd, deadline, &settings).await;
+                    if result.as_ref().is_err_and(|e| e.contains("failed")) {
+                        ctx = None;
+                    }
+                    let _ = reply.send(result);
+                    continue;
+                }
+            },
+            () = tokio::time::sleep_until(next.unwrap_or(far)) => {}
+        }
+        if next.is_none() {
+            continue;
         }
         if ctx.is_none() {
             match tokio::time::timeout(settings.request_timeout, endpoint.connect()).await {
@@ -222,12 +388,13 @@ async fn run_endpoint(
                                 battery_pct: None,
                                 fw_version: None,
                             },
+                            settings.clock,
                         )
                         .await;
                     }
                     if let Some(body) = body {
                         metrics.ingested(transport);
-                        send(&tx, unit, transport, body).await;
+                        send(&tx, unit, transport, body, settings.clock).await;
                     }
                 }
                 Err(PollError::Io(e)) => {
@@ -289,6 +456,7 @@ async fn fail(
                 battery_pct: None,
                 fw_version: None,
             },
+            settings.clock,
         )
         .await;
     }
@@ -299,12 +467,13 @@ async fn send(
     unit: &mut Unit,
     transport: &'static str,
     body: ReadingBody,
+    clock: Clock,
 ) {
     unit.seq = unit.seq.wrapping_add(1);
     let reading = Reading {
         device_id: unit.device.id.clone(),
         kind: unit.device.kind,
-        received_ms: now_ms(),
+        received_ms: clock.now_ms(),
         device_ts_ms: None,
         seq: unit.seq,
         transport,
@@ -314,7 +483,35 @@ async fn send(
     let _ = tx.send(reading).await;
 }
 
-/// Start one polling task per endpoint for the Modbus devices among `devices`.
+fn endpoint_of(device: &Device) -> Option<(Endpoint, u8)> {
+    match &device.transport {
+        Transport::Mqtt => None,
+        Transport::ModbusTcp { host, port, unit } => {
+            Some((Endpoint::Tcp(host.clone(), *port), *unit))
+        }
+        Transport::ModbusRtu { path, baud, unit } => {
+            Some((Endpoint::Rtu(path.clone(), *baud), *unit))
+        }
+    }
+}
+
+type Grouped = BTreeMap<Endpoint, Vec<(Arc<Device>, u8)>>;
+
+fn group<'a>(devices: impl IntoIterator<Item = &'a Arc<Device>>) -> Grouped {
+    let mut endpoints: Grouped = BTreeMap::new();
+    for device in devices {
+        if let Some((endpoint, unit)) = endpoint_of(device) {
+            endpoints
+                .entry(endpoint)
+                .or_default()
+                .push((Arc::clone(device), unit));
+        }
+    }
+    endpoints
+}
+
+/// Start one polling task per endpoint for the Modbus devices among `devices` (a fixed set;
+/// [`Supervisor`] follows the inventory instead).
 pub fn spawn<'a>(
     devices: impl IntoIterator<Item = &'a Arc<Device>>,
     tx: &mpsc::Sender<Reading>,
@@ -322,35 +519,15 @@ pub fn spawn<'a>(
     settings: ModbusSettings,
     cancel: &CancellationToken,
 ) -> Vec<JoinHandle<()>> {
-    let mut endpoints: BTreeMap<Endpoint, Vec<Unit>> = BTreeMap::new();
-    for device in devices {
-        let (endpoint, unit) = match &device.transport {
-            Transport::Mqtt => continue,
-            Transport::ModbusTcp { host, port, unit } => {
-                (Endpoint::Tcp(host.clone(), *port), *unit)
-            }
-            Transport::ModbusRtu { path, baud, unit } => {
-                (Endpoint::Rtu(path.clone(), *baud), *unit)
-            }
-        };
-        endpoints.entry(endpoint).or_default().push(Unit {
-            device: Arc::clone(device),
-            unit,
-            identified: false,
-            mismatch: None,
-            failures: 0,
-            offline: false,
-            next_poll: Instant::now(),
-            seq: 0,
-        });
-    }
-    endpoints
+    group(devices)
         .into_iter()
         .map(|(endpoint, units)| {
             tracing::info!(?endpoint, units = units.len(), "polling Modbus endpoint");
+            let units = units.into_iter().map(|(d, u)| new_unit(d, u)).collect();
             tokio::spawn(run_endpoint(
                 endpoint,
                 units,
+                None,
                 tx.clone(),
                 Arc::clone(metrics),
                 settings,
@@ -358,4 +535,161 @@ pub fn spawn<'a>(
             ))
         })
         .collect()
+}
+
+/// The Modbus pollers of an inventory: one task per endpoint, started, changed and stopped as
+/// devices are added, edited and removed, and the way to send a command to a Modbus device.
+#[derive(Debug)]
+pub struct Supervisor {
+    endpoints: Mutex<BTreeMap<Endpoint, mpsc::Sender<Control>>>,
+}
+
+impl Supervisor {
+    /// Follow `inventory` (checked every second) until `cancel`; the returned task ends after
+    /// every poller it started.
+    pub fn start(
+        inventory: Arc<Inventory>,
+        tx: mpsc::Sender<Reading>,
+        metrics: Arc<Metrics>,
+        settings: ModbusSettings,
+        cancel: CancellationToken,
+    ) -> (Arc<Self>, JoinHandle<()>) {
+        let me = Arc::new(Self {
+            endpoints: Mutex::new(BTreeMap::new()),
+        });
+        let sup = Arc::clone(&me);
+        let task = tokio::spawn(async move {
+            let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+            let mut seen_version = None;
+            let mut current: Grouped = BTreeMap::new();
+            loop {
+                let version = inventory.version();
+                if seen_version != Some(version) {
+                    seen_version = Some(version);
+                    let wanted = group(inventory.snapshot().values());
+                    sup.apply(
+                        &mut current,
+                        wanted,
+                        &mut tasks,
+                        &tx,
+                        &metrics,
+                        settings,
+                        &cancel,
+                    )
+                    .await;
+                }
+                tasks.retain(|t| !t.is_finished());
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+            drop(tx);
+            for t in tasks {
+                let _ = t.await;
+            }
+        });
+        (me, task)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn apply(
+        &self,
+        current: &mut Grouped,
+        wanted: Grouped,
+        tasks: &mut Vec<JoinHandle<()>>,
+        tx: &mpsc::Sender<Reading>,
+        metrics: &Arc<Metrics>,
+        settings: ModbusSettings,
+        cancel: &CancellationToken,
+    ) {
+        let same = |a: &[(Arc<Device>, u8)], b: &[(Arc<Device>, u8)]| {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.1 == y.1 && *x.0 == *y.0)
+        };
+        let mut sends = Vec::new();
+        {
+            let mut endpoints = self
+                .endpoints
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            endpoints.retain(|_, s| !s.is_closed());
+            for (endpoint, units) in current.iter() {
+                if !wanted.contains_key(endpoint) {
+                    if let Some(s) = endpoints.remove(endpoint) {
+                        sends.push((s, Vec::new()));
+                    }
+                    tracing::info!(
+                        ?endpoint,
+                        units = units.len(),
+                        "Modbus endpoint left the inventory"
+                    );
+                }
+            }
+            for (endpoint, units) in &wanted {
+                match endpoints.get(endpoint) {
+                    Some(s) => {
+                        if !current.get(endpoint).is_some_and(|c| same(c, units)) {
+                            sends.push((s.clone(), units.clone()));
+                        }
+                    }
+                    None => {
+                        tracing::info!(?endpoint, units = units.len(), "polling Modbus endpoint");
+                        let (ctl_tx, ctl_rx) = mpsc::channel(16);
+                        let first = units
+                            .iter()
+                            .map(|(d, u)| new_unit(Arc::clone(d), *u))
+                            .collect();
+                        tasks.push(tokio::spawn(run_endpoint(
+                            endpoint.clone(),
+                            first,
+                            Some(ctl_rx),
+                            tx.clone(),
+                            Arc::clone(metrics),
+                            settings,
+                            cancel.clone(),
+                        )));
+                        endpoints.insert(endpoint.clone(), ctl_tx);
+                    }
+                }
+            }
+        }
+        for (s, units) in sends {
+            let _ = s.send(Control::Units(units)).await;
+        }
+        *current = wanted;
+    }
+
+    /// Write `command` to a Modbus device and wait for its acknowledgement until `deadline`.
+    pub async fn command(
+        &self,
+        device: &Device,
+        command: Command,
+        deadline: Instant,
+    ) -> Result<AckResult, CommandError> {
+        let not_served = || CommandError::NoPoller(device.id.to_string());
+        let (endpoint, unit) = endpoint_of(device).ok_or_else(not_served)?;
+        let sender = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&endpoint)
+            .cloned()
+            .ok_or_else(not_served)?;
+        let (reply, answer) = oneshot::channel();
+        sender
+            .send(Control::Command {
+                unit,
+                command,
+                deadline,
+                reply,
+            })
+            .await
+            .map_err(|_| not_served())?;
+        match tokio::time::timeout_at(deadline, answer).await {
+            Err(_) => Err(CommandError::Timeout),
+            Ok(Err(_)) => Err(not_served()),
+            Ok(Ok(Err(e))) => Err(CommandError::Bus(e)),
+            Ok(Ok(Ok(r))) => Ok(r),
+        }
+    }
 }

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{RawUplink, shard_for};
-use crate::clock::now_ms;
+use crate::clock::Clock;
 use crate::config::{MqttConfig, MqttUrl};
 use crate::metrics::Metrics;
 
@@ -131,7 +131,12 @@ impl MqttSettings {
 /// backpressure: the event loop stops reading, the broker holds the messages). Not abandoned on
 /// shutdown: the message is acknowledged already and the workers keep draining until their
 /// inputs close. `false` when the workers are gone.
-async fn forward(p: Publish, workers: &[mpsc::Sender<RawUplink>], hasher: &RandomState) -> bool {
+async fn forward(
+    p: Publish,
+    workers: &[mpsc::Sender<RawUplink>],
+    hasher: &RandomState,
+    clock: Clock,
+) -> bool {
     let shard = shard_for(&p.topic, workers.len(), hasher);
     let Some(worker) = workers.get(shard) else {
         return false;
@@ -140,7 +145,7 @@ async fn forward(p: Publish, workers: &[mpsc::Sender<RawUplink>], hasher: &Rando
         topic: p.topic,
         payload: p.payload,
         retained: p.retain,
-        received_ms: now_ms(),
+        received_ms: clock.now_ms(),
     };
     worker.send(raw).await.is_ok()
 }
@@ -151,6 +156,7 @@ pub async fn run(
     settings: MqttSettings,
     workers: Vec<mpsc::Sender<RawUplink>>,
     metrics: Arc<Metrics>,
+    clock: Clock,
     cancel: CancellationToken,
 ) {
     let filters = subscription_filters(settings.config.shared_group.as_deref());
@@ -199,7 +205,7 @@ pub async fn run(
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                if !forward(p, &workers, &hasher).await {
+                if !forward(p, &workers, &hasher, clock).await {
                     break;
                 }
             }
@@ -236,7 +242,7 @@ pub async fn run(
         .collect();
     let drained = buffered.len();
     for p in buffered {
-        if !forward(p, &workers, &hasher).await {
+        if !forward(p, &workers, &hasher, clock).await {
             break;
         }
     }

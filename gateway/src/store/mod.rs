@@ -285,6 +285,92 @@ pub const UNRESOLVED_STATES: [CaseState; 4] = [
     CaseState::Returned,
 ];
 
+/// A case event: one recorded transition with the case as it is now. `event_id` is the history
+/// row's id: increasing, unique, and the alert sinks' cursor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaseEvent {
+    /// History row id.
+    pub event_id: i64,
+    /// The transition.
+    pub entry: CaseHistoryEntry,
+    /// The case (current state).
+    pub case: CaseRecord,
+}
+
+/// Outcome of delivering one case event to one sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// Acknowledged by the sink (PUBACK, or an HTTP 2xx).
+    Delivered,
+    /// Given up on after the last attempt (or refused for good).
+    Failed,
+}
+
+/// A delivery record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeliveryRecord {
+    /// Row id (0 before insertion).
+    pub id: i64,
+    /// Sink name (`mqtt` or the webhook's name).
+    pub sink: String,
+    /// The case event.
+    pub event_id: i64,
+    /// Its case.
+    pub case_id: i64,
+    /// Outcome.
+    pub status: DeliveryStatus,
+    /// Attempts made.
+    pub attempts: u32,
+    /// HTTP status of the last answer (webhooks).
+    pub response_status: Option<u16>,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// First attempt.
+    pub first_attempt_ms: UnixMs,
+    /// Delivered, or given up.
+    pub finished_ms: UnixMs,
+}
+
+/// State of a lamp command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandState {
+    /// Sent, waiting for the device's acknowledgement.
+    Sent,
+    /// Applied by the device.
+    Acked,
+    /// Refused by the device (the detail says why).
+    Rejected,
+    /// No acknowledgement in time.
+    TimedOut,
+    /// Could not be sent (broker or device unreachable).
+    Failed,
+}
+
+/// A lamp command as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CommandRecord {
+    /// Row id; the command's `cmd_id` on the wire.
+    pub id: i64,
+    /// Target lamp.
+    pub device_id: String,
+    /// The action, as its wire JSON.
+    pub action: serde_json::Value,
+    /// Who asked.
+    pub actor: String,
+    /// `mqtt`, `modbus-tcp` or `modbus-rtu`.
+    pub transport: String,
+    /// Where it stands.
+    pub state: CommandState,
+    /// Rejection reason or failure.
+    pub detail: String,
+    /// Requested at.
+    pub requested_ms: UnixMs,
+    /// Acknowledged, rejected, timed out or failed at.
+    pub finished_ms: Option<UnixMs>,
+}
+
 /// The persistent store.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
@@ -358,6 +444,38 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn open_cases(&self) -> StoreResult<Vec<CaseRecord>>;
     /// History of a case, oldest first.
     async fn case_history(&self, id: i64) -> StoreResult<Vec<CaseHistoryEntry>>;
+
+    /// Case events after `after_id`, oldest first, at most `limit`.
+    async fn case_events_after(&self, after_id: i64, limit: u32) -> StoreResult<Vec<CaseEvent>>;
+    /// The last case event a sink is done with. A sink seen for the first time starts at the
+    /// newest event: a new webhook is not flooded with the past.
+    async fn alert_cursor(&self, sink: &str) -> StoreResult<i64>;
+    /// Record a delivery and move the sink's cursor to its event, in one transaction.
+    async fn record_delivery(&self, delivery: &DeliveryRecord) -> StoreResult<()>;
+    /// Delivery records, newest first, optionally of one sink and/or status.
+    async fn list_deliveries(
+        &self,
+        sink: Option<&str>,
+        status: Option<DeliveryStatus>,
+        limit: u32,
+    ) -> StoreResult<Vec<DeliveryRecord>>;
+
+    /// Record a new command (state `sent`); returns its id (the wire `cmd_id`).
+    async fn insert_command(&self, command: &CommandRecord) -> StoreResult<i64>;
+    /// Set a command's final state.
+    async fn finish_command(
+        &self,
+        id: i64,
+        state: CommandState,
+        detail: &str,
+        at_ms: UnixMs,
+    ) -> StoreResult<()>;
+    /// Commands, newest first, optionally of one device.
+    async fn list_commands(
+        &self,
+        device_id: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<CommandRecord>>;
 
     /// Save the rule-engine snapshot (replaces the previous one).
     async fn save_rule_state(&self, state: &str, saved_ms: UnixMs) -> StoreResult<()>;

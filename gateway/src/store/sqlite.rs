@@ -14,8 +14,9 @@ use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use streetgate_protocols::{ComponentCode, DeviceId, DeviceKind};
 
 use super::{
-    CaseFilter, CaseHistoryEntry, CaseInsert, CaseRecord, ReadingRecord, Store, StoreError,
-    StoreResult, StoredReading, UNRESOLVED_STATES, UnregisteredDevice, WriteBatch,
+    CaseEvent, CaseFilter, CaseHistoryEntry, CaseInsert, CaseRecord, CommandRecord, CommandState,
+    DeliveryRecord, DeliveryStatus, ReadingRecord, Store, StoreError, StoreResult, StoredReading,
+    UNRESOLVED_STATES, UnregisteredDevice, WriteBatch,
 };
 use crate::model::{CaseState, Device, UnixMs};
 
@@ -158,6 +159,21 @@ fn case_from_row(row: &SqliteRow) -> StoreResult<CaseRecord> {
         clear_since_ms: row.try_get("clear_since_ms")?,
         rework_count: u32::try_from(rework).map_err(|e| bad("rework_count", &e))?,
         returned_count: u32::try_from(returned).map_err(|e| bad("returned_count", &e))?,
+    })
+}
+
+fn history_from_row(r: &SqliteRow) -> StoreResult<CaseHistoryEntry> {
+    let from: Option<String> = r.try_get("from_state")?;
+    let to: String = r.try_get("to_state")?;
+    Ok(CaseHistoryEntry {
+        at_ms: r.try_get("at_ms")?,
+        actor: r.try_get("actor")?,
+        from: from
+            .map(|f| text_enum(&f))
+            .transpose()
+            .map_err(|e| corrupt("case_history", e))?,
+        to: text_enum(&to).map_err(|e| corrupt("case_history", e))?,
+        note: r.try_get("note")?,
     })
 }
 
@@ -678,19 +694,177 @@ impl Store for SqliteStore {
         .bind(id)
         .fetch_all(&self.pool)
         .await?;
+        rows.iter().map(history_from_row).collect()
+    }
+
+    async fn case_events_after(&self, after_id: i64, limit: u32) -> StoreResult<Vec<CaseEvent>> {
+        let rows = sqlx::query(
+            "SELECT h.id AS event_id, h.at_ms, h.actor, h.from_state, h.to_state, h.note, c.*
+             FROM case_history h JOIN cases c ON c.id = h.case_id
+             WHERE h.id > ? ORDER BY h.id LIMIT ?",
+        )
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| {
-                let from: Option<String> = r.try_get("from_state")?;
-                let to: String = r.try_get("to_state")?;
-                Ok(CaseHistoryEntry {
-                    at_ms: r.try_get("at_ms")?,
+                Ok(CaseEvent {
+                    event_id: r.try_get("event_id")?,
+                    entry: history_from_row(r)?,
+                    case: case_from_row(r)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn alert_cursor(&self, sink: &str) -> StoreResult<i64> {
+        sqlx::query(
+            "INSERT INTO alert_cursors (sink, last_event_id)
+             SELECT ?, COALESCE(MAX(id), 0) FROM case_history WHERE true
+             ON CONFLICT (sink) DO NOTHING",
+        )
+        .bind(sink)
+        .execute(&self.pool)
+        .await?;
+        let cursor: i64 =
+            sqlx::query_scalar("SELECT last_event_id FROM alert_cursors WHERE sink = ?")
+                .bind(sink)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(cursor)
+    }
+
+    async fn record_delivery(&self, d: &DeliveryRecord) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO alert_deliveries (sink, event_id, case_id, status, attempts,
+             response_status, last_error, first_attempt_ms, finished_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&d.sink)
+        .bind(d.event_id)
+        .bind(d.case_id)
+        .bind(enum_text(&d.status))
+        .bind(i64::from(d.attempts))
+        .bind(d.response_status.map(i64::from))
+        .bind(&d.last_error)
+        .bind(d.first_attempt_ms)
+        .bind(d.finished_ms)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO alert_cursors (sink, last_event_id) VALUES (?, ?)
+             ON CONFLICT (sink) DO UPDATE SET last_event_id = MAX(last_event_id, excluded.last_event_id)",
+        )
+        .bind(&d.sink)
+        .bind(d.event_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_deliveries(
+        &self,
+        sink: Option<&str>,
+        status: Option<DeliveryStatus>,
+        limit: u32,
+    ) -> StoreResult<Vec<DeliveryRecord>> {
+        let mut q = QueryBuilder::<Sqlite>::new("SELECT * FROM alert_deliveries WHERE 1 = 1");
+        if let Some(s) = sink {
+            q.push(" AND sink = ").push_bind(s.to_owned());
+        }
+        if let Some(s) = status {
+            q.push(" AND status = ").push_bind(enum_text(&s));
+        }
+        q.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(limit));
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let status: String = r.try_get("status")?;
+                let attempts: i64 = r.try_get("attempts")?;
+                let code: Option<i64> = r.try_get("response_status")?;
+                Ok(DeliveryRecord {
+                    id: r.try_get("id")?,
+                    sink: r.try_get("sink")?,
+                    event_id: r.try_get("event_id")?,
+                    case_id: r.try_get("case_id")?,
+                    status: text_enum(&status).map_err(|e| corrupt("alert_deliveries", e))?,
+                    attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                    response_status: code.and_then(|c| u16::try_from(c).ok()),
+                    last_error: r.try_get("last_error")?,
+                    first_attempt_ms: r.try_get("first_attempt_ms")?,
+                    finished_ms: r.try_get("finished_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_command(&self, c: &CommandRecord) -> StoreResult<i64> {
+        let id = sqlx::query(
+            "INSERT INTO lamp_commands (device_id, action, actor, transport, state, detail,
+             requested_ms, finished_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&c.device_id)
+        .bind(c.action.to_string())
+        .bind(&c.actor)
+        .bind(&c.transport)
+        .bind(enum_text(&c.state))
+        .bind(&c.detail)
+        .bind(c.requested_ms)
+        .bind(c.finished_ms)
+        .execute(&self.pool)
+        .await?
+        .last_insert_rowid();
+        Ok(id)
+    }
+
+    async fn finish_command(
+        &self,
+        id: i64,
+        state: CommandState,
+        detail: &str,
+        at_ms: UnixMs,
+    ) -> StoreResult<()> {
+        sqlx::query("UPDATE lamp_commands SET state = ?, detail = ?, finished_ms = ? WHERE id = ?")
+            .bind(enum_text(&state))
+            .bind(detail)
+            .bind(at_ms)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn list_commands(
+        &self,
+        device_id: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<CommandRecord>> {
+        let mut q = QueryBuilder::<Sqlite>::new("SELECT * FROM lamp_commands WHERE 1 = 1");
+        if let Some(d) = device_id {
+            q.push(" AND device_id = ").push_bind(d.to_owned());
+        }
+        q.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(limit));
+        let rows = q.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let action: String = r.try_get("action")?;
+                let state: String = r.try_get("state")?;
+                Ok(CommandRecord {
+                    id: r.try_get("id")?,
+                    device_id: r.try_get("device_id")?,
+                    action: serde_json::from_str(&action)
+                        .map_err(|e| corrupt("lamp_commands", e))?,
                     actor: r.try_get("actor")?,
-                    from: from
-                        .map(|f| text_enum(&f))
-                        .transpose()
-                        .map_err(|e| corrupt("case_history", e))?,
-                    to: text_enum(&to).map_err(|e| corrupt("case_history", e))?,
-                    note: r.try_get("note")?,
+                    transport: r.try_get("transport")?,
+                    state: text_enum(&state).map_err(|e| corrupt("lamp_commands", e))?,
+                    detail: r.try_get("detail")?,
+                    requested_ms: r.try_get("requested_ms")?,
+                    finished_ms: r.try_get("finished_ms")?,
                 })
             })
             .collect()
