@@ -190,10 +190,23 @@ fn query_rejection(rej: &QueryRejection) -> ApiError {
     ApiError::new(rej.status(), "invalid_query", rej.body_text())
 }
 
+/// The OpenAPI 3.1 document of this API (`gateway/openapi.json`; a test keeps it and the
+/// router in step).
+pub const OPENAPI: &str = include_str!("../../openapi.json");
+
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+        .into_response()
+}
+
 /// The router with every route.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/api/health", get(system::health))
+        .route("/api/openapi.json", get(openapi))
         .route("/metrics", get(system::metrics))
         .route("/api/unregistered", get(system::unregistered))
         .route("/api/rejections", get(system::rejections))
