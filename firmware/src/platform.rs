@@ -28,6 +28,12 @@ pub trait Transport {
     fn send(&mut self, channel: Channel, payload: &[u8]) -> Result<(), LinkDown>;
     /// A received downlink message, copied into `buf`: its channel and length.
     fn poll_downlink(&mut self, buf: &mut [u8]) -> Option<(Channel, usize)>;
+    /// `true` once after each (re)connection to the broker (MQTT: each CONNACK), so the
+    /// application publishes its birth status again, as the protocol asks. Links without
+    /// sessions (Modbus) keep the default.
+    fn take_connected(&mut self) -> bool {
+        false
+    }
 }
 
 /// Non-volatile storage for settings and calibration (flash page, EEPROM, FRAM).

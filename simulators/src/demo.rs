@@ -80,7 +80,10 @@ fn incidents(t: u64, nodes: &mut [SimNode]) {
 
 /// Maintenance teams as the demo plays them: accept what is dispatched to them, report it
 /// fixed a little later; the sensors then verify the repair (or not).
-async fn virtual_teams(store: std::sync::Arc<dyn streetgate_gateway::store::Store>) {
+async fn virtual_teams(
+    store: std::sync::Arc<dyn streetgate_gateway::store::Store>,
+    clock: streetgate_gateway::clock::Clock,
+) {
     use streetgate_gateway::automation::{from_record, to_entry, to_record};
     use streetgate_gateway::cases::CaseAction;
     let mut tick = tokio::time::interval(Duration::from_secs(3));
@@ -101,10 +104,11 @@ async fn virtual_teams(store: std::sync::Arc<dyn streetgate_gateway::store::Stor
                 continue;
             };
             let actor = format!("team:{}", case.team.clone().unwrap_or_default());
-            let now = streetgate_gateway::clock::now_ms();
+            let now = clock.now_ms();
             let action = match case.state {
                 CaseState::Dispatched => CaseAction::Accept,
-                CaseState::Accepted if now - case.updated_ms > 5_000 => CaseAction::Resolve {
+                // Five simulated minutes on site.
+                CaseState::Accepted if now - case.updated_ms > 300_000 => CaseAction::Resolve {
                     note: "repaired on site".into(),
                 },
                 _ => continue,
@@ -132,19 +136,26 @@ pub fn run(devices: usize, speed: f64) -> anyhow::Result<()> {
                 addr.set_port(0);
             }
         }
-        // Sensor verification after 20 s of recovery, so a demo shows whole case lives.
-        config.cases.verify_window_s = 20;
+        // The gateway follows the fleet's simulated clock: holds, offline timers, time limits
+        // and the 10-minute sensor verification window run at the demo's speed.
+        let mut fleet_config = FleetConfig {
+            speed,
+            anchor_wall_ms: Some(streetgate_gateway::clock::wall_ms() + 2000),
+            ..FleetConfig::default()
+        };
+        config.clock = fleet_config.gateway_clock();
         let gw = app::start(config).await.context("starting the gateway on embedded defaults")?;
-        let team = tokio::spawn(virtual_teams(gw.state.store.clone()));
+        let team = tokio::spawn(virtual_teams(gw.state.store.clone(), gw.state.clock));
         let city = City::generate(&CityConfig { devices, ..CityConfig::default() });
         let inventory = inventory::parse_csv(city.to_csv().as_bytes()).map_err(|e| anyhow::anyhow!("generated inventory: {e}"))?;
-        let now_ms = i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)).unwrap_or(0);
-        gw.state.store.upsert_devices(&inventory, now_ms).await.context("storing the inventory")?;
+        gw.state.store.upsert_devices(&inventory, gw.state.clock.now_ms()).await.context("storing the inventory")?;
         gw.state.inventory.upsert(inventory);
         let broker = gw.broker_addr.context("the demo needs the embedded broker")?;
+        fleet_config.broker_host = broker.ip().to_string();
+        fleet_config.broker_port = broker.port();
         let fleet = Fleet::start(
             &city,
-            FleetConfig { broker_host: broker.ip().to_string(), broker_port: broker.port(), speed, ..FleetConfig::default() },
+            fleet_config,
             tokio::runtime::Handle::current(),
             Box::new(incidents),
         );
@@ -155,7 +166,7 @@ pub fn run(devices: usize, speed: f64) -> anyhow::Result<()> {
         println!("  cases     http://{http}/api/cases");
         println!("  metrics   http://{http}/metrics");
         println!("  broker    mqtt://{broker}   (mosquitto_sub -h {} -p {} -t 'streetgate/v1/#' -v)", broker.ip(), broker.port());
-        println!("Simulated clock: {speed}× wall time from dusk. Ctrl-C stops.");
+        println!("Simulated clock (gateway and devices): {speed}× wall time from dusk. Ctrl-C stops.");
         let stats = fleet.stats.clone();
         let started = Instant::now();
         let mut last = (0u64, Instant::now());

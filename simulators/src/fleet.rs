@@ -30,9 +30,25 @@ pub struct FleetConfig {
     pub tick_s: u64,
     /// Wire encoding of the devices.
     pub encoding: Encoding,
-    /// Heartbeat of every device, simulated seconds (shorter than the field default so a
-    /// demo sees offline detection).
-    pub heartbeat_s: u32,
+    /// Heartbeat of every device, simulated seconds. Unset: each kind's firmware default,
+    /// which is what the gateway's offline rule expects.
+    pub heartbeat_s: Option<u32>,
+    /// Wall time (Unix ms) at which the simulated clock reads `start_unix_ms`; the fleet
+    /// waits for it. A gateway given the same anchor, start and speed (its `[clock]`) runs on
+    /// the same clock. Unset: when the fleet's thread starts.
+    pub anchor_wall_ms: Option<i64>,
+}
+
+impl FleetConfig {
+    /// The gateway clock configuration that matches this fleet's simulated clock (set
+    /// `anchor_wall_ms` first).
+    pub fn gateway_clock(&self) -> streetgate_gateway::config::ClockConfig {
+        streetgate_gateway::config::ClockConfig {
+            speed: self.speed,
+            start_ms: i64::try_from(self.start_unix_ms).ok(),
+            anchor_wall_ms: self.anchor_wall_ms,
+        }
+    }
 }
 
 impl Default for FleetConfig {
@@ -44,7 +60,8 @@ impl Default for FleetConfig {
             start_unix_ms: 1_734_775_200_000, // 2024-12-21 18:00 Beijing: dusk
             tick_s: 10,
             encoding: Encoding::Binary,
-            heartbeat_s: 1800,
+            heartbeat_s: None,
+            anchor_wall_ms: None,
         }
     }
 }
@@ -93,7 +110,7 @@ fn build(city: &City, cfg: &FleetConfig) -> Vec<SimNode> {
             });
             let factory = Config {
                 config_id: 0,
-                heartbeat_interval_s: Some(cfg.heartbeat_s),
+                heartbeat_interval_s: cfg.heartbeat_s,
                 bin_depth_mm: d.bin_depth_mm,
                 schedule,
                 ..Config::default()
@@ -103,6 +120,34 @@ fn build(city: &City, cfg: &FleetConfig) -> Vec<SimNode> {
             Some(node)
         })
         .collect()
+}
+
+/// Payloads a node with broken firmware sends: cut-off JSON, a binary frame of junk, a
+/// reading that claims another device, and a value out of range.
+fn malformed_payloads(id: &str) -> [Vec<u8>; 4] {
+    [
+        format!(r#"{{"device_id":"{id}","seq":1,"data":{{"#).into_bytes(),
+        vec![streetgate_protocols::codec::BINARY_MAGIC, 0xFF, 0xFF, 0xFF, 0x00, 0x13],
+        format!(r#"{{"device_id":"NOT-{id}","seq":1,"data":{{"bin":{{"fill_pct":50.0,"temperature_c":20.0,"battery_pct":90}}}}}}"#).into_bytes(),
+        format!(r#"{{"device_id":"{id}","seq":1,"data":{{"bin":{{"fill_pct":-400.0,"temperature_c":20.0,"battery_pct":90}}}}}}"#).into_bytes(),
+    ]
+}
+
+/// Send up to four of the node's pending malformed payloads on its telemetry topic.
+fn send_malformed(node: &mut SimNode, link: &mut MqttLink) {
+    use streetgate_firmware::platform::Transport;
+    if node.malformed == 0 || !link.is_up() {
+        return;
+    }
+    let payloads = malformed_payloads(node.node().id().as_str());
+    for p in payloads.iter().take(node.malformed.min(4) as usize) {
+        if link
+            .send(streetgate_protocols::Channel::Telemetry, p)
+            .is_ok()
+        {
+            node.malformed -= 1;
+        }
+    }
 }
 
 impl Fleet {
@@ -130,7 +175,18 @@ impl Fleet {
                             )
                         })
                         .collect();
-                    let started = Instant::now();
+                    let started = match cfg.anchor_wall_ms {
+                        Some(anchor) => {
+                            let ahead = anchor - streetgate_gateway::clock::wall_ms();
+                            if ahead > 0 {
+                                std::thread::sleep(Duration::from_millis(ahead.unsigned_abs()));
+                            }
+                            Instant::now()
+                                .checked_sub(Duration::from_millis((-ahead).max(0).unsigned_abs()))
+                                .unwrap_or_else(Instant::now)
+                        }
+                        None => Instant::now(),
+                    };
                     let mut sim_s = 0u64;
                     while !stop.load(Ordering::Acquire) {
                         script(sim_s, &mut nodes);
@@ -139,6 +195,25 @@ impl Fleet {
                             unix_ms: Some(cfg.start_unix_ms + sim_s * 1000),
                         };
                         for (node, link) in nodes.iter_mut().zip(links.iter_mut()) {
+                            if !node.powered || node.link_cut {
+                                if !link.is_aborted() {
+                                    link.abort();
+                                }
+                            } else if link.is_aborted() {
+                                // Power or network back: a new connection resumes the
+                                // persistent session.
+                                *link = MqttLink::connect_node(
+                                    &runtime,
+                                    &cfg.broker_host,
+                                    cfg.broker_port,
+                                    node.node(),
+                                    stats.links.clone(),
+                                );
+                            }
+                            if !node.powered {
+                                continue;
+                            }
+                            send_malformed(node, link);
                             node.tick(now, link);
                         }
                         stats

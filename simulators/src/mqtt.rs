@@ -36,6 +36,8 @@ pub struct MqttLink {
     inbox: Inbox,
     stats: Arc<LinkStats>,
     task: JoinHandle<()>,
+    aborted: AtomicBool,
+    connected: Arc<AtomicBool>,
 }
 
 impl MqttLink {
@@ -62,11 +64,13 @@ impl MqttLink {
         options.set_max_packet_size(16 * 1024, 16 * 1024);
         let (client, mut eventloop) = AsyncClient::new(options, 64);
         let up = Arc::new(AtomicBool::new(false));
+        let connected = Arc::new(AtomicBool::new(false));
         let inbox: Inbox = Arc::default();
         let task = {
-            let (client, up, inbox, stats, id) = (
+            let (client, up, connected, inbox, stats, id) = (
                 client.clone(),
                 up.clone(),
+                connected.clone(),
                 inbox.clone(),
                 stats.clone(),
                 id.clone(),
@@ -83,6 +87,7 @@ impl MqttLink {
                                 let _ = client.try_subscribe(topic.as_str(), QoS::AtLeastOnce);
                             }
                             up.store(true, Ordering::Release);
+                            connected.store(true, Ordering::Release);
                         }
                         Ok(Event::Incoming(Packet::Publish(p))) => {
                             if let Ok(topic) = Topic::parse(&p.topic) {
@@ -112,6 +117,8 @@ impl MqttLink {
             inbox,
             stats,
             task,
+            aborted: AtomicBool::new(false),
+            connected,
         }
     }
 
@@ -128,6 +135,11 @@ impl MqttLink {
         Self::connect(runtime, host, port, node.id(), will[..len].to_vec(), stats)
     }
 
+    /// Was the connection killed with [`abort`](Self::abort)?
+    pub fn is_aborted(&self) -> bool {
+        self.aborted.load(Ordering::Acquire)
+    }
+
     /// Whether the broker connection is up.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Acquire)
@@ -140,6 +152,7 @@ impl MqttLink {
 
     /// Kill the connection without a clean disconnect: the broker publishes the last will.
     pub fn abort(&self) {
+        self.aborted.store(true, Ordering::Release);
         self.task.abort();
         self.up.store(false, Ordering::Release);
     }
@@ -171,6 +184,10 @@ impl Transport for MqttLink {
             })?;
         self.stats.published.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    fn take_connected(&mut self) -> bool {
+        self.connected.swap(false, Ordering::AcqRel)
     }
 
     fn poll_downlink(&mut self, buf: &mut [u8]) -> Option<(Channel, usize)> {

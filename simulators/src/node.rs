@@ -65,6 +65,14 @@ pub struct SimNode {
     pub world: World,
     /// Its battery (mains-powered lamps and toilets keep a full one).
     pub battery: Shared<BatteryModel>,
+    /// Powered: a node without power stops and its connection dies without a DISCONNECT (the
+    /// broker publishes its last will).
+    pub powered: bool,
+    /// Its network is cut (a broker or network outage): the firmware keeps running and holds
+    /// its messages in its outbox until the link is back.
+    pub link_cut: bool,
+    /// Malformed payloads still to send on its topics (a node with broken firmware).
+    pub malformed: u32,
     last_ms: Option<u64>,
     sent: u64,
 }
@@ -226,6 +234,9 @@ impl SimNode {
             app,
             world,
             battery,
+            powered: true,
+            link_cut: false,
+            malformed: 0,
             last_ms: None,
             sent: 0,
         }
@@ -302,5 +313,8 @@ impl<T: Transport> Transport for Counting<'_, T> {
     }
     fn poll_downlink(&mut self, buf: &mut [u8]) -> Option<(MqttChannel, usize)> {
         self.inner.poll_downlink(buf)
+    }
+    fn take_connected(&mut self) -> bool {
+        self.inner.take_connected()
     }
 }

@@ -39,6 +39,9 @@ pub struct Scenario {
     /// Cases that must be raised.
     #[serde(default, rename = "expect")]
     pub expect: Vec<CaseMatch>,
+    /// The gateway must have rejected at least this many messages (malformed payloads).
+    #[serde(default)]
+    pub min_rejected: u64,
     /// Case types that must not be raised.
     #[serde(default, rename = "forbid")]
     pub forbid: Vec<CaseMatch>,
@@ -56,8 +59,13 @@ pub struct Fault {
     pub at_s: u64,
     /// What happens.
     pub kind: FaultKind,
-    /// To which devices.
+    /// To which devices (none for `broker_outage`, which cuts every device).
+    #[serde(default)]
     pub devices: Vec<String>,
+    /// How long it lasts, simulated s; it is undone after (power back, network back, the
+    /// sensor stops flapping). Unset: for the rest of the run.
+    #[serde(default)]
+    pub duration_s: Option<u64>,
 }
 
 /// What a fault does to the physical model.
@@ -84,7 +92,23 @@ pub enum FaultKind {
     BinFire,
     /// The toilet's fan fails on a busy day.
     ToiletFanFailure,
+    /// Relay contacts welded closed: the lamp burns by day.
+    RelayWelded,
+    /// Water rises in the well.
+    WaterRising,
+    /// The node loses power: no clean disconnect, so the broker publishes its last will.
+    DeviceOffline,
+    /// Every device loses the broker (connections cut and refused) for `duration_s`; the
+    /// firmware holds its messages until the link is back.
+    BrokerOutage,
+    /// The sensor flaps: the cover is lifted and put back every 40 simulated seconds.
+    Flapping,
+    /// The node's firmware sends 40 malformed payloads.
+    MalformedPayloads,
 }
+
+/// Flapping period, simulated s.
+const FLAP_PERIOD_S: u64 = 40;
 
 /// A case to look for: its type and, optionally, its subject key (`device:ID`, `segment:S`).
 #[derive(Debug, Clone, Deserialize)]
@@ -131,12 +155,55 @@ impl Scenario {
         })?;
         anyhow::ensure!(s.devices > 0, "devices: must be at least 1");
         anyhow::ensure!(s.speed > 0.0, "speed: must be positive");
+        for (i, f) in s.faults.iter().enumerate() {
+            let needs_devices = f.kind != FaultKind::BrokerOutage;
+            anyhow::ensure!(
+                !needs_devices || !f.devices.is_empty(),
+                "fault {} ({:?}): devices: name at least one device",
+                i + 1,
+                f.kind
+            );
+            anyhow::ensure!(
+                !matches!(f.kind, FaultKind::BrokerOutage | FaultKind::Flapping)
+                    || f.duration_s.is_some(),
+                "fault {} ({:?}): duration_s: required for this fault",
+                i + 1,
+                f.kind
+            );
+        }
         Ok(s)
     }
 }
 
-fn apply(kind: FaultKind, world: &World) {
-    match (kind, world) {
+/// Strike (`on`) or undo a fault on one node; `t` is the simulated time since the start.
+fn apply(kind: FaultKind, node: &mut SimNode, on: bool, t: u64) {
+    match kind {
+        FaultKind::DeviceOffline => {
+            node.powered = !on;
+            return;
+        }
+        FaultKind::BrokerOutage => {
+            node.link_cut = on;
+            return;
+        }
+        FaultKind::MalformedPayloads => {
+            if on {
+                node.malformed += 40;
+            }
+            return;
+        }
+        FaultKind::Flapping => {
+            if let World::Cover(c) = &node.world {
+                c.borrow_mut().lifted = on && (t / FLAP_PERIOD_S).is_multiple_of(2);
+            }
+            return;
+        }
+        _ if !on => return,
+        _ => {}
+    }
+    match (kind, &node.world) {
+        (FaultKind::RelayWelded, World::Lamp(l)) => l.borrow_mut().relay_stuck = Some(true),
+        (FaultKind::WaterRising, World::Cover(c)) => c.borrow_mut().water_cm = 180.0,
         (FaultKind::LampBurnout, World::Lamp(l)) => l.borrow_mut().burnt_out = true,
         (FaultKind::LampRepair, World::Lamp(l)) => {
             let mut l = l.borrow_mut();
@@ -173,8 +240,12 @@ pub struct Report {
     pub false_alarms: Vec<String>,
     /// Keys with more than one case open at the same time.
     pub duplicates: usize,
-    /// Fault-to-case times, wall ms, sorted.
+    /// Fault-to-case times, simulated ms, sorted.
     pub latencies_ms: Vec<i64>,
+    /// Messages the gateway rejected (malformed, unknown device, ...).
+    pub rejected: u64,
+    /// The scenario's `min_rejected`.
+    pub min_rejected: u64,
     /// Every case raised: type, subject, state.
     pub cases: Vec<String>,
 }
@@ -182,7 +253,10 @@ pub struct Report {
 impl Report {
     /// No miss, no false alarm, no duplicate.
     pub fn passed(&self) -> bool {
-        self.missed.is_empty() && self.false_alarms.is_empty() && self.duplicates == 0
+        self.missed.is_empty()
+            && self.false_alarms.is_empty()
+            && self.duplicates == 0
+            && self.rejected >= self.min_rejected
     }
 
     fn percentile(&self, p: f64) -> Option<i64> {
@@ -195,13 +269,13 @@ impl Report {
         (n > 0).then(|| self.latencies_ms[((n as f64 - 1.0) * p).round() as usize])
     }
 
-    /// Human-readable report; `speed` converts wall to simulated time.
+    /// Human-readable report; `speed` converts simulated to wall time.
     pub fn render(&self, name: &str, speed: f64) -> String {
         let pct = |p| {
             self.percentile(p).map_or("-".to_owned(), |ms| {
                 #[allow(clippy::cast_precision_loss)]
-                let sim = ms as f64 * speed / 1000.0;
-                format!("{ms} ms wall / {sim:.0} s simulated")
+                let (sim_s, wall_ms) = (ms as f64 / 1000.0, ms as f64 / speed);
+                format!("{sim_s:.0} s simulated / {wall_ms:.0} ms wall")
             })
         };
         let mut out = format!(
@@ -215,6 +289,12 @@ impl Report {
             pct(0.5),
             pct(0.99),
         );
+        if self.min_rejected > 0 || self.rejected > 0 {
+            out.push_str(&format!(
+                "  rejected    {} messages (at least {} expected)\n",
+                self.rejected, self.min_rejected
+            ));
+        }
         for c in &self.cases {
             out.push_str(&format!("  case        {c}\n"));
         }
@@ -238,10 +318,20 @@ fn wall_ms() -> i64 {
 /// ports), `progress` called with the fraction done.
 pub async fn verify(s: &Scenario, mut progress: impl FnMut(f64)) -> anyhow::Result<Report> {
     let dir = tempfile::tempdir().context("temporary directory")?;
+    // The fleet's simulated clock starts 1.5 s from now (time to start the gateway and build
+    // the fleet); the gateway runs on the same clock.
+    let mut fleet_config = FleetConfig {
+        speed: s.speed,
+        anchor_wall_ms: Some(wall_ms() + 1500),
+        ..FleetConfig::default()
+    };
+    let start_ms = i64::try_from(fleet_config.start_unix_ms).unwrap_or(0);
+    let anchor = fleet_config.anchor_wall_ms.unwrap_or(0);
     let mut config = Config::default();
     config.http.listen = "127.0.0.1:0".parse().context("address")?;
     config.broker.listen = "127.0.0.1:0".parse().context("address")?;
     config.store.path = dir.path().join("streetgate.db");
+    config.clock = fleet_config.gateway_clock();
     let gw = app::start(config).await.context("starting the gateway")?;
     let city = City::generate(&CityConfig {
         devices: s.devices,
@@ -252,48 +342,77 @@ pub async fn verify(s: &Scenario, mut progress: impl FnMut(f64)) -> anyhow::Resu
         .map_err(|e| anyhow::anyhow!("inventory: {e}"))?;
     gw.state
         .store
-        .upsert_devices(&devices, wall_ms())
+        .upsert_devices(&devices, gw.state.clock.now_ms())
         .await
         .context("inventory")?;
     gw.state.inventory.upsert(devices);
     let broker = gw.broker_addr.context("embedded broker")?;
+    for f in &s.faults {
+        for id in &f.devices {
+            anyhow::ensure!(
+                city.devices.iter().any(|d| d.id == *id),
+                "fault {:?} at {} s: no device {id} in a city of {} devices",
+                f.kind,
+                f.at_s,
+                s.devices
+            );
+        }
+    }
 
-    // When each fault struck (wall ms), for fault-to-case times.
+    // When each device was first struck (simulated ms), for fault-to-case times.
     let struck: Arc<Mutex<BTreeMap<String, i64>>> = Arc::default();
-    let mut faults = s.faults.clone();
-    faults.sort_by_key(|f| f.at_s);
     let script = {
         let struck = struck.clone();
-        let mut pending = faults.into_iter().peekable();
+        // (fault, struck, undone)
+        let mut faults: Vec<(Fault, bool, bool)> =
+            s.faults.iter().map(|f| (f.clone(), false, false)).collect();
         move |t: u64, nodes: &mut [SimNode]| {
-            while let Some(f) = pending.next_if(|f| f.at_s <= t) {
-                for id in &f.devices {
-                    if let Some(n) = nodes.iter().find(|n| n.node().id().as_str() == id) {
-                        apply(f.kind, &n.world);
+            for (f, done_on, done_off) in &mut faults {
+                let end = f.duration_s.map(|d| f.at_s + d);
+                let strike = !*done_on && t >= f.at_s;
+                let flap = *done_on && !*done_off && f.kind == FaultKind::Flapping;
+                let undo = *done_on && !*done_off && end.is_some_and(|e| t >= e);
+                if !(strike || flap || undo) {
+                    continue;
+                }
+                for n in nodes.iter_mut() {
+                    let id = n.node().id().as_str().to_owned();
+                    if !f.devices.is_empty() && !f.devices.contains(&id) {
+                        continue;
+                    }
+                    if strike {
+                        apply(f.kind, n, true, t);
                         struck
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner)
-                            .entry(id.clone())
-                            .or_insert_with(wall_ms);
+                            .entry(id)
+                            .or_insert(start_ms + i64::try_from(t).unwrap_or(0) * 1000);
+                    } else if undo {
+                        apply(f.kind, n, false, t);
+                    } else {
+                        apply(f.kind, n, true, t);
                     }
                 }
+                *done_on |= strike;
+                *done_off |= undo;
             }
         }
     };
+    fleet_config.broker_host = broker.ip().to_string();
+    fleet_config.broker_port = broker.port();
     let fleet = Fleet::start(
         &city,
-        FleetConfig {
-            broker_host: broker.ip().to_string(),
-            broker_port: broker.port(),
-            speed: s.speed,
-            heartbeat_s: 3600,
-            ..FleetConfig::default()
-        },
+        fleet_config,
         tokio::runtime::Handle::current(),
         Box::new(script),
     );
     #[allow(clippy::cast_precision_loss)]
     let wall = Duration::from_secs_f64(s.duration_s as f64 / s.speed);
+    // Simulated time starts at the anchor.
+    let lead = anchor - wall_ms();
+    if lead > 0 {
+        tokio::time::sleep(Duration::from_millis(lead.unsigned_abs())).await;
+    }
     let started = Instant::now();
     while started.elapsed() < wall {
         progress(started.elapsed().as_secs_f64() / wall.as_secs_f64());
@@ -326,6 +445,7 @@ pub async fn verify(s: &Scenario, mut progress: impl FnMut(f64)) -> anyhow::Resu
             }
         }
     }
+    let rejected = gw.state.metrics.rejections().iter().map(|(_, n)| n).sum();
     gw.shutdown().await?;
 
     let describe = |m: &CaseMatch| {
@@ -382,6 +502,8 @@ pub async fn verify(s: &Scenario, mut progress: impl FnMut(f64)) -> anyhow::Resu
         .collect();
     latencies_ms.sort_unstable();
     Ok(Report {
+        rejected,
+        min_rejected: s.min_rejected,
         found: s.expect.len() - missed.len(),
         expected: s.expect.len(),
         missed,

@@ -342,9 +342,13 @@ impl<A: Application> Device<A> {
     /// One step: downlinks, sampling and decisions, outbox flush.
     pub fn tick(&mut self, now: Now, transport: &mut impl Transport) -> TickOutcome {
         let mut outcome = TickOutcome::default();
+        let reconnected = transport.take_connected();
         if !self.born {
             self.born = true;
             self.node.boot_ms = Some(now.mono_ms);
+            self.node.status(true, now);
+        } else if reconnected {
+            // Birth again after a reconnection: the broker may have published our last will.
             self.node.status(true, now);
         }
         let mut buf = [0u8; MAX_ENCODED_LEN];

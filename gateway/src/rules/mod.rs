@@ -57,6 +57,10 @@ pub struct RulesConfig {
     pub report_interval_s: [u32; 4],
     /// Missed intervals before offline.
     pub offline_missed: u32,
+    /// A last will (or offline status) makes a device offline only if it is not back within
+    /// this long, s (a modem that reconnects at once, or a network blip that cut every device
+    /// from the broker, is not a case). 0 = at once.
+    pub offline_will_hold_s: u32,
     /// Lighting rate.
     pub lighting: LightingConfig,
 }
@@ -81,6 +85,7 @@ impl Default for RulesConfig {
             battery_low_pct: 20,
             report_interval_s: [900, 43_200, 43_200, 3_600],
             offline_missed: 3,
+            offline_will_hold_s: 120,
             lighting: LightingConfig::default(),
         }
     }
@@ -151,7 +156,7 @@ pub struct RulesSnapshot {
     pub lighting: LightingHistory,
     /// Time of the last tick.
     pub last_tick_ms: Option<UnixMs>,
-    /// Time of the first tick ever (start of the lighting grace period).
+    /// First tick at which a lamp had been heard from (start of the lighting grace period).
     #[serde(default)]
     pub first_tick_ms: Option<UnixMs>,
 }
@@ -542,6 +547,14 @@ impl RulesEngine {
         let mut st = std::mem::take(self.device_state(&device.id));
         st.last_seen_ms = Some(st.last_seen_ms.map_or(now, |t| t.max(now)));
         match &reading.body {
+            ReadingBody::Status { online: false, .. } if self.config.offline_will_hold_s > 0 => {
+                // Offline once the hold passes without another message (see `on_tick`).
+                let cs = st.conditions.entry(Condition::Offline.key()).or_default();
+                if !cs.active && cs.over_since_ms.is_none() {
+                    cs.over_since_ms = Some(now);
+                    cs.hold_ms = i64::from(self.config.offline_will_hold_s) * 1000;
+                }
+            }
             ReadingBody::Status { online: false, .. } => {
                 Self::set(
                     device,
@@ -555,17 +568,22 @@ impl RulesEngine {
                     &mut out,
                 );
             }
-            _ => Self::set(
-                device,
-                &mut st,
-                Condition::Offline,
-                false,
-                now,
-                None,
-                false,
-                "back online",
-                &mut out,
-            ),
+            _ => {
+                if let Some(cs) = st.conditions.get_mut(&Condition::Offline.key()) {
+                    cs.over_since_ms = None;
+                }
+                Self::set(
+                    device,
+                    &mut st,
+                    Condition::Offline,
+                    false,
+                    now,
+                    None,
+                    false,
+                    "back online",
+                    &mut out,
+                );
+            }
         }
         match &reading.body {
             ReadingBody::Telemetry(data) => {
@@ -642,6 +660,7 @@ impl RulesEngine {
             .map_or(0, |t| (now - t).clamp(0, 3_600_000));
         self.state.last_tick_ms = Some(now);
         let mut lamps = Vec::new();
+        let mut lamp_heard = false;
         for device in devices {
             let interval = self.report_interval_ms(device);
             let missed = i64::from(self.config.offline_missed);
@@ -692,13 +711,26 @@ impl RulesEngine {
                 }
             }
             if device.kind == DeviceKind::Streetlight {
+                lamp_heard |= self
+                    .state
+                    .devices
+                    .get(device.id.as_str())
+                    .is_some_and(|s| s.last_seen_ms.is_some());
                 lamps.push(self.lamp_view(device, now));
             }
         }
         self.state.lighting.accumulate(&lamps, now, dt);
         let report = LightingReport::compute(&lamps, &self.config.lighting);
-        let first = *self.state.first_tick_ms.get_or_insert(now);
-        let judging = now - first >= i64::from(self.config.lighting.startup_grace_s) * 1000;
+        // The grace starts when the first lamp is heard from (not at the gateway's start, which
+        // may precede its devices by a long time, e.g. a simulated clock's lead-in).
+        let first = if lamp_heard {
+            Some(*self.state.first_tick_ms.get_or_insert(now))
+        } else {
+            self.state.first_tick_ms
+        };
+        let judging = first.is_some_and(|first| {
+            now - first >= i64::from(self.config.lighting.startup_grace_s) * 1000
+        });
         for seg in &report.segments {
             let dark = seg.below_target && judging;
             let was = self.state.dark_segments.contains(&seg.segment);

@@ -156,6 +156,38 @@ fn offline_after_three_missed_intervals_and_on_last_will() {
             fw_version: None,
         },
     );
+    // The last will starts a hold: back within it, nothing happens.
+    assert!(e.on_reading(&mh, &will).is_empty());
+    assert!(e.on_tick(601_000 + 60_000, [&mh]).is_empty());
+    assert!(
+        e.on_reading(&mh, &tilt(&mh, 700, 1.0)).is_empty(),
+        "never raised"
+    );
+    assert!(
+        e.on_tick(601_000 + 200_000, [&mh]).is_empty(),
+        "hold cancelled"
+    );
+    // Not back within the hold: offline.
+    let will = reading(
+        &mh,
+        1000,
+        ReadingBody::Status {
+            online: false,
+            battery_pct: None,
+            fw_version: None,
+        },
+    );
+    assert!(e.on_reading(&mh, &will).is_empty());
+    assert!(e.on_tick(1_000_000 + 119_000, [&mh]).is_empty());
+    assert_eq!(
+        edges(&e.on_tick(1_000_000 + 120_000, [&mh])),
+        [(Condition::Offline, true)]
+    );
+    // With no hold, at once.
+    let mut e = RulesEngine::new(RulesConfig {
+        offline_will_hold_s: 0,
+        ..RulesConfig::default()
+    });
     assert_eq!(
         edges(&e.on_reading(&mh, &will)),
         [(Condition::Offline, true)]
