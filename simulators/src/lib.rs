@@ -9,6 +9,7 @@
 //! * [`node`] — a firmware device assembled from real drivers over those chips.
 #![warn(missing_docs)]
 
+pub mod battery;
 pub mod chips;
 pub mod city;
 pub mod demo;

@@ -62,6 +62,15 @@ enum Command {
         /// The scenario (TOML).
         scenario: PathBuf,
     },
+    /// Battery life a configuration implies, from the real firmware run over simulated days.
+    Battery {
+        /// Heartbeat, s (default: each kind's firmware default).
+        #[arg(long)]
+        heartbeat_s: Option<u32>,
+        /// Simulated days to run.
+        #[arg(long, default_value_t = 7)]
+        days: u32,
+    },
     /// Run a generated city as a fleet against a broker until Ctrl-C.
     Fleet {
         #[command(flatten)]
@@ -106,6 +115,17 @@ fn main() -> anyhow::Result<()> {
             print!("{}", report.render(&s.name, s.speed));
             if !report.passed() {
                 std::process::exit(1);
+            }
+        }
+        Command::Battery { heartbeat_s, days } => {
+            for kind in [
+                streetgate_protocols::DeviceKind::Manhole,
+                streetgate_protocols::DeviceKind::Bin,
+            ] {
+                println!(
+                    "{}",
+                    streetgate_simulators::battery::run(kind, heartbeat_s, days, 10).render()
+                );
             }
         }
         Command::City { city: args, out } => {
