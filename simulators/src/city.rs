@@ -5,8 +5,15 @@
 //!
 //! The output is the inventory CSV the gateway imports
 //! (`id,kind,component_code,lat,lon,grid,road_segment,road_class,toilet_class,bin_depth_mm,transport,overrides`).
+//!
+//! Devices report over MQTT unless [`CityConfig::modbus_tcp_fraction`] wires some of the
+//! mains-powered ones (lamps, toilets) to RS-485 lines of up to [`UNITS_PER_LINE`] units, each
+//! line behind its own Modbus TCP converter ([`crate::modbus::Converters`]). A converter's port
+//! is known once it is bound, so the CSV of such a city is written with the bound addresses
+//! ([`City::to_csv_with`]).
 
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 
 use streetgate_protocols::DeviceKind;
 
@@ -27,6 +34,10 @@ pub struct CityConfig {
     pub seed: u64,
     /// County code (GB/T 2260) for component codes and grid codes.
     pub county: String,
+    /// Fraction (0–1) of the mains-powered devices (lamps and toilets) wired to RS-485 lines
+    /// behind Modbus TCP converters instead of reporting over MQTT, spread evenly through the
+    /// city; battery-powered covers and bins are cellular (MQTT) devices and stay so.
+    pub modbus_tcp_fraction: f64,
 }
 
 impl Default for CityConfig {
@@ -39,6 +50,7 @@ impl Default for CityConfig {
             lamps_per_segment: 24,
             seed: 1,
             county: "410602".into(),
+            modbus_tcp_fraction: 0.0,
         }
     }
 }
@@ -50,6 +62,45 @@ pub const SHARES: [(DeviceKind, f64); 4] = [
     (DeviceKind::Bin, 15.0),
     (DeviceKind::Toilet, 0.4),
 ];
+
+/// Units on one RS-485 line (the standard's 32 unit loads), so behind one converter port.
+pub const UNITS_PER_LINE: u8 = 32;
+
+/// How a placed device reaches the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wiring {
+    /// Its own MQTT connection.
+    Mqtt,
+    /// Unit `unit` (1..=32) on RS-485 line `line` (0, 1, …), behind that line's Modbus TCP
+    /// converter.
+    ModbusTcp {
+        /// Line (converter) index.
+        line: usize,
+        /// Modbus unit id on the line.
+        unit: u8,
+    },
+}
+
+/// A device on a Modbus line whose converter has no address (not bound).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnboundLine {
+    /// The device.
+    pub device: String,
+    /// Its line.
+    pub line: usize,
+}
+
+impl std::fmt::Display for UnboundLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} is on Modbus line {}, which has no bound converter address",
+            self.device, self.line
+        )
+    }
+}
+
+impl std::error::Error for UnboundLine {}
 
 /// One placed device.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,6 +125,8 @@ pub struct Placed {
     pub toilet_class: Option<u8>,
     /// Bin depth, mm.
     pub bin_depth_mm: Option<u16>,
+    /// How it reports.
+    pub wiring: Wiring,
 }
 
 /// A generated city.
@@ -177,6 +230,7 @@ impl City {
                     road_class: Some(class),
                     toilet_class: None,
                     bin_depth_mm: None,
+                    wiring: Wiring::Mqtt,
                 });
             }
         }
@@ -201,24 +255,68 @@ impl City {
                         #[allow(clippy::cast_possible_truncation)]
                         toilet_class: (kind == DeviceKind::Toilet).then_some((i % 3) as u8 + 1),
                         bin_depth_mm: (kind == DeviceKind::Bin).then_some(900),
+                        wiring: Wiring::Mqtt,
                     });
                 }
             };
         place(DeviceKind::Manhole, covers, "MH", 4.0, &mut devices);
         place(DeviceKind::Bin, bins, "BN", 8.0, &mut devices);
         place(DeviceKind::Toilet, toilets, "WC", 20.0, &mut devices);
+        wire(&mut devices, cfg.modbus_tcp_fraction);
         Self { devices }
     }
 
-    /// The inventory CSV the gateway imports.
+    /// Modbus lines (converters) the city needs.
+    pub fn modbus_lines(&self) -> usize {
+        self.devices
+            .iter()
+            .filter_map(|d| match d.wiring {
+                Wiring::ModbusTcp { line, .. } => Some(line + 1),
+                Wiring::Mqtt => None,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The inventory CSV the gateway imports, for a city whose devices all report over MQTT
+    /// (the default). A device on a Modbus line is written with port 0, which the gateway
+    /// refuses (naming the line and field): such a city needs its converters' addresses,
+    /// [`City::to_csv_with`].
     pub fn to_csv(&self) -> String {
+        self.csv(|_| None)
+    }
+
+    /// The inventory CSV the gateway imports, devices on Modbus line `n` reached through the
+    /// converter at `converters[n]` (`modbus-tcp host:port unit`).
+    pub fn to_csv_with(&self, converters: &[SocketAddr]) -> Result<String, UnboundLine> {
+        if let Some((d, line)) = self.devices.iter().find_map(|d| match d.wiring {
+            Wiring::ModbusTcp { line, .. } if line >= converters.len() => Some((d, line)),
+            _ => None,
+        }) {
+            return Err(UnboundLine {
+                device: d.id.clone(),
+                line,
+            });
+        }
+        Ok(self.csv(|line| converters.get(line).copied()))
+    }
+
+    fn csv(&self, converter: impl Fn(usize) -> Option<SocketAddr>) -> String {
         let mut out = String::from(
             "id,kind,component_code,lat,lon,grid,road_segment,road_class,toilet_class,bin_depth_mm,transport,overrides\n",
         );
         for d in &self.devices {
+            let transport = match d.wiring {
+                Wiring::Mqtt => "mqtt".to_owned(),
+                Wiring::ModbusTcp { line, unit } => {
+                    let addr =
+                        converter(line).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+                    format!("modbus-tcp {addr} {unit}")
+                }
+            };
             let _ = writeln!(
                 out,
-                "{},{},{},{:.6},{:.6},{},{},{},{},{},mqtt,",
+                "{},{},{},{:.6},{:.6},{},{},{},{},{},{transport},",
                 d.id,
                 d.kind,
                 d.component_code,
@@ -237,6 +335,37 @@ impl City {
     /// Devices of a kind.
     pub fn count(&self, kind: DeviceKind) -> usize {
         self.devices.iter().filter(|d| d.kind == kind).count()
+    }
+}
+
+/// Wire `fraction` of the mains-powered devices to Modbus lines, spread evenly (the j-th
+/// eligible device is wired when ⌊(j+1)·f⌋ > ⌊j·f⌋), numbering units 1..=32 per line in city
+/// order.
+fn wire(devices: &mut [Placed], fraction: f64) {
+    let f = if fraction.is_finite() {
+        fraction.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    if f == 0.0 {
+        return;
+    }
+    let (mut line, mut unit) = (0usize, 0u8);
+    let mains = devices
+        .iter_mut()
+        .filter(|d| matches!(d.kind, DeviceKind::Streetlight | DeviceKind::Toilet));
+    for (j, d) in mains.enumerate() {
+        #[allow(clippy::cast_precision_loss)]
+        let (before, after) = ((j as f64 * f).floor(), ((j + 1) as f64 * f).floor());
+        if after <= before {
+            continue;
+        }
+        if unit == UNITS_PER_LINE {
+            line += 1;
+            unit = 0;
+        }
+        unit += 1;
+        d.wiring = Wiring::ModbusTcp { line, unit };
     }
 }
 

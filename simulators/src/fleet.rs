@@ -1,5 +1,6 @@
-//! A fleet: every device of a city as a simulated node on its own MQTT connection, ticked by a
-//! simulated clock that can run faster than wall time (a night in a minute).
+//! A fleet: every device of a city as a simulated node on its own MQTT connection, or as a
+//! unit on a Modbus line behind a converter ([`crate::modbus`]), ticked by a simulated clock
+//! that can run faster than wall time (a night in a minute).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,7 +12,8 @@ use streetgate_protocols::codec::Encoding;
 use streetgate_protocols::{Config, DeviceId, DeviceKind, LampSchedule};
 use tokio::runtime::Handle;
 
-use crate::city::City;
+use crate::city::{City, Wiring};
+use crate::modbus::{Converters, ModbusLink, Unit};
 use crate::mqtt::{LinkStats, MqttLink};
 use crate::node::SimNode;
 
@@ -75,8 +77,15 @@ pub struct FleetStats {
     pub sim_unix_ms: AtomicU64,
     /// Ticks done.
     pub ticks: AtomicU64,
-    /// Nodes connected.
+    /// Nodes connected (MQTT) or answering on their Modbus line.
     pub online: AtomicU64,
+}
+
+/// How one node of the fleet reaches the gateway.
+#[derive(Debug)]
+enum Link {
+    Mqtt(MqttLink),
+    Modbus(ModbusLink),
 }
 
 /// A fleet running on its own thread.
@@ -86,6 +95,7 @@ pub struct Fleet {
     pub stats: Arc<FleetStats>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    converters: Converters,
 }
 
 /// A scripted change to the world at a simulated time.
@@ -152,27 +162,56 @@ fn send_malformed(node: &mut SimNode, link: &mut MqttLink) {
 
 impl Fleet {
     /// Start the fleet of `city`, connecting every node on `runtime`; `script` runs before
-    /// each tick with the simulated time (s since start) to inject faults.
-    pub fn start(city: &City, cfg: FleetConfig, runtime: Handle, mut script: Script) -> Self {
+    /// each tick with the simulated time (s since start) to inject faults. Devices the city
+    /// wires to Modbus lines are served by no converter here (unreachable): use
+    /// [`Fleet::start_wired`].
+    pub fn start(city: &City, cfg: FleetConfig, runtime: Handle, script: Script) -> Self {
+        Self::start_wired(city, cfg, runtime, script, Converters::none())
+    }
+
+    /// [`Fleet::start`], the devices on Modbus lines served by `converters` (bound with
+    /// [`Converters::bind`] before the inventory was written): the fleet keeps their register
+    /// images current and hands them the master's writes. The converters stop with the fleet.
+    pub fn start_wired(
+        city: &City,
+        cfg: FleetConfig,
+        runtime: Handle,
+        mut script: Script,
+        converters: Converters,
+    ) -> Self {
         let stats = Arc::new(FleetStats::default());
         let stop = Arc::new(AtomicBool::new(false));
         let city = city.clone();
+        // The nodes are built on the fleet's thread (they are not `Send`); their units are
+        // shared with the converters' tasks.
+        let units: Vec<Option<Arc<Unit>>> = city
+            .devices
+            .iter()
+            .map(|d| match d.wiring {
+                Wiring::Mqtt => None,
+                Wiring::ModbusTcp { .. } => {
+                    Some(converters.unit(&d.id).unwrap_or_else(|| Unit::new(d.kind)))
+                }
+            })
+            .collect();
         let thread = {
             let (stats, stop) = (stats.clone(), stop.clone());
             std::thread::Builder::new()
                 .name("fleet".into())
                 .spawn(move || {
                     let mut nodes = build(&city, &cfg);
-                    let mut links: Vec<MqttLink> = nodes
+                    let mut links: Vec<Link> = nodes
                         .iter()
-                        .map(|n| {
-                            MqttLink::connect_node(
+                        .zip(units)
+                        .map(|(n, unit)| match unit {
+                            Some(unit) => Link::Modbus(ModbusLink::new(unit)),
+                            None => Link::Mqtt(MqttLink::connect_node(
                                 &runtime,
                                 &cfg.broker_host,
                                 cfg.broker_port,
                                 n.node(),
                                 stats.links.clone(),
-                            )
+                            )),
                         })
                         .collect();
                     let started = match cfg.anchor_wall_ms {
@@ -195,6 +234,22 @@ impl Fleet {
                             unix_ms: Some(cfg.start_unix_ms + sim_s * 1000),
                         };
                         for (node, link) in nodes.iter_mut().zip(links.iter_mut()) {
+                            let link = match link {
+                                Link::Mqtt(link) => link,
+                                Link::Modbus(link) => {
+                                    if node.link_cut {
+                                        // The line is cut: the master hears nothing; the
+                                        // firmware keeps sampling.
+                                        link.unit().set_answering(false);
+                                        if node.powered {
+                                            node.tick(now, link);
+                                        }
+                                    } else {
+                                        link.tick(node, now);
+                                    }
+                                    continue;
+                                }
+                            };
                             if !node.powered || node.link_cut {
                                 if !link.is_aborted() {
                                     link.abort();
@@ -221,7 +276,13 @@ impl Fleet {
                             .store(cfg.start_unix_ms + sim_s * 1000, Ordering::Relaxed);
                         stats.ticks.fetch_add(1, Ordering::Relaxed);
                         stats.online.store(
-                            links.iter().filter(|l| l.is_up()).count() as u64,
+                            links
+                                .iter()
+                                .filter(|l| match l {
+                                    Link::Mqtt(l) => l.is_up(),
+                                    Link::Modbus(l) => l.unit().is_answering(),
+                                })
+                                .count() as u64,
                             Ordering::Relaxed,
                         );
                         sim_s += cfg.tick_s;
@@ -232,7 +293,10 @@ impl Fleet {
                         }
                     }
                     for link in &links {
-                        link.disconnect();
+                        match link {
+                            Link::Mqtt(l) => l.disconnect(),
+                            Link::Modbus(l) => l.unit().set_answering(false),
+                        }
                     }
                     links.clear();
                 })
@@ -242,7 +306,13 @@ impl Fleet {
             stats,
             stop,
             thread,
+            converters,
         }
+    }
+
+    /// The converters serving the fleet's Modbus lines.
+    pub fn converters(&self) -> &Converters {
+        &self.converters
     }
 
     /// Stop ticking and disconnect cleanly.

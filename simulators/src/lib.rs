@@ -6,7 +6,9 @@
 //! * [`physics`] — the world: cover pose and traffic vibration, bin filling and collection,
 //!   toilet gases, lamp electrics, batteries;
 //! * [`chips`] — simulated parts on simulated buses, speaking each datasheet's protocol;
-//! * [`node`] — a firmware device assembled from real drivers over those chips.
+//! * [`node`] — a firmware device assembled from real drivers over those chips;
+//! * [`mqtt`] and [`modbus`] — how nodes reach the gateway: an MQTT connection each, or units
+//!   on RS-485 lines behind Modbus TCP converters (and Modbus RTU on a serial port).
 #![warn(missing_docs)]
 
 pub mod battery;
@@ -14,6 +16,7 @@ pub mod chips;
 pub mod city;
 pub mod demo;
 pub mod fleet;
+pub mod modbus;
 pub mod mqtt;
 pub mod node;
 pub mod physics;

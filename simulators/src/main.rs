@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use streetgate_simulators::city::{City, CityConfig};
 use streetgate_simulators::fleet::{Fleet, FleetConfig};
+use streetgate_simulators::modbus::{ConverterConfig, Converters};
 
 #[derive(Parser)]
 #[command(
@@ -35,6 +36,10 @@ struct CityArgs {
     /// Layout seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Fraction (0–1) of the lamps and toilets wired to RS-485 lines behind Modbus TCP
+    /// converters (32 units per converter port) instead of MQTT.
+    #[arg(long, default_value_t = 0.0)]
+    modbus_tcp_fraction: f64,
 }
 
 #[derive(Subcommand)]
@@ -71,7 +76,8 @@ enum Command {
         #[arg(long, default_value_t = 7)]
         days: u32,
     },
-    /// Run a generated city as a fleet against a broker until Ctrl-C.
+    /// Run a generated city as a fleet against a broker until Ctrl-C; devices on Modbus lines
+    /// are served by converters on ephemeral ports of 127.0.0.1.
     Fleet {
         #[command(flatten)]
         city: CityArgs,
@@ -81,6 +87,9 @@ enum Command {
         /// Simulated seconds per wall second.
         #[arg(long, default_value_t = 60.0)]
         speed: f64,
+        /// Write the inventory CSV here once the converters are bound (it names their ports).
+        #[arg(long)]
+        inventory_out: Option<PathBuf>,
     },
 }
 
@@ -90,6 +99,7 @@ fn city(args: &CityArgs) -> City {
         centre_lon: args.lon,
         devices: args.devices,
         seed: args.seed,
+        modbus_tcp_fraction: args.modbus_tcp_fraction,
         ..CityConfig::default()
     })
 }
@@ -129,7 +139,13 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Command::City { city: args, out } => {
-            let csv = city(&args).to_csv();
+            let city = city(&args);
+            anyhow::ensure!(
+                city.modbus_lines() == 0,
+                "the inventory of a city with Modbus lines names its converters' ports, known once \
+                 they are bound: run `streetgate-sim fleet --inventory-out FILE` instead"
+            );
+            let csv = city.to_csv();
             match out {
                 Some(path) => std::fs::write(&path, csv)
                     .with_context(|| format!("writing {}", path.display()))?,
@@ -140,6 +156,7 @@ fn main() -> anyhow::Result<()> {
             city: args,
             broker,
             speed,
+            inventory_out,
         } => {
             let (host, port) = broker
                 .rsplit_once(':')
@@ -147,7 +164,24 @@ fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("--broker {broker:?}: expected host:port"))?;
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
             let city = city(&args);
-            let fleet = Fleet::start(
+            // Converters first: the inventory names their ports.
+            let converters = runtime
+                .block_on(Converters::bind(&city, ConverterConfig::default()))
+                .context("binding the Modbus converters")?;
+            for (line, c) in converters.converters().iter().enumerate() {
+                eprintln!(
+                    "Modbus line {line}: {} units behind modbus-tcp {}",
+                    c.units(),
+                    c.local_addr()
+                );
+            }
+            if let Some(path) = inventory_out {
+                let csv = city.to_csv_with(&converters.addrs())?;
+                std::fs::write(&path, csv)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                eprintln!("inventory written to {}", path.display());
+            }
+            let fleet = Fleet::start_wired(
                 &city,
                 FleetConfig {
                     broker_host: host,
@@ -157,6 +191,7 @@ fn main() -> anyhow::Result<()> {
                 },
                 runtime.handle().clone(),
                 Box::new(|_, _| {}),
+                converters,
             );
             let stats = fleet.stats.clone();
             runtime.block_on(async {

@@ -16,7 +16,7 @@ use streetgate_firmware::drivers::lis3dh::{self, Lis3dh};
 use streetgate_firmware::drivers::tmp102::Tmp102;
 use streetgate_firmware::platform::{LinkDown, Now, Transport};
 use streetgate_protocols::codec::Encoding;
-use streetgate_protocols::{Channel as MqttChannel, DeviceId, DeviceKind};
+use streetgate_protocols::{Channel as MqttChannel, DeviceId, DeviceKind, Downlink};
 
 use crate::chips::{
     A02yyuwChip, Ads1115Chip, Bl0942Chip, DimPwm, Lis3dhChip, NoDelay, RelayPin, SimI2c,
@@ -265,6 +265,18 @@ impl SimNode {
     /// Messages this node has handed to its transport.
     pub fn messages_sent(&self) -> u64 {
         self.sent
+    }
+
+    /// Hand the firmware a decoded config or command that arrived some other way than its
+    /// transport's downlink (a Modbus holding-register write): the firmware's own
+    /// [`Device::apply_downlink`] validates, applies and acknowledges it, as it does for MQTT.
+    pub fn apply_downlink(&mut self, downlink: Downlink, now: Now) -> TickOutcome {
+        match &mut self.app {
+            App::Streetlight(d) => d.apply_downlink(downlink, now),
+            App::Manhole(d) => d.apply_downlink(downlink, now),
+            App::Bin(d) => d.apply_downlink(downlink, now),
+            App::Toilet(d) => d.apply_downlink(downlink, now),
+        }
     }
 
     /// Advance the world to `now` and run one firmware tick.
