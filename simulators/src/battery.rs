@@ -1,22 +1,45 @@
 //! Battery life a configuration implies: run the real firmware of a battery-powered kind over
-//! its simulated sensors for some simulated days, count what it samples and sends, and project
-//! the cell's life from the charge used.
+//! its simulated sensors for some simulated days, count the samples it actually takes and the
+//! messages it actually sends, and project the life of a full cell from the charge they and
+//! the time asleep used ([`BatteryModel`]).
 
 use streetgate_firmware::platform::{LinkDown, Now, Transport};
+use streetgate_firmware::settings::Settings;
 use streetgate_protocols::codec::Encoding;
 use streetgate_protocols::{Channel, Config, DeviceId, DeviceKind};
 
 use crate::node::SimNode;
+use crate::physics::BatteryModel;
+
+/// The kinds that run on a battery (lamps and toilets are on mains).
+pub const BATTERY_KINDS: [DeviceKind; 2] = [DeviceKind::Manhole, DeviceKind::Bin];
+
+/// What to run. Unset fields take the kind's firmware default.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct BatteryConfig {
+    /// Minimum spacing of on-change telemetry, s (`report_interval_s`).
+    pub report_interval_s: Option<u32>,
+    /// Longest silence, s (`heartbeat_interval_s`).
+    pub heartbeat_s: Option<u32>,
+    /// Sampling period, ms (a firmware constant of each kind).
+    pub sample_period_ms: Option<u64>,
+}
 
 /// What a run found for one kind.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatteryReport {
     /// Device kind.
     pub kind: DeviceKind,
-    /// Heartbeat used, s (the firmware default when not set).
-    pub heartbeat_s: Option<u32>,
+    /// Report interval used, s.
+    pub report_interval_s: u32,
+    /// Heartbeat used, s.
+    pub heartbeat_s: u32,
+    /// Sampling period used, ms.
+    pub sample_period_ms: u64,
     /// Simulated days run.
     pub days: f64,
+    /// Samples the firmware took per day.
+    pub samples_per_day: f64,
     /// Messages the firmware sent per day.
     pub messages_per_day: f64,
     /// Charge used per day, mAh.
@@ -25,7 +48,7 @@ pub struct BatteryReport {
     pub life_days: f64,
 }
 
-/// A link that is always up and takes everything.
+/// A link that is always up and takes everything (no broker).
 struct Sink;
 
 impl Transport for Sink {
@@ -37,58 +60,100 @@ impl Transport for Sink {
     }
 }
 
-/// Run one `kind` device for `days` simulated days, ticking every `tick_s` seconds.
-pub fn run(kind: DeviceKind, heartbeat_s: Option<u32>, days: u32, tick_s: u64) -> BatteryReport {
-    let id = DeviceId::new("BATTERY-1").unwrap_or_else(|_| unreachable!("a valid literal id"));
-    let mut node = SimNode::new(id, kind, 7, Encoding::Binary);
-    if heartbeat_s.is_some() {
-        let config = Config {
-            config_id: 0,
-            heartbeat_interval_s: heartbeat_s,
-            ..Config::default()
-        };
-        // Values come from the caller's flags; an invalid one leaves the default (reported).
-        let _ = node.node_mut().settings.apply(&config);
+/// Run one `kind` device with `config` for `days` simulated days, as fast as it goes. The
+/// firmware is woken as often as the shortest of its sampling period, report interval and
+/// heartbeat (a board sleeps between its timers); it samples only when its period is due.
+/// Refused: a kind without a battery, zero days, a configuration the firmware rejects.
+pub fn run(kind: DeviceKind, config: &BatteryConfig, days: u32) -> Result<BatteryReport, String> {
+    if !BATTERY_KINDS.contains(&kind) {
+        return Err(format!("{kind} nodes are mains-powered"));
     }
+    if days == 0 {
+        return Err("days: at least 1".to_owned());
+    }
+    let id = DeviceId::new("BATTERY-1").map_err(|e| format!("{e:?}"))?;
+    let mut node = SimNode::new(id, kind, 7, Encoding::Binary);
+    node.node_mut()
+        .settings
+        .apply(&Config {
+            config_id: 0,
+            report_interval_s: config.report_interval_s,
+            heartbeat_interval_s: config.heartbeat_s,
+            ..Config::default()
+        })
+        .map_err(|reason| format!("{kind}: configuration refused: {}", reason.as_str()))?;
+    if let Some(ms) = config.sample_period_ms {
+        if ms == 0 {
+            return Err("sample period: more than 0".to_owned());
+        }
+        node.set_sample_period_ms(ms);
+    }
+    let Settings {
+        report_interval_s,
+        heartbeat_interval_s,
+        ..
+    } = node.node().settings;
+    let sample_period_ms = node.sample_period_ms();
+    let step_ms = sample_period_ms
+        .min(u64::from(report_interval_s) * 1000)
+        .min(u64::from(heartbeat_interval_s) * 1000)
+        .max(1);
+
     let start_unix_ms = 1_734_775_200_000u64;
-    let total_s = u64::from(days) * 86_400;
-    let tick_s = tick_s.max(1);
+    let total_ms = u64::from(days) * 86_400_000;
     let mut t = 0;
-    while t <= total_s {
+    while t < total_ms {
         let now = Now {
-            mono_ms: t * 1000,
-            unix_ms: Some(start_unix_ms + t * 1000),
+            mono_ms: t,
+            unix_ms: Some(start_unix_ms + t),
         };
         node.tick(now, &mut Sink);
-        t += tick_s;
+        t += step_ms;
     }
-    let days = f64::from(days.max(1));
-    let battery = node.battery.borrow().clone();
-    let mah_per_day = battery.used_mah / days;
+    let used = node.battery.borrow().clone();
+    let days = f64::from(days);
     #[allow(clippy::cast_precision_loss)]
-    let messages_per_day = node.messages_sent() as f64 / days;
-    BatteryReport {
+    let per_day = |n: u64| n as f64 / days;
+    let mah_per_day = used.used_mah / days;
+    Ok(BatteryReport {
         kind,
-        heartbeat_s,
+        report_interval_s,
+        heartbeat_s: heartbeat_interval_s,
+        sample_period_ms,
         days,
-        messages_per_day,
+        samples_per_day: per_day(node.samples_taken()),
+        messages_per_day: per_day(node.messages_sent()),
         mah_per_day,
-        life_days: battery.capacity_mah / mah_per_day.max(f64::MIN_POSITIVE),
-    }
+        // From a full cell of the same model.
+        life_days: BatteryModel {
+            used_mah: 0.0,
+            ..used
+        }
+        .projected_days(mah_per_day),
+    })
 }
 
 impl BatteryReport {
+    /// The column heads of [`BatteryReport::render`].
+    pub fn header() -> &'static str {
+        "kind     report  heartbeat   sample   samples/day  msg/day  mAh/day   life, full cell"
+    }
+
     /// One line for a terminal.
     pub fn render(&self) -> String {
+        #[allow(clippy::cast_precision_loss)]
+        let sample_s = self.sample_period_ms as f64 / 1000.0;
         format!(
-            "{:<9} heartbeat {:>6}  {:>7.1} msg/day  {:>6.2} mAh/day  life {:>6.0} days ({:.1} years)",
+            "{:<8} {:>5} s  {:>7} s  {:>6} s  {:>11.0}  {:>7.1}  {:>7.2}  {:>6.0} days ({:.1} years)",
             self.kind.as_str(),
-            self.heartbeat_s
-                .map_or("default".to_owned(), |h| format!("{h} s")),
+            self.report_interval_s,
+            self.heartbeat_s,
+            sample_s,
+            self.samples_per_day,
             self.messages_per_day,
             self.mah_per_day,
             self.life_days,
-            self.life_days / 365.0
+            self.life_days / 365.25
         )
     }
 }

@@ -67,11 +67,18 @@ enum Command {
         /// The scenario (TOML).
         scenario: PathBuf,
     },
-    /// Battery life a configuration implies, from the real firmware run over simulated days.
+    /// Battery life a configuration implies, per battery-powered kind (covers, bins): the real
+    /// firmware run over simulated days as fast as it goes, its samples and messages counted.
     Battery {
-        /// Heartbeat, s (default: each kind's firmware default).
+        /// Report interval, s (default: each kind's firmware default, 60).
+        #[arg(long)]
+        report_interval_s: Option<u32>,
+        /// Heartbeat, s (default: each kind's firmware default, 43200).
         #[arg(long)]
         heartbeat_s: Option<u32>,
+        /// Sampling period, s (default: each kind's firmware constant: cover 1, bin 60).
+        #[arg(long)]
+        sample_period_s: Option<f64>,
         /// Simulated days to run.
         #[arg(long, default_value_t = 7)]
         days: u32,
@@ -127,15 +134,34 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
-        Command::Battery { heartbeat_s, days } => {
-            for kind in [
-                streetgate_protocols::DeviceKind::Manhole,
-                streetgate_protocols::DeviceKind::Bin,
-            ] {
-                println!(
-                    "{}",
-                    streetgate_simulators::battery::run(kind, heartbeat_s, days, 10).render()
-                );
+        Command::Battery {
+            report_interval_s,
+            heartbeat_s,
+            sample_period_s,
+            days,
+        } => {
+            use streetgate_simulators::battery::{self, BatteryConfig, BatteryReport};
+            let sample_period_ms = match sample_period_s {
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                Some(s) if s.is_finite() && s >= 0.001 => Some((s * 1000.0).round() as u64),
+                Some(s) => anyhow::bail!("--sample-period-s {s}: at least 0.001"),
+                None => None,
+            };
+            let config = BatteryConfig {
+                report_interval_s,
+                heartbeat_s,
+                sample_period_ms,
+            };
+            let cell = streetgate_simulators::physics::BatteryModel::d_cell();
+            println!(
+                "{days} simulated days per kind on the real firmware; cell {:.0} mAh, \
+                 {} µA asleep, {} µAh per sample, {} µAh per message",
+                cell.capacity_mah, cell.sleep_ua, cell.sample_uah, cell.tx_uah
+            );
+            println!("{}", BatteryReport::header());
+            for kind in battery::BATTERY_KINDS {
+                let report = battery::run(kind, &config, days).map_err(anyhow::Error::msg)?;
+                println!("{}", report.render());
             }
         }
         Command::City { city: args, out } => {

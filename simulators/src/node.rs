@@ -1,6 +1,9 @@
 //! A simulated node: the firmware's application and real drivers over simulated chips, with
 //! the physical model it measures and the battery it drains.
 
+use std::cell::Cell;
+use std::rc::Rc;
+
 use streetgate_firmware::app::bin::Bin;
 use streetgate_firmware::app::manhole::Manhole;
 use streetgate_firmware::app::streetlight::Streetlight;
@@ -15,6 +18,9 @@ use streetgate_firmware::drivers::lamp::{AdcLeakage, LampController};
 use streetgate_firmware::drivers::lis3dh::{self, Lis3dh};
 use streetgate_firmware::drivers::tmp102::Tmp102;
 use streetgate_firmware::platform::{LinkDown, Now, Transport};
+use streetgate_firmware::sensors::{
+    AccelMg, Accelerometer, GasSample, GasSensor, LampDriver, Metering, Thermometer,
+};
 use streetgate_protocols::codec::Encoding;
 use streetgate_protocols::{Channel as MqttChannel, DeviceId, DeviceKind, Downlink};
 
@@ -49,13 +55,73 @@ type LampStage =
 type Ranger = A02yyuw<A02yyuwChip>;
 type Thermo = Tmp102<SimI2c<Tmp102Chip>>;
 type Gas = GasFrontEnd<SimI2c<Ads1115Chip>, NoDelay>;
+type BinApp = Bin<Ranger, Sampled<Thermo>, NoSensor, Gauge>;
 
 /// The firmware device, boxed: the kinds differ in size and nodes live in large fleets.
 enum App {
-    Streetlight(Box<Device<Streetlight<LampStage>>>),
-    Manhole(Box<Device<Manhole<Accel, Ranger, Gauge>>>),
-    Bin(Box<Device<Bin<Ranger, Thermo, NoSensor, Gauge>>>),
-    Toilet(Box<Device<Toilet<Gas, NoSensor>>>),
+    Streetlight(Box<Device<Streetlight<Sampled<LampStage>>>>),
+    Manhole(Box<Device<Manhole<Sampled<Accel>, Ranger, Gauge>>>),
+    Bin(Box<Device<BinApp>>),
+    Toilet(Box<Device<Toilet<Sampled<Gas>, NoSensor>>>),
+}
+
+/// The sensor a kind's application reads exactly once per sampling wake (a cover's
+/// accelerometer, a bin's thermometer, a toilet's gas cells, a lamp's metering), its reads
+/// counted: what the firmware actually sampled, not what a formula expects.
+struct Sampled<S> {
+    sensor: S,
+    count: Rc<Cell<u64>>,
+}
+
+impl<S> Sampled<S> {
+    fn new(sensor: S, count: &Rc<Cell<u64>>) -> Self {
+        Self {
+            sensor,
+            count: count.clone(),
+        }
+    }
+
+    fn tally(&self) {
+        self.count.set(self.count.get() + 1);
+    }
+}
+
+impl<S: Accelerometer> Accelerometer for Sampled<S> {
+    type Error = S::Error;
+    fn read_mg(&mut self) -> Result<AccelMg, S::Error> {
+        self.tally();
+        self.sensor.read_mg()
+    }
+}
+
+impl<S: Thermometer> Thermometer for Sampled<S> {
+    type Error = S::Error;
+    fn temperature_c(&mut self) -> Result<f32, S::Error> {
+        self.tally();
+        self.sensor.temperature_c()
+    }
+}
+
+impl<S: GasSensor> GasSensor for Sampled<S> {
+    type Error = S::Error;
+    fn read(&mut self) -> Result<GasSample, S::Error> {
+        self.tally();
+        self.sensor.read()
+    }
+}
+
+impl<S: LampDriver> LampDriver for Sampled<S> {
+    type Error = S::Error;
+    fn set_relay(&mut self, on: bool) -> Result<(), S::Error> {
+        self.sensor.set_relay(on)
+    }
+    fn set_dim_pct(&mut self, pct: u8) -> Result<(), S::Error> {
+        self.sensor.set_dim_pct(pct)
+    }
+    fn measure(&mut self) -> Result<Metering, S::Error> {
+        self.tally();
+        self.sensor.measure()
+    }
 }
 
 /// A simulated node.
@@ -75,6 +141,7 @@ pub struct SimNode {
     pub malformed: u32,
     last_ms: Option<u64>,
     sent: u64,
+    samples: Rc<Cell<u64>>,
 }
 
 impl std::fmt::Debug for SimNode {
@@ -130,6 +197,7 @@ impl SimNode {
     pub fn new(id: DeviceId, kind: DeviceKind, seed: u64, encoding: Encoding) -> Self {
         let node = Node::new(id, kind, encoding);
         let battery = shared(BatteryModel::d_cell());
+        let samples = Rc::new(Cell::new(0));
         let (app, world) = match kind {
             DeviceKind::Streetlight => {
                 let lamp = shared(LampModel::new(seed));
@@ -162,7 +230,10 @@ impl SimNode {
                     leakage,
                 );
                 (
-                    App::Streetlight(Box::new(Device::new(node, Streetlight::new(stage)))),
+                    App::Streetlight(Box::new(Device::new(
+                        node,
+                        Streetlight::new(Sampled::new(stage, &samples)),
+                    ))),
                     World::Lamp(lamp),
                 )
             }
@@ -172,7 +243,7 @@ impl SimNode {
                 let water = A02yyuw::new(A02yyuwChip::for_well(cover.clone()));
                 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
                 let app = Manhole::new(
-                    accelerometer(&cover),
+                    Sampled::new(accelerometer(&cover), &samples),
                     Some(water),
                     gauge(&battery),
                     depth as u16,
@@ -194,7 +265,7 @@ impl SimNode {
                 );
                 let app = Bin::new(
                     A02yyuw::new(A02yyuwChip::for_bin(bin.clone())),
-                    thermo,
+                    Sampled::new(thermo, &samples),
                     None::<NoSensor>,
                     gauge(&battery),
                 );
@@ -224,7 +295,7 @@ impl SimNode {
                 (
                     App::Toilet(Box::new(Device::new(
                         node,
-                        Toilet::new(gas, None::<NoSensor>),
+                        Toilet::new(Sampled::new(gas, &samples), None::<NoSensor>),
                     ))),
                     World::Toilet(air),
                 )
@@ -239,6 +310,7 @@ impl SimNode {
             malformed: 0,
             last_ms: None,
             sent: 0,
+            samples,
         }
     }
 
@@ -265,6 +337,39 @@ impl SimNode {
     /// Messages this node has handed to its transport.
     pub fn messages_sent(&self) -> u64 {
         self.sent
+    }
+
+    /// Samples the firmware has taken (reads of the sensor its application reads once per
+    /// sampling wake).
+    pub fn samples_taken(&self) -> u64 {
+        self.samples.get()
+    }
+
+    /// Whether the node runs on its battery (covers and bins; lamps and toilets are on mains).
+    pub fn battery_powered(&self) -> bool {
+        matches!(self.app, App::Manhole(_) | App::Bin(_))
+    }
+
+    /// The application's sampling period, ms (a firmware constant of each kind, not a
+    /// downlink setting).
+    pub fn sample_period_ms(&self) -> u64 {
+        match &self.app {
+            App::Streetlight(d) => d.app.sample_ms,
+            App::Manhole(d) => d.app.sample_ms,
+            App::Bin(d) => d.app.sample_ms,
+            App::Toilet(d) => d.app.sample_ms,
+        }
+    }
+
+    /// Change the sampling period, ms (at least 1).
+    pub fn set_sample_period_ms(&mut self, ms: u64) {
+        let ms = ms.max(1);
+        match &mut self.app {
+            App::Streetlight(d) => d.app.sample_ms = ms,
+            App::Manhole(d) => d.app.sample_ms = ms,
+            App::Bin(d) => d.app.sample_ms = ms,
+            App::Toilet(d) => d.app.sample_ms = ms,
+        }
     }
 
     /// Hand the firmware a decoded config or command that arrived some other way than its
@@ -295,6 +400,7 @@ impl SimNode {
             inner: transport,
             sent: 0,
         };
+        let samples_before = self.samples.get();
         let outcome = match &mut self.app {
             App::Streetlight(d) => d.tick(now, &mut counting),
             App::Manhole(d) => d.tick(now, &mut counting),
@@ -304,8 +410,10 @@ impl SimNode {
         let sent = counting.sent;
         self.sent += sent;
         if !matches!(self.world, World::Lamp(_)) {
-            // About one sample per tick for the fast samplers; the drain model is per event.
-            self.battery.borrow_mut().drain(dt_s, 1, sent);
+            // The drain model is per event: the samples this tick actually took (the firmware
+            // samples at most once per tick, when its period is due) and the messages it sent.
+            let sampled = self.samples.get() - samples_before;
+            self.battery.borrow_mut().drain(dt_s, sampled, sent);
         }
         outcome
     }
