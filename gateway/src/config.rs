@@ -1008,6 +1008,20 @@ impl Config {
                 "positive intervals per kind (streetlight, manhole, bin, toilet) and rules.offline_missed ≥ 1",
             ));
         }
+        if !(r.outage_fraction > 0.0 && r.outage_fraction <= 1.0) {
+            return Err(invalid(
+                "rules.outage_fraction",
+                r.outage_fraction,
+                "a fraction above 0 and at most 1 (0.2 = a fifth of the devices heard from)",
+            ));
+        }
+        if r.outage_min_devices == 0 {
+            return Err(invalid(
+                "rules.outage_min_devices",
+                r.outage_min_devices,
+                "at least 1",
+            ));
+        }
         for (key, target) in [
             ("rules.lighting.target_main", r.lighting.target_main),
             (

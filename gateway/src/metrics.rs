@@ -105,6 +105,11 @@ pub struct Metrics {
     pub rule_latency: Histogram,
     /// Condition events the rules emitted.
     pub condition_events: AtomicU64,
+    /// Devices waiting out a last will in the fleet-wide outage in progress (0: none), during
+    /// which no device is judged offline.
+    pub fleet_outage_devices: AtomicU64,
+    /// Fleet-wide outages recognised.
+    pub fleet_outages: AtomicU64,
     /// Case events delivered to an alert sink.
     pub alerts_delivered: AtomicU64,
     /// Case events given up on by an alert sink.
@@ -289,6 +294,18 @@ impl Metrics {
             "streetgate_condition_events_total",
             "Condition raised/cleared events emitted by the rules.",
             self.condition_events.load(Relaxed),
+        );
+        gauge(
+            &mut out,
+            "streetgate_fleet_outage_devices",
+            "Devices cut off in the fleet-wide outage in progress (0: none); offline judgement is suspended while it lasts.",
+            i64::try_from(self.fleet_outage_devices.load(Relaxed)).unwrap_or(i64::MAX),
+        );
+        counter(
+            &mut out,
+            "streetgate_fleet_outages_total",
+            "Fleet-wide outages recognised (many last wills at once).",
+            self.fleet_outages.load(Relaxed),
         );
         counter(
             &mut out,

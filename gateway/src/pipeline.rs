@@ -86,6 +86,12 @@ pub async fn run_pipeline(
                 if let Err(e) = automation.tick(now).await {
                     tracing::error!(error = %e, "rules/cases tick: store error");
                 }
+                let (outage, outages) = automation.rules().outage();
+                metrics.fleet_outage_devices.store(
+                    outage.filter(|o| !o.expired).map_or(0, |o| o.devices),
+                    Relaxed,
+                );
+                metrics.fleet_outages.store(outages, Relaxed);
                 ticks += 1;
                 if ticks.is_multiple_of(persist_every_ticks) {
                     if let Err(e) = automation.persist(now).await {

@@ -42,6 +42,9 @@ pub struct Scenario {
     /// The gateway must have rejected at least this many messages (malformed payloads).
     #[serde(default)]
     pub min_rejected: u64,
+    /// The gateway must have recognised exactly this many fleet-wide outages (unset: any).
+    #[serde(default)]
+    pub fleet_outages: Option<u64>,
     /// Case types that must not be raised.
     #[serde(default, rename = "forbid")]
     pub forbid: Vec<CaseMatch>,
@@ -118,12 +121,16 @@ pub struct CaseMatch {
     pub case_type: String,
     /// Subject key; any subject when absent.
     pub subject: Option<String>,
+    /// Subjects this match leaves out (a forbidden type except where a case is expected).
+    #[serde(default)]
+    pub except: Vec<String>,
 }
 
 impl CaseMatch {
     fn matches(&self, c: &CaseRecord) -> bool {
         case_type_name(c) == self.case_type
             && self.subject.as_ref().is_none_or(|s| *s == c.subject_key)
+            && !self.except.contains(&c.subject_key)
     }
 }
 
@@ -246,6 +253,10 @@ pub struct Report {
     pub rejected: u64,
     /// The scenario's `min_rejected`.
     pub min_rejected: u64,
+    /// Fleet-wide outages the gateway recognised.
+    pub fleet_outages: u64,
+    /// The scenario's `fleet_outages`.
+    pub expected_fleet_outages: Option<u64>,
     /// Every case raised: type, subject, state.
     pub cases: Vec<String>,
 }
@@ -257,6 +268,9 @@ impl Report {
             && self.false_alarms.is_empty()
             && self.duplicates == 0
             && self.rejected >= self.min_rejected
+            && self
+                .expected_fleet_outages
+                .is_none_or(|n| n == self.fleet_outages)
     }
 
     fn percentile(&self, p: f64) -> Option<i64> {
@@ -293,6 +307,12 @@ impl Report {
             out.push_str(&format!(
                 "  rejected    {} messages (at least {} expected)\n",
                 self.rejected, self.min_rejected
+            ));
+        }
+        if let Some(n) = self.expected_fleet_outages {
+            out.push_str(&format!(
+                "  outages     {} fleet-wide outages recognised ({n} expected)\n",
+                self.fleet_outages
             ));
         }
         for c in &self.cases {
@@ -382,6 +402,10 @@ pub async fn verify(s: &Scenario, mut progress: impl FnMut(f64)) -> anyhow::Resu
                     }
                     if strike {
                         apply(f.kind, n, true, t);
+                        if f.kind == FaultKind::BrokerOutage {
+                            // Not a fault of the devices: no case should follow from it.
+                            continue;
+                        }
                         struck
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner)
@@ -432,6 +456,15 @@ pub async fn verify(s: &Scenario, mut progress: impl FnMut(f64)) -> anyhow::Resu
         .await
         .context("reading cases")?;
     if std::env::var_os("STREETGATE_SIM_DEBUG").is_some() {
+        for c in &cases {
+            eprintln!(
+                "case {} {} opened at {} s, devices {:?}",
+                case_type_name(c),
+                c.subject_key,
+                (c.opened_ms - start_ms) / 1000,
+                c.devices
+            );
+        }
         let ids: Vec<String> = struck
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -446,6 +479,11 @@ pub async fn verify(s: &Scenario, mut progress: impl FnMut(f64)) -> anyhow::Resu
         }
     }
     let rejected = gw.state.metrics.rejections().iter().map(|(_, n)| n).sum();
+    let fleet_outages = gw
+        .state
+        .metrics
+        .fleet_outages
+        .load(std::sync::atomic::Ordering::Relaxed);
     gw.shutdown().await?;
 
     let describe = |m: &CaseMatch| {
@@ -489,8 +527,11 @@ pub async fn verify(s: &Scenario, mut progress: impl FnMut(f64)) -> anyhow::Resu
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
+    // Fault to case, for the cases the scenario expects (a case that merely happens, a bin
+    // filling up on its own, is not the answer to a fault).
     let mut latencies_ms: Vec<i64> = cases
         .iter()
+        .filter(|c| s.expect.iter().any(|m| m.matches(c)))
         .filter_map(|c| {
             c.devices
                 .iter()
@@ -504,6 +545,8 @@ pub async fn verify(s: &Scenario, mut progress: impl FnMut(f64)) -> anyhow::Resu
     Ok(Report {
         rejected,
         min_rejected: s.min_rejected,
+        fleet_outages,
+        expected_fleet_outages: s.fleet_outages,
         found: s.expect.len() - missed.len(),
         expected: s.expect.len(),
         missed,

@@ -16,7 +16,8 @@ use crate::metrics::StoreGauges;
 pub(super) async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let store = state.store.ping().await;
     let mqtt_connected = state.metrics.mqtt_connected.load(Relaxed) == 1;
-    let status = match (&store, mqtt_connected) {
+    let outage = state.metrics.fleet_outage_devices.load(Relaxed);
+    let status = match (&store, mqtt_connected && outage == 0) {
         (Err(_), _) => "unavailable",
         (Ok(()), false) => "degraded",
         (Ok(()), true) => "ok",
@@ -34,6 +35,7 @@ pub(super) async fn health(State(state): State<AppState>) -> impl IntoResponse {
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_s": rt.started.elapsed().as_secs(),
             "devices": state.inventory.len(),
+            "fleet_outage_devices": outage,
             "mqtt": {
                 "connected": mqtt_connected,
                 "subscribed": state.metrics.mqtt_subscribed.load(Relaxed) == 1,

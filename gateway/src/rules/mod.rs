@@ -61,6 +61,16 @@ pub struct RulesConfig {
     /// this long, s (a modem that reconnects at once, or a network blip that cut every device
     /// from the broker, is not a case). 0 = at once.
     pub offline_will_hold_s: u32,
+    /// A fleet-wide outage: when at least this many devices ...
+    pub outage_min_devices: u32,
+    /// ... and at least this fraction of the devices heard from are waiting out a last will at
+    /// once, the cause is the network or the broker, not each device. No device is judged
+    /// offline while the outage lasts (at most `outage_max_s`); when it ends, every device still
+    /// missing gets its hold again from then.
+    pub outage_fraction: f32,
+    /// Longest outage that suspends offline judgement, s; past it, devices still missing are
+    /// judged one by one.
+    pub outage_max_s: u32,
     /// Lighting rate.
     pub lighting: LightingConfig,
 }
@@ -86,6 +96,9 @@ impl Default for RulesConfig {
             report_interval_s: [900, 43_200, 43_200, 3_600],
             offline_missed: 3,
             offline_will_hold_s: 120,
+            outage_min_devices: 10,
+            outage_fraction: 0.2,
+            outage_max_s: 3600,
             lighting: LightingConfig::default(),
         }
     }
@@ -159,6 +172,27 @@ pub struct RulesSnapshot {
     /// First tick at which a lamp had been heard from (start of the lighting grace period).
     #[serde(default)]
     pub first_tick_ms: Option<UnixMs>,
+    /// The fleet-wide outage in progress, if any.
+    #[serde(default)]
+    pub outage: Option<Outage>,
+    /// Fleet-wide outages seen since the state was created.
+    #[serde(default)]
+    pub outages: u64,
+}
+
+/// A fleet-wide outage: many devices' last wills pending at once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outage {
+    /// When it was recognised.
+    pub since_ms: UnixMs,
+    /// Most devices waiting out a last will at one tick.
+    pub peak_devices: u64,
+    /// Devices waiting out a last will at the latest tick.
+    pub devices: u64,
+    /// It lasted longer than `outage_max_s`: devices are judged one by one again until it is
+    /// over.
+    #[serde(default)]
+    pub expired: bool,
 }
 
 /// The rules engine.
@@ -647,6 +681,89 @@ impl RulesEngine {
         out
     }
 
+    /// Recognise a fleet-wide outage (many last wills pending at once) and end it; true while
+    /// offline judgement is suspended.
+    fn outage_tick(&mut self, now: UnixMs) -> bool {
+        let key = Condition::Offline.key();
+        let (mut heard, mut pending) = (0u64, 0u64);
+        for st in self.state.devices.values() {
+            if st.last_seen_ms.is_none() {
+                continue;
+            }
+            heard += 1;
+            if st
+                .conditions
+                .get(&key)
+                .is_some_and(|c| !c.active && c.over_since_ms.is_some())
+            {
+                pending += 1;
+            }
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let wide = pending >= u64::from(self.config.outage_min_devices.max(1))
+            && pending as f64 >= heard as f64 * f64::from(self.config.outage_fraction);
+        let max_ms = i64::from(self.config.outage_max_s) * 1000;
+        match (&mut self.state.outage, wide) {
+            (None, false) => false,
+            (None, true) => {
+                tracing::warn!(
+                    devices = pending,
+                    heard,
+                    "fleet-wide outage: {pending} of {heard} devices lost their connection at once; \
+                     offline judgement suspended until they are back"
+                );
+                self.state.outages += 1;
+                self.state.outage = Some(Outage {
+                    since_ms: now,
+                    peak_devices: pending,
+                    devices: pending,
+                    expired: false,
+                });
+                true
+            }
+            (Some(o), true) => {
+                o.devices = pending;
+                o.peak_devices = o.peak_devices.max(pending);
+                if !o.expired && now - o.since_ms > max_ms {
+                    o.expired = true;
+                    tracing::warn!(
+                        devices = pending,
+                        "fleet-wide outage longer than rules.outage_max_s ({} s): judging the \
+                         {pending} missing devices one by one",
+                        self.config.outage_max_s
+                    );
+                }
+                !o.expired
+            }
+            (Some(o), false) => {
+                let o = *o;
+                self.state.outage = None;
+                tracing::info!(
+                    peak = o.peak_devices,
+                    still_missing = pending,
+                    lasted_s = (now - o.since_ms) / 1000,
+                    "fleet-wide outage over"
+                );
+                if !o.expired {
+                    // The devices still missing get their whole hold from now.
+                    for st in self.state.devices.values_mut() {
+                        if let Some(cs) = st.conditions.get_mut(&key) {
+                            if let Some(since) = cs.over_since_ms.as_mut() {
+                                *since = (*since).max(now);
+                            }
+                        }
+                    }
+                }
+                false
+            }
+        }
+    }
+
+    /// The fleet-wide outage in progress and how many were seen.
+    pub fn outage(&self) -> (Option<Outage>, u64) {
+        (self.state.outage, self.state.outages)
+    }
+
     /// Time passes: offline timers, holds completing without new readings, segment lighting.
     pub fn on_tick<'a>(
         &mut self,
@@ -659,6 +776,8 @@ impl RulesEngine {
             .last_tick_ms
             .map_or(0, |t| (now - t).clamp(0, 3_600_000));
         self.state.last_tick_ms = Some(now);
+        let suspended = self.outage_tick(now);
+        let offline_key = Condition::Offline.key();
         let mut lamps = Vec::new();
         let mut lamp_heard = false;
         for device in devices {
@@ -670,7 +789,7 @@ impl RulesEngine {
                 .entry(device.id.as_str().to_owned())
                 .or_default();
             // A device never heard from is not offline (not yet installed), only dark if a lamp.
-            if let Some(seen) = st.last_seen_ms {
+            if let Some(seen) = st.last_seen_ms.filter(|_| !suspended) {
                 if now - seen > interval * missed && !st.is_active(Condition::Offline) {
                     let detail = format!(
                         "no message for {} s ({} report intervals)",
@@ -691,6 +810,9 @@ impl RulesEngine {
                 }
             }
             for (key, cs) in &mut st.conditions {
+                if suspended && *key == offline_key {
+                    continue;
+                }
                 if let Some(since) = cs.over_since_ms {
                     if !cs.active && now - since >= cs.hold_ms {
                         let Ok(condition) = key.parse::<Condition>() else {

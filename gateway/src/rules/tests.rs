@@ -457,3 +457,85 @@ proptest! {
         prop_assert!(active.values().all(|a| !a), "{:?}", active);
     }
 }
+
+fn will(d: &Device, at_s: i64) -> Reading {
+    reading(
+        d,
+        at_s,
+        ReadingBody::Status {
+            online: false,
+            battery_pct: None,
+            fw_version: None,
+        },
+    )
+}
+
+#[test]
+fn a_fleet_wide_outage_suspends_offline_judgement_until_the_fleet_is_back() {
+    let covers: Vec<Device> = (0..30)
+        .map(|i| device(&format!("MH-{i}"), DeviceKind::Manhole))
+        .collect();
+    let mut e = RulesEngine::new(RulesConfig::default());
+    for d in &covers {
+        e.on_reading(d, &tilt(d, 0, 1.0));
+    }
+    // Every cover's last will at t = 100 s: the network, not 30 broken covers.
+    for d in &covers {
+        assert!(e.on_reading(d, &will(d, 100)).is_empty());
+    }
+    assert!(e.on_tick(101_000, &covers).is_empty());
+    assert_eq!(e.outage().0.map(|o| o.devices), Some(30));
+    // Long past the 120 s hold, nothing is raised while the outage lasts.
+    assert!(e.on_tick(400_000, &covers).is_empty());
+    // 27 come back; three never do (one of them really died during the outage).
+    for d in &covers[3..] {
+        e.on_reading(d, &tilt(d, 500, 1.0));
+    }
+    assert!(e.on_tick(501_000, &covers).is_empty(), "outage over");
+    let (outage, seen) = e.outage();
+    assert_eq!((outage, seen), (None, 1));
+    // The three missing get their whole hold from the end of the outage.
+    assert!(e.on_tick(501_000 + 119_000, &covers).is_empty());
+    let raised = e.on_tick(501_000 + 120_000, &covers);
+    assert_eq!(
+        raised
+            .iter()
+            .filter(|ev| ev.condition == Condition::Offline && ev.raised)
+            .count(),
+        3
+    );
+    assert!(raised.iter().all(|ev| {
+        covers[..3]
+            .iter()
+            .any(|d| ev.subject == Subject::Device(d.id.clone()))
+    }));
+}
+
+#[test]
+fn a_few_last_wills_are_judged_one_by_one_and_an_endless_outage_expires() {
+    let covers: Vec<Device> = (0..30)
+        .map(|i| device(&format!("MH-{i}"), DeviceKind::Manhole))
+        .collect();
+    let mut e = RulesEngine::new(RulesConfig {
+        outage_max_s: 600,
+        ..RulesConfig::default()
+    });
+    for d in &covers {
+        e.on_reading(d, &tilt(d, 0, 1.0));
+    }
+    // Five of thirty: below rules.outage_min_devices (10), each its own case.
+    for d in &covers[..5] {
+        e.on_reading(d, &will(d, 100));
+    }
+    assert_eq!(e.on_tick(220_000, &covers).len(), 5);
+    assert_eq!(e.outage().0, None);
+    // Then all the others at once, and they never come back: suspended for outage_max_s,
+    // then judged one by one.
+    for d in &covers[5..] {
+        e.on_reading(d, &will(d, 300));
+    }
+    assert!(e.on_tick(301_000, &covers).is_empty());
+    assert!(e.on_tick(900_000, &covers).is_empty());
+    assert_eq!(e.on_tick(902_000, &covers).len(), 25);
+    assert!(e.outage().0.is_some_and(|o| o.expired));
+}
