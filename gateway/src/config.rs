@@ -1015,6 +1015,13 @@ impl Config {
                 "a fraction above 0 and at most 1 (0.2 = a fifth of the devices heard from)",
             ));
         }
+        if r.leakage_limit_ma.is_nan() || r.leakage_limit_ma <= 0.0 {
+            return Err(invalid(
+                "rules.leakage_limit_ma",
+                r.leakage_limit_ma,
+                "a positive current, mA (30 = a typical residual-current limit)",
+            ));
+        }
         if r.outage_min_devices == 0 {
             return Err(invalid(
                 "rules.outage_min_devices",

@@ -8,8 +8,10 @@
 //!
 //! Devices report over MQTT unless [`CityConfig::modbus_tcp_fraction`] wires some of the
 //! mains-powered ones (lamps, toilets) to RS-485 lines of up to [`UNITS_PER_LINE`] units, each
-//! line behind its own Modbus TCP converter ([`crate::modbus::Converters`]). A converter's port
-//! is known once it is bound, so the CSV of such a city is written with the bound addresses
+//! line behind its own Modbus TCP converter ([`crate::modbus::Converters`]), or
+//! [`CityConfig::modbus_rtu_fraction`] to RS-485 lines the gateway reads over Modbus RTU on a
+//! serial port (a pseudo-terminal pair in simulation). A converter's port and a line's serial
+//! device are known once they exist, so the CSV of such a city is written with them
 //! ([`City::to_csv_with`]).
 
 use std::fmt::Write as _;
@@ -38,6 +40,9 @@ pub struct CityConfig {
     /// behind Modbus TCP converters instead of reporting over MQTT, spread evenly through the
     /// city; battery-powered covers and bins are cellular (MQTT) devices and stay so.
     pub modbus_tcp_fraction: f64,
+    /// Fraction (0–1) of the mains-powered devices on RS-485 lines the gateway reads over Modbus
+    /// RTU on a serial port (with `modbus_tcp_fraction`, at most 1 in all).
+    pub modbus_rtu_fraction: f64,
 }
 
 impl Default for CityConfig {
@@ -51,6 +56,7 @@ impl Default for CityConfig {
             seed: 1,
             county: "410602".into(),
             modbus_tcp_fraction: 0.0,
+            modbus_rtu_fraction: 0.0,
         }
     }
 }
@@ -79,7 +85,18 @@ pub enum Wiring {
         /// Modbus unit id on the line.
         unit: u8,
     },
+    /// Unit `unit` (1..=32) on RS-485 line `line` (0, 1, …, numbered apart from the TCP lines)
+    /// read by the gateway over Modbus RTU on a serial port.
+    ModbusRtu {
+        /// Serial line index.
+        line: usize,
+        /// Modbus unit id on the line.
+        unit: u8,
+    },
 }
+
+/// Baud rate of the simulated RTU lines (the inventory names it; a pseudo-terminal ignores it).
+pub const RTU_BAUD: u32 = 9600;
 
 /// A device on a Modbus line whose converter has no address (not bound).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -262,17 +279,33 @@ impl City {
         place(DeviceKind::Manhole, covers, "MH", 4.0, &mut devices);
         place(DeviceKind::Bin, bins, "BN", 8.0, &mut devices);
         place(DeviceKind::Toilet, toilets, "WC", 20.0, &mut devices);
-        wire(&mut devices, cfg.modbus_tcp_fraction);
+        wire(
+            &mut devices,
+            cfg.modbus_tcp_fraction,
+            cfg.modbus_rtu_fraction,
+        );
         Self { devices }
     }
 
-    /// Modbus lines (converters) the city needs.
+    /// Modbus TCP lines (converters) the city needs.
     pub fn modbus_lines(&self) -> usize {
         self.devices
             .iter()
             .filter_map(|d| match d.wiring {
                 Wiring::ModbusTcp { line, .. } => Some(line + 1),
-                Wiring::Mqtt => None,
+                Wiring::Mqtt | Wiring::ModbusRtu { .. } => None,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Modbus RTU (serial) lines the city needs.
+    pub fn rtu_lines(&self) -> usize {
+        self.devices
+            .iter()
+            .filter_map(|d| match d.wiring {
+                Wiring::ModbusRtu { line, .. } => Some(line + 1),
+                Wiring::Mqtt | Wiring::ModbusTcp { .. } => None,
             })
             .max()
             .unwrap_or(0)
@@ -283,14 +316,20 @@ impl City {
     /// refuses (naming the line and field): such a city needs its converters' addresses,
     /// [`City::to_csv_with`].
     pub fn to_csv(&self) -> String {
-        self.csv(|_| None)
+        self.csv(&[], &[])
     }
 
-    /// The inventory CSV the gateway imports, devices on Modbus line `n` reached through the
-    /// converter at `converters[n]` (`modbus-tcp host:port unit`).
-    pub fn to_csv_with(&self, converters: &[SocketAddr]) -> Result<String, UnboundLine> {
+    /// The inventory CSV the gateway imports, devices on Modbus TCP line `n` reached through
+    /// the converter at `converters[n]` (`modbus-tcp host:port unit`), devices on RTU line `n`
+    /// through the serial port `serial[n]` (`modbus-rtu PATH 9600 unit`).
+    pub fn to_csv_with(
+        &self,
+        converters: &[SocketAddr],
+        serial: &[String],
+    ) -> Result<String, UnboundLine> {
         if let Some((d, line)) = self.devices.iter().find_map(|d| match d.wiring {
             Wiring::ModbusTcp { line, .. } if line >= converters.len() => Some((d, line)),
+            Wiring::ModbusRtu { line, .. } if line >= serial.len() => Some((d, line)),
             _ => None,
         }) {
             return Err(UnboundLine {
@@ -298,10 +337,10 @@ impl City {
                 line,
             });
         }
-        Ok(self.csv(|line| converters.get(line).copied()))
+        Ok(self.csv(converters, serial))
     }
 
-    fn csv(&self, converter: impl Fn(usize) -> Option<SocketAddr>) -> String {
+    fn csv(&self, converters: &[SocketAddr], serial: &[String]) -> String {
         let mut out = String::from(
             "id,kind,component_code,lat,lon,grid,road_segment,road_class,toilet_class,bin_depth_mm,transport,overrides\n",
         );
@@ -309,9 +348,15 @@ impl City {
             let transport = match d.wiring {
                 Wiring::Mqtt => "mqtt".to_owned(),
                 Wiring::ModbusTcp { line, unit } => {
-                    let addr =
-                        converter(line).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+                    let addr = converters
+                        .get(line)
+                        .copied()
+                        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
                     format!("modbus-tcp {addr} {unit}")
+                }
+                Wiring::ModbusRtu { line, unit } => {
+                    let path = serial.get(line).map_or("/dev/null", String::as_str);
+                    format!("modbus-rtu {path} {RTU_BAUD} {unit}")
                 }
             };
             let _ = writeln!(
@@ -338,34 +383,58 @@ impl City {
     }
 }
 
-/// Wire `fraction` of the mains-powered devices to Modbus lines, spread evenly (the j-th
-/// eligible device is wired when ⌊(j+1)·f⌋ > ⌊j·f⌋), numbering units 1..=32 per line in city
-/// order.
-fn wire(devices: &mut [Placed], fraction: f64) {
-    let f = if fraction.is_finite() {
-        fraction.clamp(0.0, 1.0)
-    } else {
-        0.0
+/// Wire `tcp` + `rtu` (at most 1 in all) of the mains-powered devices to Modbus lines, spread
+/// evenly (the j-th eligible device is wired when ⌊(j+1)·f⌋ > ⌊j·f⌋, f = tcp + rtu, and the
+/// k-th wired one goes to an RTU line by the same rule with rtu / f), numbering units 1..=32 per
+/// line in city order, TCP and RTU lines apart.
+fn wire(devices: &mut [Placed], tcp: f64, rtu: f64) {
+    let clean = |f: f64| {
+        if f.is_finite() {
+            f.clamp(0.0, 1.0)
+        } else {
+            0.0
+        }
     };
+    let (tcp, rtu) = (clean(tcp), clean(rtu));
+    let f = (tcp + rtu).min(1.0);
     if f == 0.0 {
         return;
     }
-    let (mut line, mut unit) = (0usize, 0u8);
+    let r = rtu / (tcp + rtu);
+    let picked = |j: usize, f: f64| {
+        #[allow(clippy::cast_precision_loss)]
+        let (before, after) = ((j as f64 * f).floor(), ((j + 1) as f64 * f).floor());
+        after > before
+    };
+    // (line, unit) of the last wired unit, for TCP and RTU lines.
+    let mut next = [(0usize, 0u8); 2];
     let mains = devices
         .iter_mut()
         .filter(|d| matches!(d.kind, DeviceKind::Streetlight | DeviceKind::Toilet));
+    let mut k = 0;
     for (j, d) in mains.enumerate() {
-        #[allow(clippy::cast_precision_loss)]
-        let (before, after) = ((j as f64 * f).floor(), ((j + 1) as f64 * f).floor());
-        if after <= before {
+        if !picked(j, f) {
             continue;
         }
-        if unit == UNITS_PER_LINE {
-            line += 1;
-            unit = 0;
+        let on_rtu = picked(k, r);
+        k += 1;
+        let (line, unit) = &mut next[usize::from(on_rtu)];
+        if *unit == UNITS_PER_LINE {
+            *line += 1;
+            *unit = 0;
         }
-        unit += 1;
-        d.wiring = Wiring::ModbusTcp { line, unit };
+        *unit += 1;
+        d.wiring = if on_rtu {
+            Wiring::ModbusRtu {
+                line: *line,
+                unit: *unit,
+            }
+        } else {
+            Wiring::ModbusTcp {
+                line: *line,
+                unit: *unit,
+            }
+        };
     }
 }
 

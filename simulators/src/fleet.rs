@@ -189,7 +189,7 @@ impl Fleet {
             .iter()
             .map(|d| match d.wiring {
                 Wiring::Mqtt => None,
-                Wiring::ModbusTcp { .. } => {
+                Wiring::ModbusTcp { .. } | Wiring::ModbusRtu { .. } => {
                     Some(converters.unit(&d.id).unwrap_or_else(|| Unit::new(d.kind)))
                 }
             })
@@ -237,16 +237,9 @@ impl Fleet {
                             let link = match link {
                                 Link::Mqtt(link) => link,
                                 Link::Modbus(link) => {
-                                    if node.link_cut {
-                                        // The line is cut: the master hears nothing; the
-                                        // firmware keeps sampling.
-                                        link.unit().set_answering(false);
-                                        if node.powered {
-                                            node.tick(now, link);
-                                        }
-                                    } else {
-                                        link.tick(node, now);
-                                    }
+                                    // A broker outage (link_cut) does not touch a serial line;
+                                    // a node without power stops answering.
+                                    link.tick(node, now);
                                     continue;
                                 }
                             };

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use streetgate_simulators::city::{City, CityConfig};
+use streetgate_simulators::city::{City, CityConfig, RTU_BAUD};
 use streetgate_simulators::fleet::{Fleet, FleetConfig};
 use streetgate_simulators::modbus::{ConverterConfig, Converters};
 
@@ -40,6 +40,10 @@ struct CityArgs {
     /// converters (32 units per converter port) instead of MQTT.
     #[arg(long, default_value_t = 0.0)]
     modbus_tcp_fraction: f64,
+    /// Fraction (0–1) of the lamps and toilets on RS-485 lines the gateway reads over Modbus
+    /// RTU, each line a pseudo-terminal pair whose slave side the inventory names (`fleet` only).
+    #[arg(long, default_value_t = 0.0)]
+    modbus_rtu_fraction: f64,
 }
 
 #[derive(Subcommand)]
@@ -107,6 +111,7 @@ fn city(args: &CityArgs) -> City {
         devices: args.devices,
         seed: args.seed,
         modbus_tcp_fraction: args.modbus_tcp_fraction,
+        modbus_rtu_fraction: args.modbus_rtu_fraction,
         ..CityConfig::default()
     })
 }
@@ -167,7 +172,7 @@ fn main() -> anyhow::Result<()> {
         Command::City { city: args, out } => {
             let city = city(&args);
             anyhow::ensure!(
-                city.modbus_lines() == 0,
+                city.modbus_lines() == 0 && city.rtu_lines() == 0,
                 "the inventory of a city with Modbus lines names its converters' ports, known once \
                  they are bound: run `streetgate-sim fleet --inventory-out FILE` instead"
             );
@@ -201,8 +206,11 @@ fn main() -> anyhow::Result<()> {
                     c.local_addr()
                 );
             }
+            for (line, path) in converters.serial_paths().iter().enumerate() {
+                eprintln!("Modbus RTU line {line}: modbus-rtu {path} {RTU_BAUD}");
+            }
             if let Some(path) = inventory_out {
-                let csv = city.to_csv_with(&converters.addrs())?;
+                let csv = city.to_csv_with(&converters.addrs(), &converters.serial_paths())?;
                 std::fs::write(&path, csv)
                     .with_context(|| format!("writing {}", path.display()))?;
                 eprintln!("inventory written to {}", path.display());

@@ -38,7 +38,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -427,6 +427,49 @@ impl RtuLine {
         Ok(Self { stats, task })
     }
 
+    /// A virtual serial line: a pseudo-terminal pair whose master side serves `units` (on the
+    /// current Tokio runtime) and whose slave side, at the returned path, is the serial port
+    /// the gateway opens, as it would a USB RS-485 adapter. Linux and other Unixes.
+    #[cfg(unix)]
+    pub fn virtual_pair(
+        units: impl IntoIterator<Item = (u8, Arc<Unit>)>,
+    ) -> io::Result<(Self, PathBuf)> {
+        use tokio_serial::SerialPort as _;
+        // The pair holds no lock and no TIOCEXCL (`set_exclusive(false)` would take a shared
+        // flock, which the gateway's exclusive open then fails on): the gateway can open the
+        // slave side by its path.
+        let (master, slave) = tokio_serial::SerialStream::pair().map_err(io::Error::other)?;
+        let path = slave
+            .name()
+            .map(PathBuf::from)
+            .ok_or_else(|| io::Error::other("the pseudo-terminal has no name"))?;
+        let server = tokio_modbus::server::rtu::Server::new(master);
+        let bus = Bus {
+            units: Arc::new(units.into_iter().collect()),
+            front: Front::Line,
+            stats: Arc::default(),
+        };
+        let stats = bus.stats.clone();
+        let task = tokio::spawn(async move {
+            // The slave side stays open while the line is served: when its last descriptor
+            // closes, reads of the master side fail (EIO) until it is opened again.
+            let _slave = slave;
+            let _ = server.serve_forever(bus).await;
+        });
+        Ok((Self { stats, task }, path))
+    }
+
+    /// Virtual serial lines need pseudo-terminals (Unix).
+    #[cfg(not(unix))]
+    pub fn virtual_pair(
+        _units: impl IntoIterator<Item = (u8, Arc<Unit>)>,
+    ) -> io::Result<(Self, PathBuf)> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "virtual serial lines need pseudo-terminals (Unix)",
+        ))
+    }
+
     /// Stop serving and release the port.
     pub fn stop(self) {}
 }
@@ -442,6 +485,7 @@ impl Drop for RtuLine {
 #[derive(Debug, Default)]
 pub struct Converters {
     converters: Vec<Converter>,
+    rtu: Vec<(RtuLine, PathBuf)>,
     units: HashMap<String, Arc<Unit>>,
 }
 
@@ -451,29 +495,47 @@ impl Converters {
         Self::default()
     }
 
-    /// One converter per Modbus line of `city`, each on its own ephemeral port of
-    /// 127.0.0.1, serving on the current Tokio runtime.
+    /// One converter per Modbus TCP line of `city`, each on its own ephemeral port of
+    /// 127.0.0.1, and one virtual serial line ([`RtuLine::virtual_pair`]) per RTU line, serving
+    /// on the current Tokio runtime.
     pub async fn bind(city: &City, config: ConverterConfig) -> io::Result<Self> {
-        let mut lines: BTreeMap<usize, Vec<(u8, String, Arc<Unit>)>> = BTreeMap::new();
+        type Lines = BTreeMap<usize, Vec<(u8, String, Arc<Unit>)>>;
+        let (mut tcp, mut rtu) = (Lines::new(), Lines::new());
         for d in &city.devices {
-            if let Wiring::ModbusTcp { line, unit } = d.wiring {
-                lines
-                    .entry(line)
-                    .or_default()
-                    .push((unit, d.id.clone(), Unit::new(d.kind)));
-            }
+            let (lines, line, unit) = match d.wiring {
+                Wiring::ModbusTcp { line, unit } => (&mut tcp, line, unit),
+                Wiring::ModbusRtu { line, unit } => (&mut rtu, line, unit),
+                Wiring::Mqtt => continue,
+            };
+            lines
+                .entry(line)
+                .or_default()
+                .push((unit, d.id.clone(), Unit::new(d.kind)));
         }
+        let numbered = |lines: &Lines, what: &str| match lines
+            .keys()
+            .enumerate()
+            .find(|(i, line)| *i != **line)
+        {
+            Some((_, line)) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("Modbus {what} lines are numbered from 0 without gaps; line {line} found"),
+            )),
+            None => Ok(()),
+        };
+        numbered(&tcp, "TCP")?;
+        numbered(&rtu, "RTU")?;
         let mut me = Self::default();
-        for (line, units) in lines {
-            if line != me.converters.len() {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("Modbus lines are numbered from 0 without gaps; line {line} found"),
-                ));
-            }
+        for units in tcp.into_values() {
             let served = units.iter().map(|(u, _, unit)| (*u, unit.clone()));
             let converter = Converter::bind(([127, 0, 0, 1], 0).into(), served, config).await?;
             me.converters.push(converter);
+            me.units
+                .extend(units.into_iter().map(|(_, id, unit)| (id, unit)));
+        }
+        for units in rtu.into_values() {
+            let served = units.iter().map(|(u, _, unit)| (*u, unit.clone()));
+            me.rtu.push(RtuLine::virtual_pair(served)?);
             me.units
                 .extend(units.into_iter().map(|(_, id, unit)| (id, unit)));
         }
@@ -483,6 +545,20 @@ impl Converters {
     /// The converters' addresses, by line.
     pub fn addrs(&self) -> Vec<SocketAddr> {
         self.converters.iter().map(Converter::local_addr).collect()
+    }
+
+    /// The serial ports of the RTU lines (the slave sides of their pseudo-terminal pairs), by
+    /// line.
+    pub fn serial_paths(&self) -> Vec<String> {
+        self.rtu
+            .iter()
+            .map(|(_, p)| p.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// The RTU lines, by line.
+    pub fn rtu_lines(&self) -> impl Iterator<Item = &RtuLine> {
+        self.rtu.iter().map(|(l, _)| l)
     }
 
     /// The converters, by line.

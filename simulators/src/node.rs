@@ -134,8 +134,8 @@ pub struct SimNode {
     /// Powered: a node without power stops and its connection dies without a DISCONNECT (the
     /// broker publishes its last will).
     pub powered: bool,
-    /// Its network is cut (a broker or network outage): the firmware keeps running and holds
-    /// its messages in its outbox until the link is back.
+    /// Its MQTT connection is cut (a broker or carrier outage): the firmware keeps running and
+    /// holds its messages in its outbox until the link is back. A Modbus line is not affected.
     pub link_cut: bool,
     /// Malformed payloads still to send on its topics (a node with broken firmware).
     pub malformed: u32,

@@ -13,9 +13,11 @@ use streetgate_gateway::app;
 use streetgate_gateway::config::Config;
 use streetgate_gateway::inventory;
 use streetgate_gateway::store::{CaseFilter, CaseRecord};
+use streetgate_protocols::codec::Encoding;
 
 use crate::city::{City, CityConfig};
 use crate::fleet::{Fleet, FleetConfig};
+use crate::modbus::{ConverterConfig, Converters};
 use crate::node::{SimNode, World};
 
 /// A scenario file.
@@ -33,6 +35,19 @@ pub struct Scenario {
     /// City layout seed.
     #[serde(default = "one")]
     pub seed: u64,
+    /// Fraction (0–1) of the lamps and toilets on RS-485 lines behind Modbus TCP converters.
+    #[serde(default)]
+    pub modbus_tcp_fraction: f64,
+    /// Fraction (0–1) of the lamps and toilets on RS-485 lines read over Modbus RTU (virtual
+    /// serial pairs); with `modbus_tcp_fraction`, at most 1. The rest report over MQTT.
+    #[serde(default)]
+    pub modbus_rtu_fraction: f64,
+    /// Wire encoding of the MQTT devices: `binary` (default) or `json`.
+    #[serde(default)]
+    pub encoding: WireEncoding,
+    /// Local time (UTC+8) at the start, hours, on 2024-12-21 (the longest night); 18 = dusk.
+    #[serde(default = "dusk")]
+    pub start_hour: f64,
     /// Faults, in time order.
     #[serde(default, rename = "fault")]
     pub faults: Vec<Fault>,
@@ -53,6 +68,24 @@ pub struct Scenario {
 fn one() -> u64 {
     1
 }
+
+fn dusk() -> f64 {
+    18.0
+}
+
+/// How MQTT devices encode their messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WireEncoding {
+    /// Postcard behind the 0xB1 magic byte.
+    #[default]
+    Binary,
+    /// JSON.
+    Json,
+}
+
+/// 2024-12-21 00:00 Beijing time (UTC+8), Unix ms.
+const SOLSTICE_MIDNIGHT_MS: u64 = 1_734_710_400_000;
 
 /// A scripted fault.
 #[derive(Debug, Clone, Deserialize)]
@@ -99,6 +132,10 @@ pub enum FaultKind {
     RelayWelded,
     /// Water rises in the well.
     WaterRising,
+    /// The cover is knocked out of its seat by traffic and sits tilted (15°), not lifted off.
+    CoverDisplaced,
+    /// The battery is nearly flat (15 % left): a planned replacement.
+    BatteryDrain,
     /// The node loses power: no clean disconnect, so the broker publishes its last will.
     DeviceOffline,
     /// Every device loses the broker (connections cut and refused) for `duration_s`; the
@@ -124,6 +161,10 @@ pub struct CaseMatch {
     /// Subjects this match leaves out (a forbidden type except where a case is expected).
     #[serde(default)]
     pub except: Vec<String>,
+    /// The case must (true) or must not (false) still be open at the end of the run: a fault
+    /// nobody repaired keeps its case open; a fault that went away closes it.
+    #[serde(default)]
+    pub open: Option<bool>,
 }
 
 impl CaseMatch {
@@ -131,6 +172,7 @@ impl CaseMatch {
         case_type_name(c) == self.case_type
             && self.subject.as_ref().is_none_or(|s| *s == c.subject_key)
             && !self.except.contains(&c.subject_key)
+            && self.open.is_none_or(|open| open != c.state.is_terminal())
     }
 }
 
@@ -162,6 +204,21 @@ impl Scenario {
         })?;
         anyhow::ensure!(s.devices > 0, "devices: must be at least 1");
         anyhow::ensure!(s.speed > 0.0, "speed: must be positive");
+        for (key, f) in [
+            ("modbus_tcp_fraction", s.modbus_tcp_fraction),
+            ("modbus_rtu_fraction", s.modbus_rtu_fraction),
+        ] {
+            anyhow::ensure!((0.0..=1.0).contains(&f), "{key}: a fraction 0..=1, not {f}");
+        }
+        anyhow::ensure!(
+            s.modbus_tcp_fraction + s.modbus_rtu_fraction <= 1.0,
+            "modbus_tcp_fraction + modbus_rtu_fraction: at most 1 in all"
+        );
+        anyhow::ensure!(
+            (0.0..24.0).contains(&s.start_hour),
+            "start_hour: 0 to 24 (local time), not {}",
+            s.start_hour
+        );
         for (i, f) in s.faults.iter().enumerate() {
             let needs_devices = f.kind != FaultKind::BrokerOutage;
             anyhow::ensure!(
@@ -211,6 +268,11 @@ fn apply(kind: FaultKind, node: &mut SimNode, on: bool, t: u64) {
     match (kind, &node.world) {
         (FaultKind::RelayWelded, World::Lamp(l)) => l.borrow_mut().relay_stuck = Some(true),
         (FaultKind::WaterRising, World::Cover(c)) => c.borrow_mut().water_cm = 180.0,
+        (FaultKind::CoverDisplaced, World::Cover(c)) => c.borrow_mut().tilt_deg = 15.0,
+        (FaultKind::BatteryDrain, _) => {
+            let mut b = node.battery.borrow_mut();
+            b.used_mah = b.used_mah.max(b.capacity_mah * 0.85);
+        }
         (FaultKind::LampBurnout, World::Lamp(l)) => l.borrow_mut().burnt_out = true,
         (FaultKind::LampRepair, World::Lamp(l)) => {
             let mut l = l.borrow_mut();
@@ -338,11 +400,20 @@ fn wall_ms() -> i64 {
 /// ports), `progress` called with the fraction done.
 pub async fn verify(s: &Scenario, mut progress: impl FnMut(f64)) -> anyhow::Result<Report> {
     let dir = tempfile::tempdir().context("temporary directory")?;
-    // The fleet's simulated clock starts 1.5 s from now (time to start the gateway and build
-    // the fleet); the gateway runs on the same clock.
+    // The gateway runs on the fleet's simulated clock.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let start_unix_ms = SOLSTICE_MIDNIGHT_MS + (s.start_hour * 3_600_000.0) as u64;
+    // Simulated time starts once the gateway is up and the fleet has had time to connect
+    // (1.5 s, plus 5 ms per device: a loaded machine connects a few hundred clients a second).
+    let lead_ms = 1500 + i64::try_from(s.devices).unwrap_or(0).saturating_mul(5);
     let mut fleet_config = FleetConfig {
         speed: s.speed,
-        anchor_wall_ms: Some(wall_ms() + 1500),
+        anchor_wall_ms: Some(wall_ms() + lead_ms),
+        start_unix_ms,
+        encoding: match s.encoding {
+            WireEncoding::Binary => Encoding::Binary,
+            WireEncoding::Json => Encoding::Json,
+        },
         ..FleetConfig::default()
     };
     let start_ms = i64::try_from(fleet_config.start_unix_ms).unwrap_or(0);
@@ -352,20 +423,42 @@ pub async fn verify(s: &Scenario, mut progress: impl FnMut(f64)) -> anyhow::Resu
     config.broker.listen = "127.0.0.1:0".parse().context("address")?;
     config.store.path = dir.path().join("streetgate.db");
     config.clock = fleet_config.gateway_clock();
+    // Poll Modbus units every 30 simulated seconds (at most 5 polls per wall second).
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    {
+        config.modbus.poll_interval_ms = ((30_000.0 / s.speed) as u64).max(200);
+        config.modbus.max_backoff_ms = config.modbus.poll_interval_ms.max(1000);
+        // Loopback converters answer in well under a millisecond; a silent unit holds its
+        // line for the whole timeout, as on a real half-duplex bus.
+        config.modbus.request_timeout_ms = 300;
+    }
     let gw = app::start(config).await.context("starting the gateway")?;
     let city = City::generate(&CityConfig {
         devices: s.devices,
         seed: s.seed,
+        modbus_tcp_fraction: s.modbus_tcp_fraction,
+        modbus_rtu_fraction: s.modbus_rtu_fraction,
         ..CityConfig::default()
     });
-    let devices = inventory::parse_csv(city.to_csv().as_bytes())
-        .map_err(|e| anyhow::anyhow!("inventory: {e}"))?;
+    // Converters and serial lines first: the inventory names their ports.
+    let converters = Converters::bind(&city, ConverterConfig::default())
+        .await
+        .context("binding the Modbus converters and serial lines")?;
+    let csv = city.to_csv_with(&converters.addrs(), &converters.serial_paths())?;
+    let devices =
+        inventory::parse_csv(csv.as_bytes()).map_err(|e| anyhow::anyhow!("inventory: {e}"))?;
+    // The MQTT devices are commissioned now (they connect and announce themselves during the
+    // lead-in); the wired ones when the fleet boots: a poller started earlier would find their
+    // units silent (not booted) and report them offline.
+    let (wired, cellular): (Vec<_>, Vec<_>) = devices
+        .into_iter()
+        .partition(|d| d.transport != streetgate_gateway::model::Transport::Mqtt);
     gw.state
         .store
-        .upsert_devices(&devices, gw.state.clock.now_ms())
+        .upsert_devices(&cellular, gw.state.clock.now_ms())
         .await
         .context("inventory")?;
-    gw.state.inventory.upsert(devices);
+    gw.state.inventory.upsert(cellular);
     let broker = gw.broker_addr.context("embedded broker")?;
     for f in &s.faults {
         for id in &f.devices {
@@ -424,11 +517,12 @@ pub async fn verify(s: &Scenario, mut progress: impl FnMut(f64)) -> anyhow::Resu
     };
     fleet_config.broker_host = broker.ip().to_string();
     fleet_config.broker_port = broker.port();
-    let fleet = Fleet::start(
+    let fleet = Fleet::start_wired(
         &city,
         fleet_config,
         tokio::runtime::Handle::current(),
         Box::new(script),
+        converters,
     );
     #[allow(clippy::cast_precision_loss)]
     let wall = Duration::from_secs_f64(s.duration_s as f64 / s.speed);
@@ -438,6 +532,17 @@ pub async fn verify(s: &Scenario, mut progress: impl FnMut(f64)) -> anyhow::Resu
         tokio::time::sleep(Duration::from_millis(lead.unsigned_abs())).await;
     }
     let started = Instant::now();
+    if !wired.is_empty() {
+        // One tick in: every unit has booted and holds its first register image.
+        #[allow(clippy::cast_precision_loss)]
+        tokio::time::sleep(Duration::from_secs_f64(20.0 / s.speed)).await;
+        gw.state
+            .store
+            .upsert_devices(&wired, gw.state.clock.now_ms())
+            .await
+            .context("inventory")?;
+        gw.state.inventory.upsert(wired);
+    }
     while started.elapsed() < wall {
         progress(started.elapsed().as_secs_f64() / wall.as_secs_f64());
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -488,9 +593,14 @@ pub async fn verify(s: &Scenario, mut progress: impl FnMut(f64)) -> anyhow::Resu
 
     let describe = |m: &CaseMatch| {
         format!(
-            "{} {}",
+            "{} {}{}",
             m.case_type,
-            m.subject.as_deref().unwrap_or("(any subject)")
+            m.subject.as_deref().unwrap_or("(any subject)"),
+            match m.open {
+                Some(true) => ", still open",
+                Some(false) => ", closed",
+                None => "",
+            }
         )
     };
     let missed: Vec<String> = s
@@ -502,7 +612,15 @@ pub async fn verify(s: &Scenario, mut progress: impl FnMut(f64)) -> anyhow::Resu
     let false_alarms: Vec<String> = cases
         .iter()
         .filter(|c| s.forbid.iter().any(|m| m.matches(c)))
-        .map(|c| format!("{} {}", case_type_name(c), c.subject_key))
+        .map(|c| {
+            format!(
+                "{} {} at {} s: {}",
+                case_type_name(c),
+                c.subject_key,
+                (c.opened_ms - start_ms) / 1000,
+                c.detail
+            )
+        })
         .collect();
     // Two cases for one key whose lifetimes overlap would be a deduplication failure.
     let mut by_key: BTreeMap<(String, Option<String>), Vec<&CaseRecord>> = BTreeMap::new();

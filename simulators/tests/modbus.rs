@@ -15,13 +15,13 @@ use streetgate_firmware::platform::Now;
 use streetgate_gateway::ingest::modbus::{ModbusSettings, Supervisor};
 use streetgate_gateway::inventory::{self, Inventory};
 use streetgate_gateway::metrics::Metrics;
-use streetgate_gateway::model::{Reading, ReadingBody, Transport};
+use streetgate_gateway::model::{Device, Reading, ReadingBody, Transport};
 use streetgate_protocols::codec::Encoding;
 use streetgate_protocols::modbus::{self as map, AckResult};
 use streetgate_protocols::{
     Action, Command, Config, DeviceId, DeviceKind, LampSchedule, TelemetryData,
 };
-use streetgate_simulators::city::{City, CityConfig, UNITS_PER_LINE, Wiring};
+use streetgate_simulators::city::{City, CityConfig, RTU_BAUD, UNITS_PER_LINE, Wiring};
 use streetgate_simulators::fleet::{Fleet, FleetConfig};
 use streetgate_simulators::modbus::{
     Converter, ConverterConfig, Converters, ModbusLink, RtuLine, Unit,
@@ -454,7 +454,7 @@ fn a_city_wires_lamps_and_toilets_to_lines_of_at_most_32_units() {
         .iter()
         .filter_map(|d| match d.wiring {
             Wiring::ModbusTcp { line, unit } => Some((d, line, unit)),
-            Wiring::Mqtt => None,
+            Wiring::Mqtt | Wiring::ModbusRtu { .. } => None,
         })
         .collect();
     assert_eq!(wired.len(), mains / 2);
@@ -472,7 +472,7 @@ fn a_city_wires_lamps_and_toilets_to_lines_of_at_most_32_units() {
     assert_eq!(slots.len(), wired.len(), "one device per unit id per line");
     assert_eq!(city.modbus_lines(), wired.len().div_ceil(32));
     // Without bound converters there is no port to write.
-    assert!(city.to_csv_with(&[]).is_err());
+    assert!(city.to_csv_with(&[], &[]).is_err());
     // The default city is all MQTT, as before.
     let plain = City::generate(&CityConfig::default());
     assert_eq!(plain.modbus_lines(), 0);
@@ -504,7 +504,7 @@ async fn a_fleet_on_modbus_lines_is_polled_and_commanded_by_the_gateway() {
     );
 
     // The inventory names the bound ports.
-    let devices = inventory::parse_csv(city.to_csv_with(&addrs).unwrap().as_bytes()).unwrap();
+    let devices = inventory::parse_csv(city.to_csv_with(&addrs, &[]).unwrap().as_bytes()).unwrap();
     let mut modbus = Vec::new();
     for (d, placed) in devices.iter().zip(&city.devices) {
         match (&d.transport, placed.wiring) {
@@ -557,18 +557,11 @@ async fn a_fleet_on_modbus_lines_is_polled_and_commanded_by_the_gateway() {
         settings,
         cancel.clone(),
     );
-    let mut latest: HashMap<String, TelemetryData> = HashMap::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while latest.len() < modbus.len() && tokio::time::Instant::now() < deadline {
-        if let Ok(Some(r)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
-            assert_eq!(r.transport, "modbus-tcp");
-            if let ReadingBody::Telemetry(data) = r.body {
-                latest.insert(r.device_id.to_string(), data);
-            }
-        }
+    let latest = poll_every_device(&mut rx, modbus.len()).await;
+    for (id, (transport, _)) in &latest {
+        assert_eq!(transport, "modbus-tcp", "{id}");
     }
-    assert_eq!(latest.len(), modbus.len(), "every Modbus device polled");
-    for (id, data) in &latest {
+    for (id, (_, data)) in &latest {
         match data {
             TelemetryData::Streetlight(t) => {
                 assert!(t.lamp_on && (t.power_w - 100.0).abs() < 5.0, "{id}: {t:?}");
@@ -585,17 +578,52 @@ async fn a_fleet_on_modbus_lines_is_polled_and_commanded_by_the_gateway() {
         .rev()
         .find(|d| d.kind == DeviceKind::Streetlight)
         .unwrap();
+    switch_off(&supervisor, &mut rx, lamp, 900).await;
+
+    cancel.cancel();
+    drop(rx);
+    task.await.unwrap();
+    fleet.stop();
+}
+
+/// The latest telemetry of each device, with the transport it came over, once `n` devices
+/// have reported (30 s at most).
+async fn poll_every_device(
+    rx: &mut mpsc::Receiver<Reading>,
+    n: usize,
+) -> HashMap<String, (String, TelemetryData)> {
+    let mut latest = HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while latest.len() < n && tokio::time::Instant::now() < deadline {
+        if let Ok(Some(r)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
+            if let ReadingBody::Telemetry(data) = r.body {
+                latest.insert(r.device_id.to_string(), (r.transport.to_string(), data));
+            }
+        }
+    }
+    assert_eq!(latest.len(), n, "every Modbus device polled");
+    latest
+}
+
+/// Switch `lamp` off through the gateway's Modbus command path and wait for its telemetry to
+/// show the relay open.
+async fn switch_off(
+    supervisor: &Supervisor,
+    rx: &mut mpsc::Receiver<Reading>,
+    lamp: &Device,
+    cmd_id: u32,
+) {
     let result = supervisor
         .command(
             lamp,
             Command {
-                cmd_id: 900,
+                cmd_id,
                 action: Action::LampOff { expires_s: None },
             },
             tokio::time::Instant::now() + Duration::from_secs(5),
         )
         .await;
-    assert_eq!(result, Ok(AckResult::Applied(900)));
+    assert_eq!(result, Ok(AckResult::Applied(cmd_id)), "{}", lamp.id);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let mut dark = false;
     while !dark && tokio::time::Instant::now() < deadline {
@@ -607,8 +635,102 @@ async fn a_fleet_on_modbus_lines_is_polled_and_commanded_by_the_gateway() {
             }
         }
     }
-    assert!(dark, "the commanded lamp reports its relay open");
+    assert!(
+        dark,
+        "{}: the commanded lamp reports its relay open",
+        lamp.id
+    );
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_city_on_tcp_and_rtu_lines_is_polled_over_both_and_commanded_over_rtu() {
+    // Every lamp and toilet on a Modbus line: a third on RTU lines (pseudo-terminal pairs,
+    // no socat needed), the rest behind TCP converters.
+    let city = City::generate(&CityConfig {
+        devices: 150,
+        modbus_tcp_fraction: 0.66,
+        modbus_rtu_fraction: 0.34,
+        ..CityConfig::default()
+    });
+    assert!(city.rtu_lines() >= 1 && city.modbus_lines() >= 1);
+    let converters = Converters::bind(&city, ConverterConfig::default())
+        .await
+        .unwrap();
+    let serial = converters.serial_paths();
+    assert_eq!(serial.len(), city.rtu_lines());
+    assert!(
+        serial.iter().all(|p| std::path::Path::new(p).exists()),
+        "{serial:?}"
+    );
+    let devices = inventory::parse_csv(
+        city.to_csv_with(&converters.addrs(), &serial)
+            .unwrap()
+            .as_bytes(),
+    )
+    .unwrap();
+    let mut modbus = Vec::new();
+    for (d, placed) in devices.iter().zip(&city.devices) {
+        match (&d.transport, placed.wiring) {
+            (Transport::Mqtt, Wiring::Mqtt) => {}
+            (Transport::ModbusTcp { .. }, Wiring::ModbusTcp { .. }) => modbus.push(d.clone()),
+            (Transport::ModbusRtu { path, baud, unit }, Wiring::ModbusRtu { line, unit: u }) => {
+                assert_eq!((path, *baud, *unit), (&serial[line], RTU_BAUD, u));
+                modbus.push(d.clone());
+            }
+            other => panic!("{}: {other:?}", d.id),
+        }
+    }
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let broker_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let fleet = Fleet::start_wired(
+        &city,
+        FleetConfig {
+            broker_port,
+            speed: 100.0,
+            tick_s: 10,
+            ..FleetConfig::default()
+        },
+        tokio::runtime::Handle::current(),
+        Box::new(|_, _| {}),
+        converters,
+    );
+    let inv = Arc::new(Inventory::new(modbus.iter().cloned()));
+    let (tx, mut rx) = mpsc::channel::<Reading>(4096);
+    let cancel = CancellationToken::new();
+    let settings = ModbusSettings {
+        poll_interval: Duration::from_millis(300),
+        request_timeout: Duration::from_millis(500),
+        offline_after: 3,
+        max_backoff: Duration::from_secs(2),
+        ..ModbusSettings::default()
+    };
+    let (supervisor, task) = Supervisor::start(
+        inv.clone(),
+        tx,
+        Arc::new(Metrics::default()),
+        settings,
+        cancel.clone(),
+    );
+    let latest = poll_every_device(&mut rx, modbus.len()).await;
+    let over = |t: &str| latest.values().filter(|(tr, _)| tr == t).count();
+    let on_rtu = city
+        .devices
+        .iter()
+        .filter(|d| matches!(d.wiring, Wiring::ModbusRtu { .. }))
+        .count();
+    assert_eq!(over("modbus-rtu"), on_rtu);
+    assert_eq!(over("modbus-tcp"), modbus.len() - on_rtu);
+    // A lamp on an RTU line, switched off over the serial line.
+    let lamp = devices
+        .iter()
+        .zip(&city.devices)
+        .find(|(d, p)| {
+            d.kind == DeviceKind::Streetlight && matches!(p.wiring, Wiring::ModbusRtu { .. })
+        })
+        .map(|(d, _)| d)
+        .unwrap();
+    switch_off(&supervisor, &mut rx, lamp, 901).await;
     cancel.cancel();
     drop(rx);
     task.await.unwrap();

@@ -12,6 +12,13 @@ fn scenarios() -> Vec<PathBuf> {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        // STREETGATE_SCENARIO=name runs the files whose name contains it.
+        .filter(|p| {
+            std::env::var("STREETGATE_SCENARIO").map_or(true, |only| {
+                p.file_stem()
+                    .is_some_and(|n| n.to_string_lossy().contains(&only))
+            })
+        })
         .collect();
     files.sort();
     files
@@ -24,7 +31,7 @@ async fn every_scenario_passes() {
         .with_test_writer()
         .try_init();
     let files = scenarios();
-    assert!(files.len() >= 2);
+    assert!(!files.is_empty());
     for file in files {
         let scenario = Scenario::load(&file).unwrap();
         let report = verify(&scenario, |_| {}).await.unwrap();

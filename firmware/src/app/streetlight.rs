@@ -215,29 +215,37 @@ impl<L: LampDriver> Application for Streetlight<L> {
         let supply_lost = m.voltage_v < s.supply_min_v;
         let scheduled_off = Self::scheduled(node, now) == Some(false);
         let operator_wants_light = self.overridden.is_some_and(|o| o.on == Some(true));
+        // (alarm, active, observable now, value, hold). A lamp failure can only be seen while the
+        // relay is closed and the supply is there, a welded relay only while the relay is open:
+        // otherwise the alarm keeps its state (a lamp that burnt out at night is still out at
+        // noon, when the schedule has opened the relay; it clears when it next lights).
         let conditions = [
-            (AlarmKind::SupplyLoss, supply_lost, m.voltage_v, hold),
+            (AlarmKind::SupplyLoss, supply_lost, true, m.voltage_v, hold),
             (
                 AlarmKind::LampFailure,
-                self.relay_on && !supply_lost && !lit,
+                !lit,
+                self.relay_on && !supply_lost,
                 m.current_a,
                 hold,
             ),
             (
                 AlarmKind::RelayFailure,
-                !self.relay_on && lit,
+                lit,
+                !self.relay_on,
                 m.current_a,
                 hold,
             ),
             (
                 AlarmKind::DayBurner,
                 lit && scheduled_off && !operator_wants_light,
+                true,
                 m.current_a,
                 hold,
             ),
             (
                 AlarmKind::Leakage,
                 m.leakage_ma >= s.leakage_limit_ma,
+                true,
                 m.leakage_ma,
                 hold,
             ),
@@ -245,11 +253,15 @@ impl<L: LampDriver> Application for Streetlight<L> {
             (
                 AlarmKind::Cycling,
                 self.transitions.len() >= CYCLING_TRANSITIONS,
+                true,
                 self.transitions.len() as f32,
                 0,
             ),
         ];
-        for (kind, active, value, hold_ms) in conditions {
+        for (kind, active, observable, value, hold_ms) in conditions {
+            if !observable {
+                continue;
+            }
             let alarm = match kind {
                 AlarmKind::SupplyLoss => &mut self.supply_loss,
                 AlarmKind::LampFailure => &mut self.lamp_failure,
@@ -457,6 +469,32 @@ mod tests {
         );
         stage.0.borrow_mut().burnt_out = false; // lamp replaced
         run(&mut dev, &mut link, NOON_UTC_MS, 60, 90);
+        assert_eq!(
+            ev(&mut link),
+            [(AlarmKind::LampFailure, AlarmState::Cleared)]
+        );
+    }
+
+    #[test]
+    fn a_lamp_failure_is_kept_while_the_relay_is_open_and_clears_when_it_lights() {
+        let stage = Stage::default();
+        let mut dev = device(&stage);
+        let mut link = Link::default();
+        run(&mut dev, &mut link, NOON_UTC_MS, 0, 30);
+        stage.0.borrow_mut().burnt_out = true;
+        run(&mut dev, &mut link, NOON_UTC_MS, 30, 60);
+        assert_eq!(
+            ev(&mut link),
+            [(AlarmKind::LampFailure, AlarmState::Raised)]
+        );
+        // Day: the schedule opens the relay. Nothing can be seen, nothing is cleared.
+        run(&mut dev, &mut link, DAY_UTC_MS, 60, 3600);
+        assert!(!dev.app.relay_on());
+        assert!(ev(&mut link).is_empty(), "still failed, not recovered");
+        // Repaired by day; at dusk (NOON_UTC_MS is 20:00 local) it lights and clears.
+        stage.0.borrow_mut().burnt_out = false;
+        run(&mut dev, &mut link, NOON_UTC_MS, 3600, 3700);
+        assert!(dev.app.relay_on());
         assert_eq!(
             ev(&mut link),
             [(AlarmKind::LampFailure, AlarmState::Cleared)]

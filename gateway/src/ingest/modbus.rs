@@ -355,10 +355,15 @@ async fn run_endpoint(
                         u.identified = false;
                     }
                 }
-                _ => {
+                failed => {
                     metrics.rejected("modbus_error");
+                    let error = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => format!("no connection within {:?}", settings.request_timeout),
+                    };
                     tracing::warn!(
                         ?endpoint,
+                        %error,
                         "Modbus endpoint unreachable; retrying in {connect_backoff:?}"
                     );
                     for u in units.iter_mut().filter(|u| u.next_poll <= Instant::now()) {

@@ -50,6 +50,9 @@ pub struct RulesConfig {
     pub odour_hysteresis_pct: f32,
     /// Odour moving-average window, s.
     pub odour_window_s: u32,
+    /// Leakage current of a lamp that is an electrical danger (urgent), mA: judged on the
+    /// lamp's telemetry, so a lamp on a Modbus line (which sends no alarms) is judged too.
+    pub leakage_limit_ma: f32,
     /// Low battery, %.
     pub battery_low_pct: u8,
     /// Expected report interval per kind (streetlight, manhole, bin, toilet), s; a device is
@@ -92,6 +95,7 @@ impl Default for RulesConfig {
             h2s_limit_mg_m3: 0.01,
             odour_hysteresis_pct: 20.0,
             odour_window_s: 600,
+            leakage_limit_ma: 30.0,
             battery_low_pct: 20,
             report_interval_s: [900, 43_200, 43_200, 3_600],
             offline_missed: 3,
@@ -150,7 +154,15 @@ pub struct DeviceState {
     pub odour: VecDeque<(UnixMs, f64, f64)>,
     /// Latest lamp state: relay closed, current A.
     pub lamp: Option<(bool, f64)>,
+    /// When its last will (or offline status) arrived, until a message shows it alive again.
+    #[serde(default)]
+    pub will_ms: Option<UnixMs>,
 }
+
+/// A message the device stamped this long before its last will arrived is a late delivery
+/// of something sent before the link died, not a sign of life (the broker delivers each topic
+/// separately, so an old telemetry can overtake the will, or trail it). Allows for clock skew.
+const STALE_BEFORE_WILL_MS: i64 = 30_000;
 
 impl DeviceState {
     fn is_active(&self, c: Condition) -> bool {
@@ -443,15 +455,20 @@ impl RulesEngine {
                     .min_current_a
                     .unwrap_or(self.config.lighting.min_current_a));
                 let supply_ok = f(t.voltage_v) >= 100.0;
-                let failed = t.lamp_on && supply_ok && f(t.current_a) < min_current;
-                over(
-                    Condition::Alarm(AlarmKind::LampFailure),
-                    if failed { 1.0 } else { 0.0 },
-                    1.0,
-                    0.5,
-                    hold,
-                    false,
-                );
+                // A lamp failure shows only while the relay is closed and the supply is there:
+                // otherwise it keeps its state (a lamp out at night is still out at noon, when
+                // the schedule has opened the relay).
+                if t.lamp_on && supply_ok {
+                    let failed = f(t.current_a) < min_current;
+                    over(
+                        Condition::Alarm(AlarmKind::LampFailure),
+                        if failed { 1.0 } else { 0.0 },
+                        1.0,
+                        0.5,
+                        hold,
+                        false,
+                    );
+                }
                 let lit = f(t.current_a) >= min_current;
                 // The device's own clock decides day or night when it has one: what matters is
                 // when the lamp was lit, not when the message arrived.
@@ -472,6 +489,15 @@ impl RulesEngine {
                     0.5,
                     hold,
                     false,
+                );
+                let limit = f(c.leakage_limit_ma);
+                over(
+                    Condition::Alarm(AlarmKind::Leakage),
+                    f(t.leakage_ma),
+                    limit,
+                    (limit * 0.2).min(5.0),
+                    hold,
+                    true,
                 );
             }
         }
@@ -583,6 +609,7 @@ impl RulesEngine {
         match &reading.body {
             ReadingBody::Status { online: false, .. } if self.config.offline_will_hold_s > 0 => {
                 // Offline once the hold passes without another message (see `on_tick`).
+                st.will_ms = Some(now);
                 let cs = st.conditions.entry(Condition::Offline.key()).or_default();
                 if !cs.active && cs.over_since_ms.is_none() {
                     cs.over_since_ms = Some(now);
@@ -590,6 +617,7 @@ impl RulesEngine {
                 }
             }
             ReadingBody::Status { online: false, .. } => {
+                st.will_ms = Some(now);
                 Self::set(
                     device,
                     &mut st,
@@ -602,7 +630,17 @@ impl RulesEngine {
                     &mut out,
                 );
             }
+            _ if st.will_ms.is_some_and(|will| {
+                !matches!(reading.body, ReadingBody::Status { online: true, .. })
+                    && reading
+                        .device_ts_ms
+                        .is_some_and(|ts| ts + STALE_BEFORE_WILL_MS < will)
+            }) =>
+            {
+                // Sent before the will: no sign of life; its content still counts below.
+            }
             _ => {
+                st.will_ms = None;
                 if let Some(cs) = st.conditions.get_mut(&Condition::Offline.key()) {
                     cs.over_since_ms = None;
                 }

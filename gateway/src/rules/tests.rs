@@ -539,3 +539,51 @@ fn a_few_last_wills_are_judged_one_by_one_and_an_endless_outage_expires() {
     assert_eq!(e.on_tick(902_000, &covers).len(), 25);
     assert!(e.outage().0.is_some_and(|o| o.expired));
 }
+
+#[test]
+fn a_message_sent_before_the_last_will_is_no_sign_of_life() {
+    let mh = device("MH-1", DeviceKind::Manhole);
+    let mut e = RulesEngine::new(RulesConfig::default());
+    e.on_reading(&mh, &tilt(&mh, 0, 1.0));
+    assert!(e.on_reading(&mh, &will(&mh, 1000)).is_empty());
+    // Telemetry stamped at 900 s, delivered after the will: the link died after sending it.
+    let late = Reading {
+        device_ts_ms: Some(900_000),
+        ..tilt(&mh, 1005, 1.0)
+    };
+    assert!(e.on_reading(&mh, &late).is_empty());
+    assert_eq!(
+        edges(&e.on_tick(1_000_000 + 120_000, [&mh])),
+        [(Condition::Offline, true)],
+        "the hold was not cancelled"
+    );
+    // Another old one does not clear it either; a fresh one does.
+    assert!(e.on_reading(&mh, &late).is_empty());
+    let fresh = Reading {
+        device_ts_ms: Some(1_200_000),
+        ..tilt(&mh, 1200, 1.0)
+    };
+    assert_eq!(
+        edges(&e.on_reading(&mh, &fresh)),
+        [(Condition::Offline, false)]
+    );
+    // Its store-and-forward backlog after a reconnection comes with the birth status, which
+    // always counts: stamped times before the will are fine then.
+    assert!(e.on_reading(&mh, &will(&mh, 2000)).is_empty());
+    let birth = reading(
+        &mh,
+        2050,
+        ReadingBody::Status {
+            online: true,
+            battery_pct: Some(90),
+            fw_version: None,
+        },
+    );
+    e.on_reading(&mh, &birth);
+    let backlog = Reading {
+        device_ts_ms: Some(1_990_000),
+        ..tilt(&mh, 2051, 1.0)
+    };
+    e.on_reading(&mh, &backlog);
+    assert!(e.on_tick(2_000_000 + 500_000, [&mh]).is_empty());
+}
