@@ -415,6 +415,15 @@ impl RtuLine {
         units: impl IntoIterator<Item = (u8, Arc<Unit>)>,
     ) -> io::Result<Self> {
         let server = tokio_modbus::server::rtu::Server::new_from_path(path, baud)?;
+        Ok(Self::serve(server, units, ()))
+    }
+
+    /// Serve `units` on `server` until stopped; `keep` lives as long as the line.
+    fn serve(
+        server: tokio_modbus::server::rtu::Server,
+        units: impl IntoIterator<Item = (u8, Arc<Unit>)>,
+        keep: impl Send + 'static,
+    ) -> Self {
         let bus = Bus {
             units: Arc::new(units.into_iter().collect()),
             front: Front::Line,
@@ -422,9 +431,10 @@ impl RtuLine {
         };
         let stats = bus.stats.clone();
         let task = tokio::spawn(async move {
+            let _keep = keep;
             let _ = server.serve_forever(bus).await;
         });
-        Ok(Self { stats, task })
+        Self { stats, task }
     }
 
     /// A virtual serial line: a pseudo-terminal pair whose master side serves `units` (on the
@@ -444,19 +454,9 @@ impl RtuLine {
             .map(PathBuf::from)
             .ok_or_else(|| io::Error::other("the pseudo-terminal has no name"))?;
         let server = tokio_modbus::server::rtu::Server::new(master);
-        let bus = Bus {
-            units: Arc::new(units.into_iter().collect()),
-            front: Front::Line,
-            stats: Arc::default(),
-        };
-        let stats = bus.stats.clone();
-        let task = tokio::spawn(async move {
-            // The slave side stays open while the line is served: when its last descriptor
-            // closes, reads of the master side fail (EIO) until it is opened again.
-            let _slave = slave;
-            let _ = server.serve_forever(bus).await;
-        });
-        Ok((Self { stats, task }, path))
+        // The slave side stays open while the line is served: when its last descriptor
+        // closes, reads of the master side fail (EIO) until it is opened again.
+        Ok((Self::serve(server, units, slave), path))
     }
 
     /// Virtual serial lines need pseudo-terminals (Unix).

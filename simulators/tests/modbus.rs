@@ -523,40 +523,10 @@ async fn a_fleet_on_modbus_lines_is_polled_and_commanded_by_the_gateway() {
     assert_eq!(modbus.len(), lamps + city.count(DeviceKind::Toilet));
 
     // A closed port for the MQTT devices (covers, bins): they retry in the background.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let broker_port = closed.local_addr().unwrap().port();
-    drop(closed);
-    let fleet = Fleet::start_wired(
-        &city,
-        FleetConfig {
-            broker_port,
-            speed: 100.0,
-            tick_s: 10,
-            ..FleetConfig::default()
-        },
-        tokio::runtime::Handle::current(),
-        Box::new(|_, _| {}),
-        converters,
-    );
+    let fleet = start_fleet(&city, converters);
 
     // The gateway's own Modbus poller, following an inventory of just these devices.
-    let inv = Arc::new(Inventory::new(modbus.iter().cloned()));
-    let (tx, mut rx) = mpsc::channel::<Reading>(4096);
-    let cancel = CancellationToken::new();
-    let settings = ModbusSettings {
-        poll_interval: Duration::from_millis(300),
-        request_timeout: Duration::from_millis(500),
-        offline_after: 3,
-        max_backoff: Duration::from_secs(2),
-        ..ModbusSettings::default()
-    };
-    let (supervisor, task) = Supervisor::start(
-        inv.clone(),
-        tx,
-        Arc::new(Metrics::default()),
-        settings,
-        cancel.clone(),
-    );
+    let (supervisor, task, mut rx, cancel) = start_poller(&modbus);
     let latest = poll_every_device(&mut rx, modbus.len()).await;
     for (id, (transport, _)) in &latest {
         assert_eq!(transport, "modbus-tcp", "{id}");
@@ -608,7 +578,7 @@ async fn poll_every_device(
 /// Switch `lamp` off through the gateway's Modbus command path and wait for its telemetry to
 /// show the relay open.
 async fn switch_off(
-    supervisor: &Supervisor,
+    supervisor: &Arc<Supervisor>,
     rx: &mut mpsc::Receiver<Reading>,
     lamp: &Device,
     cmd_id: u32,
@@ -680,38 +650,8 @@ async fn a_city_on_tcp_and_rtu_lines_is_polled_over_both_and_commanded_over_rtu(
             other => panic!("{}: {other:?}", d.id),
         }
     }
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let broker_port = closed.local_addr().unwrap().port();
-    drop(closed);
-    let fleet = Fleet::start_wired(
-        &city,
-        FleetConfig {
-            broker_port,
-            speed: 100.0,
-            tick_s: 10,
-            ..FleetConfig::default()
-        },
-        tokio::runtime::Handle::current(),
-        Box::new(|_, _| {}),
-        converters,
-    );
-    let inv = Arc::new(Inventory::new(modbus.iter().cloned()));
-    let (tx, mut rx) = mpsc::channel::<Reading>(4096);
-    let cancel = CancellationToken::new();
-    let settings = ModbusSettings {
-        poll_interval: Duration::from_millis(300),
-        request_timeout: Duration::from_millis(500),
-        offline_after: 3,
-        max_backoff: Duration::from_secs(2),
-        ..ModbusSettings::default()
-    };
-    let (supervisor, task) = Supervisor::start(
-        inv.clone(),
-        tx,
-        Arc::new(Metrics::default()),
-        settings,
-        cancel.clone(),
-    );
+    let fleet = start_fleet(&city, converters);
+    let (supervisor, task, mut rx, cancel) = start_poller(&modbus);
     let latest = poll_every_device(&mut rx, modbus.len()).await;
     let over = |t: &str| latest.values().filter(|(tr, _)| tr == t).count();
     let on_rtu = city
@@ -735,4 +675,53 @@ async fn a_city_on_tcp_and_rtu_lines_is_polled_over_both_and_commanded_over_rtu(
     drop(rx);
     task.await.unwrap();
     fleet.stop();
+}
+
+/// The fleet of `city` on 100x time, its MQTT devices pointed at a closed port (they retry in
+/// the background), its Modbus devices served by `converters`.
+fn start_fleet(city: &City, converters: Converters) -> Fleet {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let broker_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    Fleet::start_wired(
+        city,
+        FleetConfig {
+            broker_port,
+            speed: 100.0,
+            tick_s: 10,
+            ..FleetConfig::default()
+        },
+        tokio::runtime::Handle::current(),
+        Box::new(|_, _| {}),
+        converters,
+    )
+}
+
+/// The gateway's own Modbus poller, following an inventory of just `devices`.
+fn start_poller(
+    devices: &[Device],
+) -> (
+    Arc<Supervisor>,
+    tokio::task::JoinHandle<()>,
+    mpsc::Receiver<Reading>,
+    CancellationToken,
+) {
+    let inv = Arc::new(Inventory::new(devices.iter().cloned()));
+    let (tx, rx) = mpsc::channel::<Reading>(4096);
+    let cancel = CancellationToken::new();
+    let settings = ModbusSettings {
+        poll_interval: Duration::from_millis(300),
+        request_timeout: Duration::from_millis(500),
+        offline_after: 3,
+        max_backoff: Duration::from_secs(2),
+        ..ModbusSettings::default()
+    };
+    let (supervisor, task) = Supervisor::start(
+        inv,
+        tx,
+        Arc::new(Metrics::default()),
+        settings,
+        cancel.clone(),
+    );
+    (supervisor, task, rx, cancel)
 }
