@@ -1,9 +1,11 @@
 //! Wiring: start every task of the gateway from a [`Config`], and stop them in order.
 //!
-//! Start: store (migrations) → inventory (+ optional CSV import) → embedded broker → store writer
-//! → pipeline → decode workers → MQTT ingest → housekeeping → HTTP.
-//! Stop ([`Running::shutdown`]): cancel → MQTT disconnects and drops its queues → workers,
-//! pipeline and writer drain in turn → HTTP finishes in-flight requests → store closes.
+//! Start: store (migrations) → inventory (+ optional CSV import) → store writer → pipeline →
+//! decode workers → embedded broker with the workers attached (or the MQTT client of an external
+//! broker) → publisher → housekeeping → HTTP.
+//! Stop ([`Running::shutdown`]): cancel → the broker closes its connections (or the client
+//! disconnects) and drops the worker inputs → workers, pipeline and writer drain in turn (each
+//! committed message is acknowledged) → HTTP finishes in-flight requests → store closes.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -110,42 +112,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         inventory.upsert(devices);
     }
 
-    // Broker.
-    let broker_addr = if config.broker_embedded() {
-        let b = broker::start(&config.broker)
-            .await
-            .context("starting the embedded MQTT broker")?;
-        tracing::info!(listen = %b.v4, listen_v5 = ?b.v5, "embedded MQTT broker started");
-        Some(b.v4)
-    } else {
-        None
-    };
-    let settings = match (&config.mqtt.url, broker_addr) {
-        (Some(url), _) => MqttSettings::from_url(url, &config.mqtt)
-            .map_err(|e| anyhow::anyhow!("mqtt.url = {url}: {e}"))?,
-        (None, Some(addr)) => {
-            let addr = connectable(addr);
-            MqttSettings {
-                host: addr.ip().to_string(),
-                port: addr.port(),
-                config: config.mqtt.clone(),
-            }
-        }
-        (None, None) => bail!("mqtt.url is required when broker.embedded = false"),
-    };
-    let mqtt_broker = format!("{}:{}", settings.host, settings.port);
-
     // Pipeline, from the store backwards.
     let capacity = config.pipeline.channel_capacity;
     let (write_tx, write_rx) = mpsc::channel::<WriteOp>(capacity);
     let (reading_tx, reading_rx) = mpsc::channel::<Reading>(capacity);
+    let (acked_tx, acked_rx) = mpsc::channel::<ingest::AckedReading>(capacity);
     let writer = tokio::spawn(
         StoreWriter::new(
             Arc::clone(&store),
             Arc::clone(&metrics),
             WriterSettings {
                 batch_max: config.store.batch_max,
-                flush_interval: Duration::from_millis(config.store.flush_interval_ms),
                 keep_history: config.store.history_per_device > 0,
             },
         )
@@ -165,6 +142,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     .context("loading the rule state")?;
     let acks = Arc::new(AckWaiters::default());
     let pipeline = tokio::spawn(pipeline::run_pipeline(
+        acked_rx,
         reading_rx,
         write_tx.clone(),
         Arc::clone(&metrics),
@@ -182,10 +160,59 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         limits,
         &inventory,
         &metrics,
-        &reading_tx,
+        &acked_tx,
         &write_tx,
     );
     drop(write_tx);
+    drop(acked_tx);
+
+    // MQTT: the embedded broker with the decode workers attached before it accepts anyone, or
+    // the client of an external broker.
+    let filters = ingest::mqtt::subscription_filters(config.mqtt.shared_group.as_deref());
+    let (broker_addr, settings, mqtt) = if config.broker_embedded() {
+        let b = broker::start(
+            &config.broker,
+            Some(broker::Consumer::new(filters, worker_inputs, clock)),
+            Arc::clone(&metrics.broker),
+            cancel.clone(),
+        )
+        .await
+        .context("starting the embedded MQTT broker")?;
+        tracing::info!(listen = %b.addr, "embedded MQTT broker started");
+        // The gateway is the broker's consumer: subscribed from the first connection on.
+        metrics
+            .mqtt_connected
+            .store(1, std::sync::atomic::Ordering::Relaxed);
+        metrics
+            .mqtt_subscribed
+            .store(1, std::sync::atomic::Ordering::Relaxed);
+        metrics
+            .mqtt_connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let addr = connectable(b.addr);
+        let settings = MqttSettings {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            config: config.mqtt.clone(),
+        };
+        let task = tokio::spawn(b.join());
+        (Some(addr), settings, task)
+    } else {
+        let Some(url) = &config.mqtt.url else {
+            bail!("mqtt.url is required when broker.embedded = false");
+        };
+        let settings = MqttSettings::from_url(url, &config.mqtt)
+            .map_err(|e| anyhow::anyhow!("mqtt.url = {url}: {e}"))?;
+        let task = tokio::spawn(ingest::mqtt::run(
+            settings.clone(),
+            worker_inputs,
+            Arc::clone(&metrics),
+            clock,
+            cancel.clone(),
+        ));
+        (None, settings, task)
+    };
+    let mqtt_broker = format!("{}:{}", settings.host, settings.port);
     // Modbus pollers following the inventory (joined like the decode workers: they stop on
     // cancel and drop their senders).
     let (modbus, modbus_task) = ingest::modbus::Supervisor::start(
@@ -220,13 +247,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         clock,
         Duration::from_millis(config.commands.ack_timeout_ms),
     );
-    let mqtt = tokio::spawn(ingest::mqtt::run(
-        settings,
-        worker_inputs,
-        Arc::clone(&metrics),
-        clock,
-        cancel.clone(),
-    ));
     let ingest = IngestContext {
         readings: reading_tx,
         metrics: Arc::clone(&metrics),

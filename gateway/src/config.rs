@@ -234,7 +234,7 @@ impl Default for HttpConfig {
     }
 }
 
-/// `[broker]`: the embedded rumqttd broker.
+/// `[broker]`: the embedded MQTT 3.1.1 broker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerConfig {
@@ -244,18 +244,20 @@ pub struct BrokerConfig {
     /// MQTT 3.1.1 listener; port 0 picks a free port.
     #[serde(deserialize_with = "socket_addr")]
     pub listen: SocketAddr,
-    /// Optional MQTT 5 listener.
-    #[serde(
-        deserialize_with = "opt_socket_addr",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub listen_v5: Option<SocketAddr>,
     /// Most simultaneous client connections.
     pub max_connections: usize,
     /// Largest PUBLISH payload the broker accepts, bytes.
     pub max_payload_bytes: usize,
-    /// Unacknowledged QoS 1 messages per connection.
+    /// Unacknowledged QoS 1 messages the broker sends to one subscriber before waiting for its
+    /// PUBACKs.
     pub max_inflight: usize,
+    /// Messages held for one subscriber: queued while a persistent session is offline, or
+    /// waiting to be written to a slow one. Beyond it the oldest is dropped and counted
+    /// (`streetgate_broker_dropped_total`). Uplinks to the gateway itself are never dropped:
+    /// the device is slowed down instead.
+    pub max_queued_messages: usize,
+    /// Retained messages kept; a new retained topic beyond it is not retained (counted).
+    pub max_retained: usize,
     /// Time a new connection has to send CONNECT, ms.
     pub connection_timeout_ms: u16,
 }
@@ -265,10 +267,11 @@ impl Default for BrokerConfig {
         Self {
             embedded: None,
             listen: parse_default(DEFAULT_BROKER_LISTEN),
-            listen_v5: None,
             max_connections: 10_000,
             max_payload_bytes: 64 * 1024,
             max_inflight: 100,
+            max_queued_messages: 1000,
+            max_retained: 1_000_000,
             connection_timeout_ms: 10_000,
         }
     }
@@ -346,8 +349,6 @@ pub struct StoreConfig {
     pub history_per_device: u32,
     /// Most writes in one transaction.
     pub batch_max: usize,
-    /// Longest time a write waits for its batch, ms.
-    pub flush_interval_ms: u64,
     /// How often the history is trimmed to `history_per_device`, s.
     pub trim_interval_s: u64,
     /// How often the rule state is snapshotted, s.
@@ -361,7 +362,6 @@ impl Default for StoreConfig {
             path: PathBuf::from("./streetgate-data/streetgate.db"),
             history_per_device: 100,
             batch_max: 2000,
-            flush_interval_ms: 100,
             trim_interval_s: 60,
             snapshot_interval_s: 30,
         }
@@ -584,10 +584,11 @@ pub const ENV_KEYS: &[(&str, EnvValueKind)] = &[
     ("http.max_body_bytes", EnvValueKind::Literal),
     ("broker.embedded", EnvValueKind::Literal),
     ("broker.listen", EnvValueKind::Text),
-    ("broker.listen_v5", EnvValueKind::Text),
     ("broker.max_connections", EnvValueKind::Literal),
     ("broker.max_payload_bytes", EnvValueKind::Literal),
     ("broker.max_inflight", EnvValueKind::Literal),
+    ("broker.max_queued_messages", EnvValueKind::Literal),
+    ("broker.max_retained", EnvValueKind::Literal),
     ("broker.connection_timeout_ms", EnvValueKind::Literal),
     ("mqtt.url", EnvValueKind::Text),
     ("mqtt.client_id", EnvValueKind::Text),
@@ -604,7 +605,6 @@ pub const ENV_KEYS: &[(&str, EnvValueKind)] = &[
     ("store.path", EnvValueKind::Text),
     ("store.history_per_device", EnvValueKind::Literal),
     ("store.batch_max", EnvValueKind::Literal),
-    ("store.flush_interval_ms", EnvValueKind::Literal),
     ("store.trim_interval_s", EnvValueKind::Literal),
     ("store.snapshot_interval_s", EnvValueKind::Literal),
     ("inventory.import_csv", EnvValueKind::Text),
@@ -797,8 +797,15 @@ impl Config {
         if self.broker.max_payload_bytes == 0 {
             return Err(invalid("broker.max_payload_bytes", 0, "at least 1 byte"));
         }
-        if self.broker.max_inflight == 0 {
-            return Err(invalid("broker.max_inflight", 0, "at least 1"));
+        if !(1..=65_535).contains(&self.broker.max_inflight) {
+            return Err(invalid(
+                "broker.max_inflight",
+                self.broker.max_inflight,
+                "1..=65535",
+            ));
+        }
+        if self.broker.max_queued_messages == 0 {
+            return Err(invalid("broker.max_queued_messages", 0, "at least 1"));
         }
         if self.broker.connection_timeout_ms < 100 {
             return Err(invalid(
@@ -819,13 +826,6 @@ impl Config {
         }
         if self.store.batch_max == 0 {
             return Err(invalid("store.batch_max", 0, "at least 1"));
-        }
-        if !(1..=60_000).contains(&self.store.flush_interval_ms) {
-            return Err(invalid(
-                "store.flush_interval_ms",
-                self.store.flush_interval_ms,
-                "1..=60000 ms",
-            ));
         }
         if self.store.trim_interval_s == 0 {
             return Err(invalid("store.trim_interval_s", 0, "at least 1 s"));
@@ -1131,10 +1131,6 @@ fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> 
         .map_err(|_| de::Error::invalid_value(Unexpected::Str(&s), &ADDR_EXPECTED))
 }
 
-fn opt_socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
-    socket_addr(d).map(Some)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1253,7 +1249,7 @@ mod tests {
             let value = match (kind, *key) {
                 (_, "store.backend") => "sqlite",
                 (_, "mqtt.url") => "mqtt://h:1",
-                (_, k) if k.ends_with("listen") || k.ends_with("listen_v5") => "127.0.0.1:1",
+                (_, k) if k.ends_with("listen") => "127.0.0.1:1",
                 (EnvValueKind::Text, _) => "x",
                 (EnvValueKind::Literal, "broker.embedded" | "alerts.mqtt") => "true",
                 (EnvValueKind::Literal, "alerts.poll_interval_ms" | "alerts.retry_max_ms") => {

@@ -33,11 +33,8 @@ enum Command {
 }
 
 fn init_tracing() {
-    // rumqttd's router logs a harmless ERROR on every clean client disconnect (it sees the
-    // DISCONNECT packet and then the closed socket); silence that module by default.
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,rumqttd=warn,rumqttd::router::routing=off,sqlx=warn")
-    });
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     tracing_subscriber::fmt().with_env_filter(filter).init();
 }
 

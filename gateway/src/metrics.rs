@@ -82,6 +82,8 @@ pub struct Metrics {
     ingest: [AtomicU64; TRANSPORTS.len()],
     rejected: [AtomicU64; REASONS.len()],
     rejected_other: Mutex<BTreeMap<&'static str, u64>>,
+    /// The embedded broker's counters.
+    pub broker: std::sync::Arc<crate::broker::BrokerMetrics>,
     /// Messages lost between two accepted sequence numbers.
     pub seq_gaps: AtomicU64,
     /// Messages from devices not in the inventory.
@@ -247,6 +249,7 @@ impl Metrics {
             let _ = writeln!(out, "streetgate_open_cases{{type=\"{t}\"}} {n}");
         }
         let _ = writeln!(out, "streetgate_open_cases{{type=\"all\"}} {total}");
+        self.broker.render(&mut out);
         gauge(
             &mut out,
             "streetgate_mqtt_connected",

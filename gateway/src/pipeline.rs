@@ -2,9 +2,14 @@
 //! bounded channels.
 //!
 //! ```text
-//! decode workers ─Reading─▶ pipeline task ─WriteOp─▶ store writer (batched transactions)
-//!         └──────────────── unregistered sightings ──────▲
+//! decode workers ─(Reading, Ack)─▶ pipeline task ─WriteOp─▶ store writer (group commit) ─▶ acks
+//! modbus pollers ─Reading────────────▲                              ▲
+//!         └──────────────── unregistered sightings ─────────────────┘
 //! ```
+//!
+//! A reading's [`Ack`] rides along: the pipeline task writes any case the reading causes before
+//! passing it on, and the writer settles the acks of a batch only after its transaction
+//! committed, so an acknowledged message is always in the store.
 //!
 //! Shutdown needs no signal here: when the transports stop, their senders drop, each task drains
 //! its input and ends, and the writer commits what is left.
@@ -15,21 +20,22 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
 use crate::automation::Automation;
 use crate::clock::Clock;
 use crate::commands::AckWaiters;
+use crate::ingest::AckedReading;
+use crate::ingest::ack::Ack;
 use crate::metrics::Metrics;
 use crate::model::{Reading, ReadingBody};
 use crate::store::{ReadingRecord, Store, UnregisteredSighting, WriteBatch, reading_type};
 use streetgate_protocols::DeviceId;
 
 /// A write for the store writer.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub enum WriteOp {
-    /// An accepted reading (latest + history).
-    Reading(Box<Reading>),
+    /// An accepted reading (latest + history), with the acknowledgement owed once committed.
+    Reading(Box<Reading>, Ack),
     /// A message from a device not in the inventory.
     Unregistered(UnregisteredSighting),
 }
@@ -39,7 +45,9 @@ pub const TICK: Duration = Duration::from_secs(1);
 
 /// Run readings through the rules and cases, then forward them to the store writer; tick the
 /// automation between readings. The automation is owned by this task: no lock on the hot path.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_pipeline(
+    mut acked: mpsc::Receiver<AckedReading>,
     mut readings: mpsc::Receiver<Reading>,
     writes: mpsc::Sender<WriteOp>,
     metrics: Arc<Metrics>,
@@ -62,22 +70,26 @@ pub async fn run_pipeline(
     let mut tick = tokio::time::interval(tick_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks = 0u32;
+    let (mut acked_closed, mut readings_closed) = (false, false);
     loop {
         tokio::select! {
-            reading = readings.recv() => {
-                let Some(reading) = reading else { break };
-                if let ReadingBody::Ack { ref_id, ok, reason } = &reading.body {
-                    acks.deliver(&reading.device_id, *ref_id, *ok, reason.clone());
+            next = acked.recv(), if !acked_closed => {
+                let Some((reading, ack)) = next else {
+                    acked_closed = true;
+                    if readings_closed { break }
+                    continue;
+                };
+                if !on_reading(&mut automation, &metrics, &acks, &writes, reading, ack).await {
+                    break;
                 }
-                let started = std::time::Instant::now();
-                let conditions_before = automation.stats.conditions;
-                if let Err(e) = automation.on_reading(&reading).await {
-                    metrics.store_errors.fetch_add(1, Relaxed);
-                    tracing::error!(device = %reading.device_id, error = %e, "rules/cases: store error");
-                }
-                metrics.rule_latency.observe(started.elapsed());
-                metrics.condition_events.fetch_add(automation.stats.conditions - conditions_before, Relaxed);
-                if writes.send(WriteOp::Reading(Box::new(reading))).await.is_err() {
+            }
+            next = readings.recv(), if !readings_closed => {
+                let Some(reading) = next else {
+                    readings_closed = true;
+                    if acked_closed { break }
+                    continue;
+                };
+                if !on_reading(&mut automation, &metrics, &acks, &writes, reading, Ack::none()).await {
                     break;
                 }
             }
@@ -107,19 +119,46 @@ pub async fn run_pipeline(
     tracing::debug!("pipeline task stopped");
 }
 
+/// Rules and cases for one reading, then on to the store writer; `false` when the writer is
+/// gone.
+async fn on_reading(
+    automation: &mut Automation,
+    metrics: &Metrics,
+    acks: &AckWaiters,
+    writes: &mpsc::Sender<WriteOp>,
+    reading: Reading,
+    ack: Ack,
+) -> bool {
+    if let ReadingBody::Ack { ref_id, ok, reason } = &reading.body {
+        acks.deliver(&reading.device_id, *ref_id, *ok, reason.clone());
+    }
+    let started = std::time::Instant::now();
+    let conditions_before = automation.stats.conditions;
+    if let Err(e) = automation.on_reading(&reading).await {
+        metrics.store_errors.fetch_add(1, Relaxed);
+        tracing::error!(device = %reading.device_id, error = %e, "rules/cases: store error");
+    }
+    metrics.rule_latency.observe(started.elapsed());
+    metrics
+        .condition_events
+        .fetch_add(automation.stats.conditions - conditions_before, Relaxed);
+    writes
+        .send(WriteOp::Reading(Box::new(reading), ack))
+        .await
+        .is_ok()
+}
+
 /// Batching settings of the store writer.
 #[derive(Debug, Clone, Copy)]
 pub struct WriterSettings {
     /// Most operations per transaction.
     pub batch_max: usize,
-    /// Longest wait for a batch to fill.
-    pub flush_interval: Duration,
     /// Keep reading history.
     pub keep_history: bool,
 }
 
-/// Commits writes in batches: one transaction per `batch_max` operations or `flush_interval`,
-/// whichever comes first. Rejection counters are folded in as deltas at least once a second.
+/// Commits writes in batches (group commit, at most `batch_max` per transaction) and settles
+/// their acknowledgements after each commit. Rejection counters are folded in as deltas at least once a second.
 #[derive(Debug)]
 pub struct StoreWriter {
     store: Arc<dyn Store>,
@@ -140,6 +179,12 @@ impl StoreWriter {
     }
 
     /// Run until the input closes, then commit what is left.
+    ///
+    /// Group commit: wait for the first operation, take whatever else is already queued (up
+    /// to `batch_max`), commit, repeat. Under load, batches grow by themselves while a commit
+    /// runs; when idle, a single reading is committed (and acknowledged) at once. With
+    /// acknowledgement after commit, waiting for a batch to fill would only hold the senders'
+    /// in-flight windows.
     pub async fn run(mut self, mut rx: mpsc::Receiver<WriteOp>) {
         let mut ops: Vec<WriteOp> = Vec::with_capacity(self.settings.batch_max);
         let mut closed = false;
@@ -150,13 +195,14 @@ impl StoreWriter {
                 Ok(None) => closed = true,
                 Err(_) => {}
             }
-            let deadline = Instant::now() + self.settings.flush_interval;
-            while !closed && !ops.is_empty() && ops.len() < self.settings.batch_max {
-                let room = self.settings.batch_max - ops.len();
-                match tokio::time::timeout_at(deadline, rx.recv_many(&mut ops, room)).await {
-                    Ok(0) => closed = true,
-                    Ok(_) => {}
-                    Err(_) => break,
+            while ops.len() < self.settings.batch_max {
+                match rx.try_recv() {
+                    Ok(op) => ops.push(op),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
                 }
             }
             self.flush(&mut ops).await;
@@ -182,8 +228,9 @@ impl StoreWriter {
         }
         let reading_ops = ops
             .iter()
-            .filter(|op| matches!(op, WriteOp::Reading(_)))
+            .filter(|op| matches!(op, WriteOp::Reading(..)))
             .count() as u64;
+        let mut acks: Vec<Ack> = Vec::with_capacity(ops.len());
         let mut batch = WriteBatch {
             keep_history: self.settings.keep_history,
             rejection_deltas: deltas.iter().map(|(r, d)| ((*r).to_owned(), *d)).collect(),
@@ -196,10 +243,12 @@ impl StoreWriter {
         let mut readings: Vec<Box<Reading>> = Vec::new();
         for op in ops.drain(..) {
             match op {
-                WriteOp::Reading(r) if self.settings.keep_history => {
+                WriteOp::Reading(r, ack) if self.settings.keep_history => {
+                    acks.push(ack);
                     batch.readings.push(ReadingRecord::from_reading(&r));
                 }
-                WriteOp::Reading(r) => {
+                WriteOp::Reading(r, ack) => {
+                    acks.push(ack);
                     let key = (r.device_id.clone(), reading_type(&r.body));
                     match newest.get(&key) {
                         Some(&i) => readings[i] = r,
@@ -231,6 +280,9 @@ impl StoreWriter {
         loop {
             match self.store.write_batch(&batch).await {
                 Ok(()) => {
+                    for ack in acks {
+                        ack.settle();
+                    }
                     self.metrics.store_batches.fetch_add(1, Relaxed);
                     self.metrics.store_readings.fetch_add(reading_ops, Relaxed);
                     for (reason, delta) in deltas {
@@ -245,7 +297,8 @@ impl StoreWriter {
                 }
                 Err(e) => {
                     self.metrics.store_errors.fetch_add(1, Relaxed);
-                    tracing::error!(error = %e, readings = batch.readings.len(), "store write failed; batch dropped");
+                    // Not acknowledged: the senders keep these messages and deliver them again.
+                    tracing::error!(error = %e, readings = batch.readings.len(), "store write failed; batch not acknowledged");
                     return;
                 }
             }

@@ -47,6 +47,7 @@ fn normaliser_messages_per_second() {
                 payload: Bytes::from(bin_telemetry(&id, i / DEVICES as u32 + 1, 42.0)),
                 retained: false,
                 received_ms: 0,
+                ack: Default::default(),
             }
         })
         .collect();

@@ -13,6 +13,7 @@
 //!
 //! [`DecodeError::reason`]: streetgate_protocols::codec::DecodeError::reason
 
+pub mod ack;
 pub mod modbus;
 pub mod mqtt;
 
@@ -34,9 +35,10 @@ use crate::metrics::Metrics;
 use crate::model::{Reading, ReadingBody, UnixMs};
 use crate::pipeline::WriteOp;
 use crate::store::UnregisteredSighting;
+use ack::Ack;
 
 /// What a transport hands to ingest before anything is checked.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct RawUplink {
     /// MQTT topic.
     pub topic: String,
@@ -46,7 +48,12 @@ pub struct RawUplink {
     pub retained: bool,
     /// Gateway receive time.
     pub received_ms: UnixMs,
+    /// Owed to the sender once the message is committed (or refused).
+    pub ack: Ack,
 }
+
+/// An accepted MQTT reading with the acknowledgement its sender is owed after the commit.
+pub type AckedReading = (Reading, Ack);
 
 /// Everything a transport task needs to feed the pipeline (Modbus pollers use this too).
 #[derive(Debug, Clone)]
@@ -402,7 +409,7 @@ pub fn spawn_decode_workers(
     limits: Limits,
     inventory: &Arc<Inventory>,
     metrics: &Arc<Metrics>,
-    readings: &mpsc::Sender<Reading>,
+    readings: &mpsc::Sender<AckedReading>,
     writes: &mpsc::Sender<WriteOp>,
 ) -> (Vec<mpsc::Sender<RawUplink>>, Vec<JoinHandle<()>>) {
     let mut inputs = Vec::with_capacity(n);
@@ -416,13 +423,16 @@ pub fn spawn_decode_workers(
         let writes = writes.clone();
         handles.push(tokio::spawn(async move {
             let mut limiter = LogLimiter::new(20);
-            while let Some(raw) = rx.recv().await {
+            while let Some(mut raw) = rx.recv().await {
+                let ack = std::mem::take(&mut raw.ack);
                 match normaliser.normalise(&raw) {
                     Outcome::Accepted(reading) => {
                         metrics.ingested(reading.transport);
-                        if readings.send(reading).await.is_err() {
+                        // Settled by the store writer once the reading is committed.
+                        if readings.send((reading, ack)).await.is_err() {
                             break;
                         }
+                        continue;
                     }
                     Outcome::Rejected {
                         reason,
@@ -451,6 +461,8 @@ pub fn spawn_decode_workers(
                         }
                     }
                 }
+                // Refused (counted) or not a reading: a redelivery would be refused again.
+                ack.settle();
             }
             tracing::debug!(worker, "decode worker stopped");
         }));
@@ -479,6 +491,7 @@ mod tests {
             payload: Bytes::copy_from_slice(payload.as_bytes()),
             retained: false,
             received_ms: 1000,
+            ack: Ack::none(),
         }
     }
 

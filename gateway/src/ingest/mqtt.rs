@@ -2,10 +2,18 @@
 //! reconnect loop with exponential back-off and jitter (rumqttc reconnects at once when polled
 //! again after an error, which would hammer a broker that is down).
 //!
-//! Acknowledgements are automatic (one write per read batch); on shutdown the messages rumqttc
-//! has read but not yet handed over are drained into the pipeline before the DISCONNECT, so a
-//! graceful stop loses nothing the broker considers delivered.
+//! This is the transport for an external broker (Mosquitto, EMQX); the embedded broker hands
+//! uplinks to the decode workers in-process (see [`crate::broker`]).
+//!
+//! Acknowledgements are manual and follow the commit: a message is PUBACKed to the broker only
+//! once the store writer committed its reading (see [`crate::ingest::ack`]). Until then the
+//! broker keeps it in its persistent session, so a `kill -9` at any moment loses nothing: the
+//! broker delivers again what was not acknowledged and sequence numbers drop the duplicates.
+//! The broker's in-flight window for the gateway (Mosquitto's `max_inflight_messages`, EMQX's
+//! `max_inflight`) therefore bounds both the messages held here and the throughput: give it
+//! room (`deploy/`).
 
+use std::collections::VecDeque;
 use std::hash::RandomState;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -17,13 +25,18 @@ use streetgate_protocols::topic::PREFIX;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::ack::{Ack, AckPacket};
 use super::{RawUplink, shard_for};
 use crate::clock::Clock;
 use crate::config::{MqttConfig, MqttUrl};
 use crate::metrics::Metrics;
 
-/// Capacity of rumqttc's request channel (subscriptions and the disconnect).
-const REQUEST_CAPACITY: usize = 64;
+/// Capacity of rumqttc's request channel (acknowledgements, subscriptions, the disconnect).
+const REQUEST_CAPACITY: usize = 4096;
+
+/// Messages received and not yet handed to a decode worker beyond which the broker is not read
+/// from (its in-flight window normally bounds them first).
+const MAX_WAITING: usize = 16_384;
 
 /// The uplink channels the gateway subscribes to.
 pub const UPLINK_CHANNELS: [Channel; 4] = [
@@ -115,11 +128,8 @@ impl MqttSettings {
             .set_keep_alive(Duration::from_secs(c.keep_alive_s))
             .set_max_packet_size(c.max_packet_bytes, 64 * 1024)
             .set_inflight(c.inflight)
-            // Automatic acks: rumqttc acknowledges a whole read batch with one write. Manual acks
-            // (one request and one flush per message) cap ingest at a fraction of the rate, and
-            // buy nothing on a crash: an acknowledged message in our queues is lost either way.
-            // On a graceful shutdown the messages rumqttc has buffered are drained (see `run`).
-            .set_manual_acks(false);
+            // Acknowledged after the commit (see the module doc).
+            .set_manual_acks(true);
         if let Some(user) = &c.username {
             o.set_credentials(user.clone(), c.password.clone().unwrap_or_default());
         }
@@ -127,31 +137,66 @@ impl MqttSettings {
     }
 }
 
-/// Hand one PUBLISH to its decode worker, waiting while the worker's queue is full (this is the
-/// backpressure: the event loop stops reading, the broker holds the messages). Not abandoned on
-/// shutdown: the message is acknowledged already and the workers keep draining until their
-/// inputs close. `false` when the workers are gone.
-async fn forward(
-    p: Publish,
-    workers: &[mpsc::Sender<RawUplink>],
-    hasher: &RandomState,
-    clock: Clock,
-) -> bool {
-    let shard = shard_for(&p.topic, workers.len(), hasher);
-    let Some(worker) = workers.get(shard) else {
-        return false;
+/// The acknowledgement `a` as rumqttc takes it (it needs only the packet id and QoS).
+fn ack_request(a: AckPacket) -> Publish {
+    let qos = if a.qos == 2 {
+        QoS::ExactlyOnce
+    } else {
+        QoS::AtLeastOnce
     };
-    let raw = RawUplink {
-        topic: p.topic,
-        payload: p.payload,
-        retained: p.retain,
-        received_ms: clock.now_ms(),
-    };
-    worker.send(raw).await.is_ok()
+    let mut p = Publish::new(String::new(), qos, Vec::new());
+    p.pkid = a.pkid;
+    p
 }
 
-/// Run the MQTT client until `cancel`, feeding the decode workers. Returns after a clean
-/// DISCONNECT; dropping the worker inputs then lets the pipeline drain.
+/// Received messages waiting for room in their decode worker's queue.
+struct Waiting {
+    queue: VecDeque<RawUplink>,
+    hasher: RandomState,
+}
+
+impl Waiting {
+    fn shard(&self, workers: usize) -> Option<usize> {
+        self.queue
+            .front()
+            .map(|raw| shard_for(&raw.topic, workers, &self.hasher))
+    }
+
+    /// Hand over as many as fit without waiting; `false` when the workers are gone.
+    fn hand_over(&mut self, workers: &[mpsc::Sender<RawUplink>]) -> bool {
+        while let Some(shard) = self.shard(workers.len()) {
+            let Some(worker) = workers.get(shard) else {
+                return false;
+            };
+            let Some(raw) = self.queue.pop_front() else {
+                break;
+            };
+            match worker.try_send(raw) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(raw)) => {
+                    self.queue.push_front(raw);
+                    break;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return false,
+            }
+        }
+        true
+    }
+}
+
+/// Pass settled acknowledgements to rumqttc without waiting (its request channel is drained by
+/// `eventloop.poll`, which this same task drives).
+fn flush_acks(client: &AsyncClient, pending: &mut VecDeque<AckPacket>) {
+    while let Some(&a) = pending.front() {
+        if client.try_ack(&ack_request(a)).is_err() {
+            break;
+        }
+        pending.pop_front();
+    }
+}
+
+/// Run the MQTT client until `cancel`, feeding the decode workers and acknowledging what the
+/// store writer committed. Returns after the pipeline drained and a clean DISCONNECT.
 pub async fn run(
     settings: MqttSettings,
     workers: Vec<mpsc::Sender<RawUplink>>,
@@ -167,15 +212,39 @@ pub async fn run(
         Duration::from_millis(settings.config.reconnect_min_ms),
         Duration::from_millis(settings.config.reconnect_max_ms),
     );
-    let hasher = RandomState::new();
     let broker = format!("{}:{}", settings.host, settings.port);
     tracing::info!(%broker, client_id = %settings.config.client_id, ?filters, "MQTT ingest starting");
+    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<AckPacket>();
+    let mut pending_acks: VecDeque<AckPacket> = VecDeque::new();
+    let mut waiting = Waiting {
+        queue: VecDeque::new(),
+        hasher: RandomState::new(),
+    };
 
     loop {
+        if !waiting.hand_over(&workers) {
+            break;
+        }
+        flush_acks(&client, &mut pending_acks);
+        let room = waiting.shard(workers.len()).and_then(|s| workers.get(s));
         let event = tokio::select! {
             biased;
             () = cancel.cancelled() => break,
-            ev = eventloop.poll() => ev,
+            Some(a) = ack_rx.recv() => {
+                pending_acks.push_back(a);
+                while let Ok(a) = ack_rx.try_recv() {
+                    pending_acks.push_back(a);
+                }
+                continue;
+            }
+            permit = async { room?.reserve().await.ok() }, if room.is_some() => {
+                if permit.is_none() {
+                    break;
+                }
+                // Room freed: the top of the loop hands over what fits.
+                continue;
+            }
+            ev = eventloop.poll(), if waiting.queue.len() < MAX_WAITING => ev,
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
@@ -205,9 +274,14 @@ pub async fn run(
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                if !forward(p, &workers, &hasher, clock).await {
-                    break;
-                }
+                let ack = Ack::new(&ack_tx, p.pkid, p.qos as u8);
+                waiting.queue.push_back(RawUplink {
+                    topic: p.topic,
+                    payload: p.payload,
+                    retained: p.retain,
+                    received_ms: clock.now_ms(),
+                    ack,
+                });
             }
             Ok(Event::Incoming(Packet::Disconnect)) => {
                 tracing::warn!(%broker, "broker sent DISCONNECT");
@@ -217,6 +291,9 @@ pub async fn run(
                 metrics.mqtt_connected.store(0, Relaxed);
                 metrics.mqtt_subscribed.store(0, Relaxed);
                 metrics.mqtt_connection_errors.fetch_add(1, Relaxed);
+                // Acknowledgements owed on the lost connection are void: the broker delivers
+                // those messages again (and sequence numbers drop them as duplicates).
+                pending_acks.clear();
                 let delay = backoff.next_delay();
                 tracing::warn!(%broker, error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT connection lost or refused");
                 tokio::select! {
@@ -227,28 +304,37 @@ pub async fn run(
         }
     }
 
-    metrics.mqtt_connected.store(0, Relaxed);
     metrics.mqtt_subscribed.store(0, Relaxed);
-    // Messages rumqttc already read (and acknowledged) but we have not polled yet: hand them on
-    // so that a graceful shutdown loses nothing the broker considers delivered.
-    let buffered: Vec<Publish> = eventloop
-        .state
-        .events
-        .drain(..)
-        .filter_map(|e| match e {
-            Event::Incoming(Packet::Publish(p)) => Some(p),
-            _ => None,
-        })
-        .collect();
-    let drained = buffered.len();
-    for p in buffered {
-        if !forward(p, &workers, &hasher, clock).await {
-            break;
+    // Stop taking messages (those not handed over stay unacknowledged with the broker), let
+    // the pipeline drain, and acknowledge what it commits before disconnecting.
+    let unhanded = waiting.queue.len();
+    drop(waiting);
+    drop(workers);
+    drop(ack_tx);
+    let drained = tokio::time::timeout(crate::app::DRAIN_TIMEOUT, async {
+        let mut open = true;
+        loop {
+            flush_acks(&client, &mut pending_acks);
+            if !open && pending_acks.is_empty() {
+                break;
+            }
+            tokio::select! {
+                a = ack_rx.recv(), if open => match a {
+                    Some(a) => pending_acks.push_back(a),
+                    None => open = false,
+                },
+                ev = eventloop.poll() => {
+                    if ev.is_err() {
+                        break;
+                    }
+                }
+            }
         }
-    }
+    })
+    .await
+    .is_ok();
+    // Drive the event loop until the queued acknowledgements and the DISCONNECT are out.
     if client.try_disconnect().is_ok() {
-        // Drive the event loop until the DISCONNECT is out (incoming messages are no longer
-        // read into the pipeline; unacknowledged ones stay with the broker's session).
         let _ = tokio::time::timeout(Duration::from_millis(500), async {
             loop {
                 match eventloop.poll().await {
@@ -259,7 +345,8 @@ pub async fn run(
         })
         .await;
     }
-    tracing::info!(%broker, drained, "MQTT ingest stopped");
+    metrics.mqtt_connected.store(0, Relaxed);
+    tracing::info!(%broker, unhanded, drained, "MQTT ingest stopped");
 }
 
 #[cfg(test)]

@@ -35,7 +35,6 @@ impl Gateway {
         config.http.listen = "127.0.0.1:0".parse().expect("addr");
         config.broker.listen = "127.0.0.1:0".parse().expect("addr");
         config.store.path = dir.path().join("data/streetgate.db");
-        config.store.flush_interval_ms = 10;
         config.mqtt.reconnect_min_ms = 50;
         config.mqtt.reconnect_max_ms = 1000;
         tweak(&mut config);

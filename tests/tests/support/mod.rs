@@ -28,7 +28,6 @@ impl Gateway {
         config.http.listen = "127.0.0.1:0".parse().unwrap();
         config.broker.listen = "127.0.0.1:0".parse().unwrap();
         config.store.path = dir.path().join("streetgate.db");
-        config.store.flush_interval_ms = 10;
         // Judge road segments at once (no start-up grace for lamps to report).
         config.rules.lighting.startup_grace_s = 0;
         let running = app::start(config).await.unwrap();
