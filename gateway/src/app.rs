@@ -173,6 +173,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let b = broker::start(
             &config.broker,
             Some(broker::Consumer::new(filters, worker_inputs, clock)),
+            Some(store_path.with_file_name("broker-sessions.json")),
             Arc::clone(&metrics.broker),
             cancel.clone(),
         )

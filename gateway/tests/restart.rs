@@ -4,69 +4,10 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::process::{Process, free_port, healthy};
 use common::{Http, Msg, eventually, publish, topic};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-struct Gateway {
-    child: Child,
-}
-
-impl Gateway {
-    fn start(dir: &std::path::Path, http: u16, broker: u16) -> Self {
-        let child = Command::new(env!("CARGO_BIN_EXE_streetgate"))
-            .arg("run")
-            .current_dir(dir)
-            .env("STREETGATE_HTTP_LISTEN", format!("127.0.0.1:{http}"))
-            .env("STREETGATE_BROKER_LISTEN", format!("127.0.0.1:{broker}"))
-            .env("STREETGATE_STORE_PATH", dir.join("data/streetgate.db"))
-            .env("STREETGATE_INVENTORY_IMPORT_CSV", dir.join("inventory.csv"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the streetgate binary");
-        Self { child }
-    }
-
-    fn kill9(mut self) {
-        // SIGKILL: no shutdown, no flush.
-        self.child.kill().expect("kill");
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Wait for the process to serve and hold its subscriptions (connection refused meanwhile).
-async fn healthy(port: u16) {
-    let url = format!("http://127.0.0.1:{port}/api/health");
-    let client = reqwest::Client::new();
-    for _ in 0..300 {
-        if let Ok(r) = client.get(&url).send().await {
-            if let Ok(h) = r.json::<serde_json::Value>().await {
-                if h["mqtt"]["subscribed"].as_bool() == Some(true) {
-                    return;
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("gateway on port {port} never became healthy");
-}
 
 fn event(seq: u32, state: &str) -> Msg {
     Msg::new(
@@ -89,7 +30,7 @@ async fn cases_and_rule_state_survive_kill_9() {
     let http = Http::new(format!("127.0.0.1:{http_port}").parse().expect("addr"));
     let broker = ("127.0.0.1".to_owned(), broker_port);
 
-    let gw = Gateway::start(dir.path(), http_port, broker_port);
+    let gw = Process::start(dir.path(), http_port, broker_port, &[]);
     healthy(http_port).await;
     publish(&broker, vec![event(1, "raised")]).await;
     eventually("case registered", Duration::from_secs(10), || async {
@@ -103,7 +44,7 @@ async fn cases_and_rule_state_survive_kill_9() {
     tokio::time::sleep(Duration::from_secs(11)).await;
     gw.kill9();
 
-    let gw = Gateway::start(dir.path(), http_port, broker_port);
+    let gw = Process::start(dir.path(), http_port, broker_port, &[]);
     healthy(http_port).await;
     let (status, again) = http.get(&format!("/api/cases/{id}")).await;
     assert_eq!(status, 200, "{again}");

@@ -30,6 +30,7 @@ pub mod topic;
 
 use std::hash::RandomState;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
@@ -245,10 +246,16 @@ impl EmbeddedBroker {
 
 /// Start the broker: the consumer is attached before the listener accepts anything, so no
 /// uplink can arrive before the gateway is there to take it. Stops on `cancel` (connections
-/// are closed; persistent sessions end with the process).
+/// are closed).
+///
+/// Persistent sessions (client id and subscriptions) are saved to `sessions_file` within about
+/// half a second of changing and restored at start: a device reconnecting after a restart finds
+/// its session present, so its MQTT client sends again what was not acknowledged instead of
+/// discarding it (MQTT 3.1.1 §3.2.2.2). Offline queues are not saved.
 pub async fn start(
     cfg: &BrokerConfig,
     consumer: Option<Consumer>,
+    sessions_file: Option<PathBuf>,
     metrics: Arc<BrokerMetrics>,
     cancel: CancellationToken,
 ) -> Result<EmbeddedBroker, BrokerError> {
@@ -264,15 +271,77 @@ pub async fn start(
         addr: cfg.listen,
         error,
     })?;
+    let router = Router::default();
+    if let Some(file) = &sessions_file {
+        match load_sessions(file) {
+            Ok(saved) => {
+                tracing::info!(sessions = saved.len(), file = %file.display(), "persistent MQTT sessions restored");
+                router.restore(saved);
+            }
+            Err(e) => {
+                tracing::warn!(file = %file.display(), error = %e, "persistent MQTT sessions not restored")
+            }
+        }
+    }
     let shared = Arc::new(Shared {
         limits: Limits::from_config(cfg),
-        router: Router::default(),
+        router,
         consumer,
         metrics,
         cancel,
     });
+    if let Some(file) = sessions_file {
+        tokio::spawn(save_sessions(Arc::clone(&shared), file));
+    }
     let task = tokio::spawn(accept_loop(listener, shared));
     Ok(EmbeddedBroker { addr, task })
+}
+
+fn load_sessions(file: &Path) -> Result<Vec<router::SavedSession>, String> {
+    match std::fs::read(file) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| e.to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Save the persistent sessions whenever they changed (checked every 500 ms, and at the end):
+/// written to a temporary file, synced and renamed over the old one.
+async fn save_sessions(shared: Arc<Shared>, file: PathBuf) {
+    let save = |sessions: Vec<router::SavedSession>| {
+        let file = file.clone();
+        async move {
+            let result = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                use std::io::Write;
+                let tmp = file.with_extension("tmp");
+                let json = serde_json::to_vec(&sessions).map_err(std::io::Error::other)?;
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(&json)?;
+                f.sync_all()?;
+                std::fs::rename(&tmp, &file)
+            })
+            .await;
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "saving the persistent MQTT sessions failed")
+                }
+                Err(e) => tracing::warn!(error = %e, "saving the persistent MQTT sessions failed"),
+            }
+        }
+    };
+    loop {
+        let stop = tokio::select! {
+            () = shared.cancel.cancelled() => true,
+            () = tokio::time::sleep(Duration::from_millis(500)) => false,
+        };
+        if let Some(sessions) = shared.router.take_changes() {
+            save(sessions).await;
+        }
+        if stop {
+            break;
+        }
+    }
 }
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {

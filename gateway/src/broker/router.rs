@@ -2,7 +2,7 @@
 //! that is held only for map operations (never across I/O).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use rumqttc::{Publish, QoS};
@@ -81,11 +81,21 @@ pub(super) struct Attached {
     pub(super) queued: Vec<Publish>,
 }
 
+/// A persistent session as saved across restarts: its client id and subscriptions.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(super) struct SavedSession {
+    pub(super) client_id: String,
+    pub(super) subscriptions: Vec<(String, u8)>,
+}
+
 /// The broker's shared state.
 #[derive(Debug, Default)]
 pub(super) struct Router {
     state: Mutex<State>,
     next_conn: AtomicU64,
+    /// A persistent session was created, dropped or changed its subscriptions since the last
+    /// save.
+    dirty: AtomicBool,
 }
 
 fn min_qos(a: QoS, b: QoS) -> QoS {
@@ -115,6 +125,7 @@ impl Router {
         };
         let mut state = self.lock();
         let mut resumed = None;
+        let known = state.sessions.contains_key(client);
         if let Some(old) = state.sessions.get_mut(client) {
             if let Some(previous) = old.live.take() {
                 previous.kick.cancel();
@@ -137,6 +148,9 @@ impl Router {
                 offline: VecDeque::new(),
             });
         session.live = Some(live);
+        if !clean && !session_present || known && !session_present {
+            self.dirty.store(true, Relaxed);
+        }
         let queued = resumed.unwrap_or_default();
         drop(state);
         Attached {
@@ -192,7 +206,9 @@ impl Router {
         let Some(session) = state.sessions.get_mut(client) else {
             return Vec::new();
         };
-        session.subs.insert(filter.to_owned(), qos);
+        if session.subs.insert(filter.to_owned(), qos) != Some(qos) && !session.clean {
+            self.dirty.store(true, Relaxed);
+        }
         state
             .index(filter)
             .entry(filter.to_owned())
@@ -214,9 +230,67 @@ impl Router {
     pub(super) fn unsubscribe(&self, client: &str, filter: &str) {
         let mut state = self.lock();
         if let Some(session) = state.sessions.get_mut(client) {
-            session.subs.remove(filter);
+            if session.subs.remove(filter).is_some() && !session.clean {
+                self.dirty.store(true, Relaxed);
+            }
         }
         state.unindex(client, filter);
+    }
+
+    /// The persistent sessions, if any changed since the last call.
+    pub(super) fn take_changes(&self) -> Option<Vec<SavedSession>> {
+        if !self.dirty.swap(false, Relaxed) {
+            return None;
+        }
+        let state = self.lock();
+        let mut saved: Vec<SavedSession> = state
+            .sessions
+            .iter()
+            .filter(|(_, s)| !s.clean)
+            .map(|(id, s)| SavedSession {
+                client_id: id.clone(),
+                subscriptions: s.subs.iter().map(|(f, q)| (f.clone(), *q as u8)).collect(),
+            })
+            .collect();
+        saved.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        Some(saved)
+    }
+
+    /// Restore persistent sessions saved by an earlier run (offline until their client
+    /// connects, which then finds its session present and its subscriptions in place).
+    pub(super) fn restore(&self, saved: Vec<SavedSession>) {
+        let mut state = self.lock();
+        for s in saved {
+            let subs: HashMap<String, QoS> = s
+                .subscriptions
+                .into_iter()
+                .filter(|(f, _)| topic::valid_filter(f))
+                .map(|(f, q)| {
+                    let qos = if q == 0 {
+                        QoS::AtMostOnce
+                    } else {
+                        QoS::AtLeastOnce
+                    };
+                    (f, qos)
+                })
+                .collect();
+            for (f, q) in &subs {
+                state
+                    .index(f)
+                    .entry(f.clone())
+                    .or_default()
+                    .insert(s.client_id.clone(), *q);
+            }
+            state.sessions.insert(
+                s.client_id,
+                Session {
+                    live: None,
+                    clean: false,
+                    subs,
+                    offline: VecDeque::new(),
+                },
+            );
+        }
     }
 
     /// Deliver `publish` to every matching network subscriber and keep it if retained. A

@@ -2,6 +2,8 @@
 //! a small HTTP client and an MQTT publisher.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod process;
+
 use std::future::Future;
 use std::time::Duration;
 
