@@ -148,7 +148,7 @@ impl Router {
                 offline: VecDeque::new(),
             });
         session.live = Some(live);
-        if !clean && !session_present || known && !session_present {
+        if !session_present && (!clean || known) {
             self.dirty.store(true, Relaxed);
         }
         let queued = resumed.unwrap_or_default();
