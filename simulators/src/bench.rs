@@ -384,11 +384,17 @@ fn broker_addr(broker: &Broker, running: &Running) -> anyhow::Result<(String, u1
     }
 }
 
+/// Wait until the gateway reports its MQTT subscriptions in place (up to 10 s; a gateway whose
+/// consumer is attached in another way may never report it: the stored-message check still
+/// tells whether anything was lost).
 async fn wait_subscribed(running: &Running) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(10);
     while running.state.metrics.mqtt_subscribed.load(Relaxed) != 1 {
         if Instant::now() > deadline {
-            bail!("the gateway did not subscribe within 30 s");
+            eprintln!(
+                "note: the gateway did not report its MQTT subscriptions within 10 s; going on"
+            );
+            break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -397,6 +403,7 @@ async fn wait_subscribed(running: &Running) -> anyhow::Result<()> {
 
 /// One ingest comparison's figures.
 struct IngestFigures {
+    complete: bool,
     broker_rate: f64,
     gateway_rate: f64,
     stored: u64,
@@ -535,7 +542,8 @@ async fn gateway_ingest(
     Ok((gw_rate, stored, total, check, peak))
 }
 
-async fn ingest_section(opts: &BenchOptions, brokers: &[Broker]) -> anyhow::Result<()> {
+async fn ingest_section(opts: &BenchOptions, brokers: &[Broker]) -> anyhow::Result<Vec<String>> {
+    let mut problems = Vec::new();
     println!(
         "\n== ingest: {} messages, {} QoS 1 publishers, {} bins, store defaults (history kept) ==",
         opts.messages, opts.publishers, opts.devices
@@ -550,6 +558,7 @@ async fn ingest_section(opts: &BenchOptions, brokers: &[Broker]) -> anyhow::Resu
             let (gateway_rate, stored, total, check, peak_rss_kib) =
                 gateway_ingest(broker, opts, encoding).await?;
             let f = IngestFigures {
+                complete: stored == total && check.starts_with("all "),
                 broker_rate,
                 gateway_rate,
                 stored,
@@ -570,12 +579,20 @@ async fn ingest_section(opts: &BenchOptions, brokers: &[Broker]) -> anyhow::Resu
                 f.total,
                 f.check
             );
+            if !f.complete {
+                problems.push(format!(
+                    "{} broker, {}: {}",
+                    broker.name(),
+                    encoding.name(),
+                    f.check
+                ));
+            }
         }
     }
     println!(
         "(peak RSS: this process while the gateway ran in it, publishers and subscriber included)"
     );
-    Ok(())
+    Ok(problems)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -591,7 +608,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
-async fn latency_section(opts: &BenchOptions) -> anyhow::Result<()> {
+async fn latency_section(opts: &BenchOptions) -> anyhow::Result<Vec<String>> {
     let covers = opts.alarms;
     println!(
         "\n== alarm → case committed, under a steady {} msg/s telemetry load ({} bins, {} alarms on {covers} covers, embedded broker) ==",
@@ -724,7 +741,14 @@ async fn latency_section(opts: &BenchOptions) -> anyhow::Result<()> {
         "(from the publish call to the case's registration event read back from the store, polled every 1 ms)"
     );
     running.shutdown().await?;
-    Ok(())
+    Ok(if lost > 0 {
+        vec![format!(
+            "{lost} of {} alarms never became a case",
+            opts.alarms
+        )]
+    } else {
+        Vec::new()
+    })
 }
 
 /// The decode workers' work alone, one core: topic, inventory lookup, decode, validation,
@@ -816,7 +840,7 @@ fn lighting_section(opts: &BenchOptions) {
     );
 }
 
-async fn modbus_section(opts: &BenchOptions) -> anyhow::Result<()> {
+async fn modbus_section(opts: &BenchOptions) -> anyhow::Result<Vec<String>> {
     let units = opts.modbus_units;
     let converters = opts.converters.max(1);
     let per = units.div_ceil(converters);
@@ -878,7 +902,11 @@ async fn modbus_section(opts: &BenchOptions) -> anyhow::Result<()> {
     );
     running.shutdown().await?;
     drop(bound);
-    Ok(())
+    Ok(if polled == 0 {
+        vec!["no Modbus unit was polled".to_owned()]
+    } else {
+        Vec::new()
+    })
 }
 
 /// A Mosquitto child started with the deploy configuration.
@@ -958,7 +986,8 @@ fn parse_url(url: &str) -> anyhow::Result<(String, u16)> {
     Ok((host.to_owned(), port))
 }
 
-/// Run the bench and print its figures.
+/// Run the bench and print its figures; an error when any message was not stored, an alarm
+/// never became a case or no Modbus unit was polled (after printing everything).
 pub async fn run(opts: &BenchOptions) -> anyhow::Result<()> {
     let build = if cfg!(debug_assertions) {
         "DEBUG build (figures far below release)"
@@ -988,11 +1017,12 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<()> {
         });
         mosquitto = Some(m);
     }
+    let mut problems = Vec::new();
     if wants("ingest") {
-        ingest_section(opts, &brokers).await?;
+        problems.extend(ingest_section(opts, &brokers).await?);
     }
     if wants("latency") {
-        latency_section(opts).await?;
+        problems.extend(latency_section(opts).await?);
     }
     if wants("normaliser") {
         normaliser_section(opts)?;
@@ -1001,8 +1031,14 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<()> {
         lighting_section(opts);
     }
     if wants("modbus") {
-        modbus_section(opts).await?;
+        problems.extend(modbus_section(opts).await?);
     }
     drop(mosquitto);
+    if !problems.is_empty() {
+        bail!(
+            "messages were lost or work not done:\n  {}",
+            problems.join("\n  ")
+        );
+    }
     Ok(())
 }
