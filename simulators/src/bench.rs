@@ -481,7 +481,9 @@ async fn gateway_ingest(
     encoding: Encoding,
 ) -> anyhow::Result<(f64, u64, u64, String, Option<u64>)> {
     let dir = tempfile::tempdir().context("temp dir")?;
-    let c = gateway_config(dir.path(), broker, &fleet_csv(opts.devices, 0), "ingest")?;
+    let tag = format!("ingest-{}", encoding.name().to_lowercase());
+    let c = gateway_config(dir.path(), broker, &fleet_csv(opts.devices, 0), &tag)?;
+    let client_id = c.mqtt.client_id.clone();
     let rss_reset = reset_peak_rss();
     let running = app::start(c).await.context("starting the gateway")?;
     wait_subscribed(&running).await?;
@@ -539,6 +541,13 @@ async fn gateway_ingest(
         format!("{short} devices incomplete, {missing_msgs} messages not stored")
     };
     running.shutdown().await?;
+    // Leave no persistent session behind on an external broker: it would queue every later
+    // message (the next run's included) for a client that never comes back.
+    if let Broker::External { host, port, .. } = broker {
+        if let Ok(c) = Client::connect(&client_id, host, *port, true).await {
+            c.stop().await;
+        }
+    }
     Ok((gw_rate, stored, total, check, peak))
 }
 
