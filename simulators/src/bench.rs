@@ -277,14 +277,15 @@ impl Client {
 
 /// Send `per_publisher` messages from each of `publishers` clients as fast as the broker takes
 /// them; each publisher owns its own devices, so each device's numbers stay in order. Returns
-/// when every message is acknowledged, with the per-device message counts.
+/// when every message is acknowledged, with the time of the first publish and the per-device
+/// message counts and last sequence numbers.
 async fn publish_burst(
     host: &str,
     port: u16,
     opts: &BenchOptions,
     encoding: Encoding,
     tag: &str,
-) -> anyhow::Result<(Duration, HashMap<String, (u64, u32)>)> {
+) -> anyhow::Result<(Instant, HashMap<String, (u64, u32)>)> {
     let publishers = opts.publishers.max(1);
     let per_publisher = opts.messages / publishers;
     let own = (opts.devices / publishers).max(1);
@@ -332,11 +333,10 @@ async fn publish_burst(
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let published = start.elapsed();
     for c in clients {
         c.stop().await;
     }
-    Ok((published, expected))
+    Ok((start, expected))
 }
 
 /// The inventory CSV of `bins` bins plus `covers` manholes, all on MQTT.
@@ -441,9 +441,7 @@ async fn broker_alone(
     };
     let sub = Client::connect("bench-counting-subscriber", &host, port, true).await?;
     sub.subscribe("streetgate/v1/+/telemetry").await?;
-    let start = Instant::now();
-    let publish = publish_burst(&host, port, opts, encoding, "alone");
-    let (_, expected) = publish.await?;
+    let (start, expected) = publish_burst(&host, port, opts, encoding, "alone").await?;
     let total: u64 = expected.values().map(|(n, _)| n).sum();
     let mut last_count = 0;
     let mut last_progress = Instant::now();
@@ -490,8 +488,7 @@ async fn gateway_ingest(
     let (host, port) = broker_addr(broker, &running)?;
     let metrics = Arc::clone(&running.state.metrics);
     let stored_before = metrics.store_readings.load(Relaxed);
-    let start = Instant::now();
-    let (_, expected) = publish_burst(&host, port, opts, encoding, "gw").await?;
+    let (start, expected) = publish_burst(&host, port, opts, encoding, "gw").await?;
     let total: u64 = expected.values().map(|(n, _)| n).sum();
     let mut last = 0;
     let mut last_progress = Instant::now();
