@@ -154,6 +154,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let limits = Limits {
         max_payload: config.mqtt.max_payload_bytes,
     };
+    let seq_seeds = Arc::new(
+        store
+            .seq_states()
+            .await
+            .context("loading sequence states")?,
+    );
     let (worker_inputs, mut workers) = ingest::spawn_decode_workers(
         config.pipeline.decode_workers,
         capacity,
@@ -162,6 +168,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         &metrics,
         &acked_tx,
         &write_tx,
+        &seq_seeds,
     );
     drop(write_tx);
     drop(acked_tx);

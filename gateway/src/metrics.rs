@@ -86,6 +86,8 @@ pub struct Metrics {
     pub broker: std::sync::Arc<crate::broker::BrokerMetrics>,
     /// Messages lost between two accepted sequence numbers.
     pub seq_gaps: AtomicU64,
+    /// Device counters that restarted (reboots), told apart from losses.
+    pub seq_restarts: AtomicU64,
     /// Messages from devices not in the inventory.
     pub unregistered_messages: AtomicU64,
     /// 1 while the MQTT client is connected.
@@ -221,6 +223,12 @@ impl Metrics {
             "streetgate_seq_gaps_total",
             "Messages missing between accepted sequence numbers.",
             self.seq_gaps.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "streetgate_seq_restarts_total",
+            "Device sequence counters that restarted (a reboot), not counted as missing.",
+            self.seq_restarts.load(Relaxed),
         );
         counter(
             &mut out,

@@ -190,6 +190,31 @@ pub struct Reading {
     pub transport: &'static str,
     /// The content.
     pub body: ReadingBody,
+    /// The device's sequence state after this message (MQTT devices; none for gateway-side
+    /// counters): stored with the reading, so a restart resumes from what was committed.
+    pub seq_state: Option<SeqState>,
+}
+
+/// A device's sequence numbers as the gateway has accepted them: the newest, a 64-message
+/// window of which recent numbers arrived, and what went missing. Persisted with the latest
+/// readings and loaded at start, so losses across a gateway restart are counted too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct SeqState {
+    /// Newest sequence number accepted.
+    pub last_seq: u32,
+    /// Bit `i` set: `last_seq - i` arrived.
+    #[serde(skip)]
+    pub seen: u64,
+    /// Bit `i` set: `last_seq - i` belongs to the current numbering (since the window started).
+    #[serde(skip)]
+    pub valid: u64,
+    /// Messages that never arrived, since the device was first seen.
+    pub missing: u64,
+    /// Times the device's counter restarted (a reboot: a live birth status with a lower number,
+    /// or a jump too far to be losses). Never counted as missing.
+    pub restarts: u64,
+    /// Messages accepted since the device was first seen; orders the states of one device.
+    pub accepted: u64,
 }
 
 /// A condition the rules watch; one open case at most per (subject, condition).

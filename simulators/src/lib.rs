@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod battery;
+pub mod bench;
 pub mod chips;
 pub mod city;
 pub mod demo;

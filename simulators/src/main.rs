@@ -87,6 +87,56 @@ enum Command {
         #[arg(long, default_value_t = 7)]
         days: u32,
     },
+    /// Measure the gateway in one go: ingest against the broker's own delivery rate (embedded
+    /// broker, and an external one with --mqtt-url or --mosquitto-bin; JSON and binary), peak
+    /// RSS, alarm-to-case latency under load, the lighting rate of 1,000,000 lamps and Modbus
+    /// polling across 1,000 units. Build with --release for meaningful figures.
+    Bench {
+        /// Messages per ingest run.
+        #[arg(long, default_value_t = 200_000)]
+        messages: usize,
+        /// Concurrent QoS 1 publishers.
+        #[arg(long, default_value_t = 4)]
+        publishers: usize,
+        /// Devices (bins) the messages are spread over.
+        #[arg(long, default_value_t = 10_000)]
+        devices: usize,
+        /// Also run the ingest comparison on this external broker (`mqtt://host:port`).
+        #[arg(long)]
+        mqtt_url: Option<String>,
+        /// Also run it on a Mosquitto started from this binary with
+        /// deploy/mosquitto/streetgate.conf (ignored with --mqtt-url).
+        #[arg(long)]
+        mosquitto_bin: Option<PathBuf>,
+        /// Steady telemetry load during the latency run, messages per second.
+        #[arg(long, default_value_t = 10_000)]
+        load_rate: u32,
+        /// Alarms measured in the latency run (one every 50 ms).
+        #[arg(long, default_value_t = 200)]
+        alarms: usize,
+        /// Lamps for the lighting-rate run.
+        #[arg(long, default_value_t = 1_000_000)]
+        lamps: usize,
+        /// Simulated Modbus units.
+        #[arg(long, default_value_t = 1000)]
+        modbus_units: usize,
+        /// Modbus TCP converters the units are spread over.
+        #[arg(long, default_value_t = 32)]
+        converters: usize,
+        /// Seconds the Modbus polling is counted.
+        #[arg(long, default_value_t = 10)]
+        modbus_secs: u64,
+        /// Poll interval of each Modbus unit, ms (caps the rate at units ÷ interval).
+        #[arg(long, default_value_t = 100)]
+        modbus_poll_ms: u64,
+        /// Sections to run (comma-separated): ingest, latency, normaliser, lighting, modbus.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "ingest,latency,normaliser,lighting,modbus"
+        )]
+        sections: Vec<String>,
+    },
     /// Run a generated city as a fleet against a broker until Ctrl-C; devices on Modbus lines
     /// are served by converters on ephemeral ports of 127.0.0.1.
     Fleet {
@@ -138,6 +188,49 @@ fn main() -> anyhow::Result<()> {
             if !report.passed() {
                 std::process::exit(1);
             }
+        }
+        Command::Bench {
+            messages,
+            publishers,
+            devices,
+            mqtt_url,
+            mosquitto_bin,
+            load_rate,
+            alarms,
+            lamps,
+            modbus_units,
+            converters,
+            modbus_secs,
+            modbus_poll_ms,
+            sections,
+        } => {
+            for s in &sections {
+                anyhow::ensure!(
+                    ["ingest", "latency", "normaliser", "lighting", "modbus"].contains(&s.as_str()),
+                    "--sections: unknown section {s:?} (ingest, latency, normaliser, lighting, modbus)"
+                );
+            }
+            anyhow::ensure!(
+                publishers > 0 && devices >= publishers,
+                "--publishers must be at least 1 and at most --devices"
+            );
+            let opts = streetgate_simulators::bench::BenchOptions {
+                messages,
+                publishers,
+                devices,
+                mqtt_url,
+                mosquitto_bin,
+                load_rate,
+                alarms,
+                lamps,
+                modbus_units,
+                converters,
+                modbus_secs,
+                modbus_poll_ms,
+                sections,
+            };
+            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            runtime.block_on(streetgate_simulators::bench::run(&opts))?;
         }
         Command::Battery {
             report_interval_s,

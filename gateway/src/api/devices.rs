@@ -86,21 +86,41 @@ pub(super) async fn list(
     }))
 }
 
+/// `GET /api/devices/{id}`: the inventory entry and its sequence numbers as committed.
+#[derive(Debug, Serialize)]
+pub(super) struct DeviceView {
+    #[serde(flatten)]
+    device: Device,
+    /// Newest sequence number accepted (none before the first MQTT message).
+    last_seq: Option<u32>,
+    /// Messages that never arrived.
+    seq_gaps: u64,
+    /// Counter restarts (reboots), not counted as gaps.
+    seq_restarts: u64,
+}
+
 pub(super) async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Device>> {
+) -> ApiResult<Json<DeviceView>> {
     let id = known(&state, &id)?;
-    state
+    let device = state
         .inventory
         .get(&id)
-        .map(|d| Json(Device::clone(&d)))
+        .map(|d| Device::clone(&d))
         .ok_or_else(|| {
             ApiError::not_found(
                 "device_not_found",
                 format!("device {id} is not in the inventory"),
             )
-        })
+        })?;
+    let seq = state.store.seq_state(id.as_str()).await?;
+    Ok(Json(DeviceView {
+        device,
+        last_seq: seq.map(|s| s.last_seq),
+        seq_gaps: seq.map_or(0, |s| s.missing),
+        seq_restarts: seq.map_or(0, |s| s.restarts),
+    }))
 }
 
 /// One device or several.

@@ -15,6 +15,7 @@ use crate::metrics::StoreGauges;
 
 pub(super) async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let store = state.store.ping().await;
+    let sequence = state.store.seq_summary().await.unwrap_or_default();
     let mqtt_connected = state.metrics.mqtt_connected.load(Relaxed) == 1;
     let outage = state.metrics.fleet_outage_devices.load(Relaxed);
     let status = match (&store, mqtt_connected && outage == 0) {
@@ -36,6 +37,7 @@ pub(super) async fn health(State(state): State<AppState>) -> impl IntoResponse {
             "uptime_s": rt.started.elapsed().as_secs(),
             "devices": state.inventory.len(),
             "fleet_outage_devices": outage,
+            "sequence": sequence,
             "mqtt": {
                 "connected": mqtt_connected,
                 "subscribed": state.metrics.mqtt_subscribed.load(Relaxed) == 1,

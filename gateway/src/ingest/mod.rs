@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::inventory::{Inventory, InventoryReader};
 use crate::metrics::Metrics;
-use crate::model::{Reading, ReadingBody, UnixMs};
+use crate::model::{Reading, ReadingBody, SeqState, UnixMs};
 use crate::pipeline::WriteOp;
 use crate::store::UnregisteredSighting;
 use ack::Ack;
@@ -102,49 +102,47 @@ pub enum SeqVerdict {
     Restarted,
 }
 
-/// Sliding window over one device's recent sequence numbers (anti-replay style): bit `i` of
-/// `seen` is `highest - i`; `valid` marks the positions since the window started.
-#[derive(Debug, Clone, Copy)]
-struct SeqWindow {
-    highest: u32,
-    seen: u64,
-    valid: u64,
-}
+/// Sequence states loaded from the store at start, shared by the decode workers: a device's
+/// window resumes where the last committed reading left it.
+pub type SeqSeeds = Arc<HashMap<DeviceId, SeqState>>;
 
-impl SeqWindow {
-    fn fresh(seq: u32) -> Self {
-        Self {
-            highest: seq,
-            seen: 1,
-            valid: 1,
-        }
-    }
-
-    /// Move the newest to `highest + ahead`; returns how many valid, unseen positions fell out.
-    fn advance(&mut self, ahead: u32) -> u32 {
-        let dropped_mask = if ahead >= 64 {
-            u64::MAX
-        } else {
-            !(u64::MAX >> ahead)
-        };
-        let lost = (self.valid & !self.seen & dropped_mask).count_ones();
-        if ahead >= 64 {
-            // Everything in between is missing too, but unknowable beyond the window.
-            self.seen = 1;
-            self.valid = u64::MAX;
-        } else {
-            self.seen = (self.seen << ahead) | 1;
-            self.valid = (self.valid << ahead) | 1 | ((1u64 << ahead) - 1);
-        }
-        self.highest = self.highest.wrapping_add(ahead);
-        lost
+/// A window starting at `seq`, keeping the device's counters.
+fn fresh(seq: u32, prior: &SeqState) -> SeqState {
+    SeqState {
+        last_seq: seq,
+        seen: 1,
+        valid: 1,
+        ..*prior
     }
 }
 
-/// Per-device sequence numbers (wrapping `u32`).
+/// Move the newest to `last_seq + ahead`; returns how many valid, unseen positions fell out
+/// (anti-replay style window: bit `i` of `seen` is `last_seq - i`).
+fn advance(w: &mut SeqState, ahead: u32) -> u32 {
+    let dropped_mask = if ahead >= 64 {
+        u64::MAX
+    } else {
+        !(u64::MAX >> ahead)
+    };
+    let mut lost = (w.valid & !w.seen & dropped_mask).count_ones();
+    if ahead >= 64 {
+        // The numbers jumped over entirely (never valid in the window) are missing too.
+        lost += ahead - 64;
+        w.seen = 1;
+        w.valid = u64::MAX;
+    } else {
+        w.seen = (w.seen << ahead) | 1;
+        w.valid = (w.valid << ahead) | 1 | ((1u64 << ahead) - 1);
+    }
+    w.last_seq = w.last_seq.wrapping_add(ahead);
+    lost
+}
+
+/// Per-device sequence numbers (wrapping `u32`), with each device's losses and restarts.
 #[derive(Debug, Default)]
 pub struct SeqTracker {
-    windows: HashMap<DeviceId, SeqWindow>,
+    states: HashMap<DeviceId, SeqState>,
+    seeds: SeqSeeds,
 }
 
 impl SeqTracker {
@@ -153,56 +151,105 @@ impl SeqTracker {
     /// Largest jump forward counted as lost messages; beyond it the counter restarted.
     pub const MAX_GAP: u32 = 1 << 20;
 
+    /// A tracker that resumes devices from stored states.
+    pub fn seeded(seeds: SeqSeeds) -> Self {
+        Self {
+            states: HashMap::new(),
+            seeds,
+        }
+    }
+
+    fn window(&mut self, device: &DeviceId) -> Option<&mut SeqState> {
+        if !self.states.contains_key(device) {
+            let seed = self.seeds.get(device).copied()?;
+            self.states.insert(device.clone(), seed);
+        }
+        self.states.get_mut(device)
+    }
+
+    fn first(&mut self, device: &DeviceId, seq: u32) -> SeqVerdict {
+        let mut w = fresh(seq, &SeqState::default());
+        w.accepted = 1;
+        self.states.insert(device.clone(), w);
+        SeqVerdict::InOrder
+    }
+
     /// Check and record `seq` for `device`.
     pub fn check(&mut self, device: &DeviceId, seq: u32) -> SeqVerdict {
-        let Some(w) = self.windows.get_mut(device) else {
-            self.windows.insert(device.clone(), SeqWindow::fresh(seq));
-            return SeqVerdict::InOrder;
+        let Some(w) = self.window(device) else {
+            return self.first(device, seq);
         };
-        let ahead = seq.wrapping_sub(w.highest);
-        let behind = w.highest.wrapping_sub(seq);
+        let ahead = seq.wrapping_sub(w.last_seq);
+        let behind = w.last_seq.wrapping_sub(seq);
         if ahead == 0 {
             return SeqVerdict::Duplicate;
         }
-        if ahead <= Self::MAX_GAP {
-            return match w.advance(ahead) {
+        let verdict = if ahead <= Self::MAX_GAP {
+            match advance(w, ahead) {
                 0 => SeqVerdict::InOrder,
-                lost => SeqVerdict::Gap(lost),
-            };
-        }
-        if behind < 64 {
+                lost => {
+                    w.missing += u64::from(lost);
+                    SeqVerdict::Gap(lost)
+                }
+            }
+        } else if behind < 64 {
             let bit = 1u64 << behind;
             if w.seen & bit != 0 {
                 return SeqVerdict::Duplicate;
             }
             w.seen |= bit;
-            return SeqVerdict::Late;
-        }
-        if behind < Self::WINDOW {
+            SeqVerdict::Late
+        } else if behind < Self::WINDOW {
             return SeqVerdict::Duplicate;
-        }
-        *w = SeqWindow::fresh(seq);
-        SeqVerdict::Restarted
+        } else {
+            *w = fresh(seq, w);
+            w.restarts += 1;
+            SeqVerdict::Restarted
+        };
+        w.accepted += 1;
+        verdict
     }
 
-    /// A live status: newer numbers advance the window as usual; an older one means the device
-    /// rebooted (or the status overtook telemetry), so the window restarts there. Never rejects.
-    pub fn reset(&mut self, device: &DeviceId, seq: u32) {
-        match self.windows.get_mut(device) {
-            Some(w) if (1..=Self::MAX_GAP).contains(&seq.wrapping_sub(w.highest)) => {
-                let ahead = seq.wrapping_sub(w.highest);
-                w.advance(ahead);
+    /// A live status (birth or heartbeat): newer numbers advance the window as usual (losses
+    /// before it count); an older one means the device rebooted and restarted its counter, so
+    /// the window restarts there and the restart is counted, not the numbers in between (the
+    /// status may also have overtaken telemetry). Never rejects: the status is always accepted.
+    pub fn reset(&mut self, device: &DeviceId, seq: u32) -> SeqVerdict {
+        let Some(w) = self.window(device) else {
+            return self.first(device, seq);
+        };
+        let ahead = seq.wrapping_sub(w.last_seq);
+        let verdict = if ahead == 0 {
+            // The same status again (a QoS 1 redelivery).
+            return SeqVerdict::Duplicate;
+        } else if ahead <= Self::MAX_GAP {
+            match advance(w, ahead) {
+                0 => SeqVerdict::InOrder,
+                lost => {
+                    w.missing += u64::from(lost);
+                    SeqVerdict::Gap(lost)
+                }
             }
-            Some(w) if w.highest == seq => {}
-            _ => {
-                self.windows.insert(device.clone(), SeqWindow::fresh(seq));
-            }
-        }
+        } else {
+            *w = fresh(seq, w);
+            w.restarts += 1;
+            SeqVerdict::Restarted
+        };
+        w.accepted += 1;
+        verdict
+    }
+
+    /// A device's current state.
+    pub fn state(&self, device: &DeviceId) -> Option<SeqState> {
+        self.states
+            .get(device)
+            .or_else(|| self.seeds.get(device))
+            .copied()
     }
 
     /// Forget a device.
     pub fn forget(&mut self, device: &DeviceId) {
-        self.windows.remove(device);
+        self.states.remove(device);
     }
 }
 
@@ -224,6 +271,13 @@ impl Normaliser {
             seq: SeqTracker::default(),
             metrics,
         }
+    }
+
+    /// Resume devices from stored sequence states.
+    #[must_use]
+    pub fn with_seeds(mut self, seeds: SeqSeeds) -> Self {
+        self.seq = SeqTracker::seeded(seeds);
+        self
     }
 
     /// Normalise one message.
@@ -311,29 +365,33 @@ impl Normaliser {
                 reason: a.reason.map(|r| r.as_str().to_owned()),
             },
         };
-        match &body {
-            // Status is never dropped: the last will carries the sequence number of connect
-            // time. A live birth/heartbeat re-bases the counter (it also covers reboots).
-            ReadingBody::Status { online, .. } => {
-                if *online && !raw.retained {
-                    self.seq.reset(&topic.device_id, seq);
-                }
+        // Status is never dropped: the last will carries the sequence number of connect time. A
+        // live birth/heartbeat re-bases the counter (it also covers reboots).
+        let verdict = match &body {
+            ReadingBody::Status { online, .. } if *online && !raw.retained => {
+                self.seq.reset(&topic.device_id, seq)
             }
-            _ => match self.seq.check(&topic.device_id, seq) {
-                SeqVerdict::Duplicate => {
-                    return reject(
-                        "duplicate",
-                        format!(
-                            "sequence number {seq} already seen or older than the last accepted"
-                        ),
-                    );
-                }
-                SeqVerdict::Gap(n) => {
-                    self.metrics.seq_gaps.fetch_add(u64::from(n), Relaxed);
-                }
-                SeqVerdict::InOrder | SeqVerdict::Late | SeqVerdict::Restarted => {}
-            },
+            ReadingBody::Status { .. } => SeqVerdict::InOrder,
+            _ => self.seq.check(&topic.device_id, seq),
+        };
+        match verdict {
+            SeqVerdict::Duplicate if !matches!(body, ReadingBody::Status { .. }) => {
+                return reject(
+                    "duplicate",
+                    format!("sequence number {seq} already seen or older than the last accepted"),
+                );
+            }
+            SeqVerdict::Gap(n) => {
+                self.metrics.seq_gaps.fetch_add(u64::from(n), Relaxed);
+                tracing::info!(device = %topic.device_id, missing = n, seq, "sequence gap: messages lost");
+            }
+            SeqVerdict::Restarted => {
+                self.metrics.seq_restarts.fetch_add(1, Relaxed);
+                tracing::info!(device = %topic.device_id, seq, "sequence counter restarted (device reboot)");
+            }
+            SeqVerdict::Duplicate | SeqVerdict::InOrder | SeqVerdict::Late => {}
         }
+        let seq_state = self.seq.state(&topic.device_id);
         Outcome::Accepted(Reading {
             device_id: topic.device_id,
             kind: device.kind,
@@ -342,6 +400,7 @@ impl Normaliser {
             seq,
             transport: "mqtt",
             body,
+            seq_state,
         })
     }
 }
@@ -401,8 +460,12 @@ impl LogLimiter {
 }
 
 /// Spawn `n` decode workers; returns their inputs (index with [`shard_for`]) and handles.
+/// `seeds` are the devices' sequence states as last committed ([`Store::seq_states`]).
+///
+/// [`Store::seq_states`]: crate::store::Store::seq_states
 ///
 /// A worker ends when its input closes (the transport stopped) after draining it.
+#[allow(clippy::too_many_arguments)] // wiring: each argument is a separate piece of app state
 pub fn spawn_decode_workers(
     n: usize,
     capacity: usize,
@@ -411,13 +474,15 @@ pub fn spawn_decode_workers(
     metrics: &Arc<Metrics>,
     readings: &mpsc::Sender<AckedReading>,
     writes: &mpsc::Sender<WriteOp>,
+    seeds: &SeqSeeds,
 ) -> (Vec<mpsc::Sender<RawUplink>>, Vec<JoinHandle<()>>) {
     let mut inputs = Vec::with_capacity(n);
     let mut handles = Vec::with_capacity(n);
     for worker in 0..n {
         let (tx, mut rx) = mpsc::channel::<RawUplink>(capacity);
         inputs.push(tx);
-        let mut normaliser = Normaliser::new(inventory.reader(), limits, Arc::clone(metrics));
+        let mut normaliser = Normaliser::new(inventory.reader(), limits, Arc::clone(metrics))
+            .with_seeds(Arc::clone(seeds));
         let metrics = Arc::clone(metrics);
         let readings = readings.clone();
         let writes = writes.clone();
@@ -640,10 +705,49 @@ mod tests {
         assert_eq!(s.check(&id, 12), SeqVerdict::Duplicate, "too old to tell");
         // A jump: the skipped numbers count as lost when they leave the window.
         assert_eq!(s.check(&id, 86), SeqVerdict::InOrder);
-        assert_eq!(s.check(&id, 200), SeqVerdict::Gap(9));
-        // A live status overtaking telemetry never makes the telemetry a duplicate.
-        s.reset(&id, 202);
+        // 77..85 leave the window; 87..136 were jumped over entirely; 137..199 are still in it.
+        assert_eq!(s.check(&id, 200), SeqVerdict::Gap(9 + 50));
+        // A live status overtaking telemetry never makes the telemetry a duplicate (137 and
+        // 138 leave the window with it).
+        assert_eq!(s.reset(&id, 202), SeqVerdict::Gap(2));
         assert_eq!(s.check(&id, 201), SeqVerdict::Late);
+        let st = s.state(&id).unwrap();
+        assert_eq!((st.last_seq, st.missing, st.restarts), (202, 1 + 59 + 2, 0));
+    }
+
+    #[test]
+    fn a_reboot_restarts_the_counter_without_a_loss_and_a_seeded_tracker_resumes() {
+        let mut s = SeqTracker::default();
+        let id = DeviceId::new("A").unwrap();
+        for seq in 1..=100 {
+            assert_eq!(s.check(&id, seq), SeqVerdict::InOrder);
+        }
+        // Birth after a reboot: the counter starts again.
+        assert_eq!(s.reset(&id, 1), SeqVerdict::Restarted);
+        assert_eq!(
+            s.reset(&id, 1),
+            SeqVerdict::Duplicate,
+            "a redelivered status"
+        );
+        for seq in 2..=80 {
+            assert_eq!(s.check(&id, seq), SeqVerdict::InOrder, "{seq}");
+        }
+        let st = s.state(&id).unwrap();
+        assert_eq!((st.last_seq, st.missing, st.restarts), (80, 0, 1));
+        assert_eq!(st.accepted, 100 + 1 + 79);
+
+        // 82 never arrives; the state is stored; a new tracker resumes from it.
+        assert_eq!(s.check(&id, 81), SeqVerdict::InOrder);
+        assert_eq!(s.check(&id, 83), SeqVerdict::InOrder);
+        let stored = s.state(&id).unwrap();
+        let mut resumed = SeqTracker::seeded(Arc::new(HashMap::from([(id.clone(), stored)])));
+        assert_eq!(resumed.state(&id), Some(stored));
+        assert_eq!(resumed.check(&id, 83), SeqVerdict::Duplicate, "redelivered");
+        assert_eq!(resumed.check(&id, 82), SeqVerdict::Late);
+        // 84..=136 jumped over (137..=199 still in the window).
+        assert_eq!(resumed.check(&id, 200), SeqVerdict::Gap(53));
+        let st = resumed.state(&id).unwrap();
+        assert_eq!((st.missing, st.restarts), (53, 1));
     }
 
     #[test]

@@ -483,6 +483,8 @@ async fn send(
         seq: unit.seq,
         transport,
         body,
+        // A gateway-side counter: nothing to lose between polls.
+        seq_state: None,
     };
     // Backpressure: wait for the pipeline rather than drop the reading.
     let _ = tx.send(reading).await;

@@ -31,6 +31,7 @@ fn reading(d: &Device, at_s: i64, body: ReadingBody) -> Reading {
         seq: 0,
         transport: "mqtt",
         body,
+        seq_state: None,
     }
 }
 
@@ -330,6 +331,7 @@ fn metering(d: &Device, at_ms: i64, on: bool, current: f32) -> Reading {
             power_w: current * 220.0,
             ..Default::default()
         })),
+        seq_state: None,
     }
 }
 

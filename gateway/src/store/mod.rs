@@ -13,7 +13,7 @@ use serde_json::json;
 use streetgate_protocols::DeviceId;
 
 use crate::model::{
-    CaseSource, CaseState, CaseType, Device, GridCode, Reading, ReadingBody, UnixMs,
+    CaseSource, CaseState, CaseType, Device, GridCode, Reading, ReadingBody, SeqState, UnixMs,
 };
 
 /// A store operation failed.
@@ -71,6 +71,8 @@ pub struct ReadingRecord {
     pub received_ms: UnixMs,
     /// The reading as JSON text (see [`reading_json`]).
     pub body: String,
+    /// The device's sequence state after this reading, committed with it.
+    pub seq_state: Option<SeqState>,
 }
 
 impl ReadingRecord {
@@ -81,6 +83,7 @@ impl ReadingRecord {
             reading_type: reading_type(&r.body),
             received_ms: r.received_ms,
             body: reading_json(r).to_string(),
+            seq_state: r.seq_state,
         }
     }
 }
@@ -123,6 +126,17 @@ pub fn reading_json(r: &Reading) -> serde_json::Value {
         "seq": r.seq,
         "data": data,
     })
+}
+
+/// Sequence losses over the whole fleet, for the health summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SeqSummary {
+    /// Devices with at least one message missing.
+    pub devices_with_gaps: u64,
+    /// Messages missing, all devices.
+    pub missing: u64,
+    /// Counter restarts (reboots), all devices.
+    pub restarts: u64,
 }
 
 /// A message from a device that is not in the inventory.
@@ -395,6 +409,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Recent readings of a device, newest first.
     async fn reading_history(&self, device_id: &str, limit: u32)
     -> StoreResult<Vec<StoredReading>>;
+    /// Every device's committed sequence state (to seed the trackers at start).
+    async fn seq_states(&self) -> StoreResult<std::collections::HashMap<DeviceId, SeqState>>;
+    /// One device's committed sequence state.
+    async fn seq_state(&self, device_id: &str) -> StoreResult<Option<SeqState>>;
+    /// Losses over the fleet.
+    async fn seq_summary(&self) -> StoreResult<SeqSummary>;
     /// Keep only the newest `keep` history rows per device; returns rows deleted.
     async fn trim_history(&self, keep: u32) -> StoreResult<u64>;
 

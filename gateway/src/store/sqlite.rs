@@ -15,10 +15,10 @@ use streetgate_protocols::{ComponentCode, DeviceId, DeviceKind};
 
 use super::{
     CaseEvent, CaseFilter, CaseHistoryEntry, CaseInsert, CaseRecord, CommandRecord, CommandState,
-    DeliveryRecord, DeliveryStatus, ReadingRecord, Store, StoreError, StoreResult, StoredReading,
-    UNRESOLVED_STATES, UnregisteredDevice, WriteBatch,
+    DeliveryRecord, DeliveryStatus, ReadingRecord, SeqSummary, Store, StoreError, StoreResult,
+    StoredReading, UNRESOLVED_STATES, UnregisteredDevice, WriteBatch,
 };
-use crate::model::{CaseState, Device, UnixMs};
+use crate::model::{CaseState, Device, SeqState, UnixMs};
 
 /// The SQLite store.
 #[derive(Debug, Clone)]
@@ -290,6 +290,78 @@ async fn write_readings(
     Ok(())
 }
 
+/// A 64-bit window stored in a signed BIGINT (bit pattern kept).
+fn bits_to_db(bits: u64) -> i64 {
+    i64::from_ne_bytes(bits.to_ne_bytes())
+}
+
+fn bits_from_db(v: i64) -> u64 {
+    u64::from_ne_bytes(v.to_ne_bytes())
+}
+
+fn seq_from_row(row: &SqliteRow) -> StoreResult<SeqState> {
+    let last: i64 = row.try_get("last_seq")?;
+    Ok(SeqState {
+        last_seq: u32::try_from(last).map_err(|e| corrupt("device_sequences", e))?,
+        seen: bits_from_db(row.try_get("seen_bits")?),
+        valid: bits_from_db(row.try_get("valid_bits")?),
+        missing: count(row.try_get("missing")?),
+        restarts: count(row.try_get("restarts")?),
+        accepted: count(row.try_get("accepted")?),
+    })
+}
+
+fn db_count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Store each device's newest sequence state among the readings (the one that accepted the
+/// most messages), never going back to an older one.
+async fn write_seq_states(
+    tx: &mut Transaction<'_, Sqlite>,
+    readings: &[ReadingRecord],
+) -> StoreResult<()> {
+    let mut newest: HashMap<&str, (SeqState, UnixMs)> = HashMap::new();
+    for r in readings {
+        let Some(s) = r.seq_state else { continue };
+        let id = r.device_id.as_str();
+        if newest
+            .get(id)
+            .is_none_or(|(old, _)| s.accepted > old.accepted)
+        {
+            newest.insert(id, (s, r.received_ms));
+        }
+    }
+    let rows: Vec<(&str, (SeqState, UnixMs))> = newest.into_iter().collect();
+    // 8 parameters a row.
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO device_sequences (device_id, last_seq, seen_bits, valid_bits, missing,
+                 restarts, accepted, updated_ms) ",
+        );
+        q.push_values(chunk, |mut row, (id, (s, at))| {
+            row.push_bind(*id)
+                .push_bind(i64::from(s.last_seq))
+                .push_bind(bits_to_db(s.seen))
+                .push_bind(bits_to_db(s.valid))
+                .push_bind(db_count(s.missing))
+                .push_bind(db_count(s.restarts))
+                .push_bind(db_count(s.accepted))
+                .push_bind(*at);
+        });
+        q.push(
+            " ON CONFLICT (device_id) DO UPDATE SET
+                 last_seq = excluded.last_seq, seen_bits = excluded.seen_bits,
+                 valid_bits = excluded.valid_bits, missing = excluded.missing,
+                 restarts = excluded.restarts, accepted = excluded.accepted,
+                 updated_ms = excluded.updated_ms
+             WHERE excluded.accepted >= device_sequences.accepted",
+        );
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
@@ -374,6 +446,10 @@ impl Store for SqliteStore {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        sqlx::query("DELETE FROM device_sequences WHERE device_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(n > 0)
     }
@@ -391,6 +467,7 @@ impl Store for SqliteStore {
         }
         let mut tx = self.pool.begin().await?;
         write_readings(&mut tx, &batch.readings, batch.keep_history).await?;
+        write_seq_states(&mut tx, &batch.readings).await?;
         for u in &batch.unregistered {
             sqlx::query(
                 "INSERT INTO unregistered_devices (id, claimed_kind, first_seen_ms, last_seen_ms, last_topic, message_count)
@@ -453,6 +530,43 @@ impl Store for SqliteStore {
         .iter()
         .map(reading_from_row)
         .collect()
+    }
+
+    async fn seq_states(&self) -> StoreResult<HashMap<DeviceId, SeqState>> {
+        let rows = sqlx::query("SELECT * FROM device_sequences")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut states = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let id: String = row.try_get("device_id")?;
+            let id = DeviceId::new(&id).map_err(|e| corrupt("device_sequences", e))?;
+            states.insert(id, seq_from_row(row)?);
+        }
+        Ok(states)
+    }
+
+    async fn seq_state(&self, device_id: &str) -> StoreResult<Option<SeqState>> {
+        sqlx::query("SELECT * FROM device_sequences WHERE device_id = ?")
+            .bind(device_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(seq_from_row)
+            .transpose()
+    }
+
+    async fn seq_summary(&self) -> StoreResult<SeqSummary> {
+        let (devices, missing, restarts): (i64, Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT COUNT(CASE WHEN missing > 0 THEN 1 END), SUM(missing), SUM(restarts)
+             FROM device_sequences",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(SeqSummary {
+            devices_with_gaps: count(devices),
+            missing: count(missing.unwrap_or(0)),
+            restarts: count(restarts.unwrap_or(0)),
+        })
     }
 
     async fn trim_history(&self, keep: u32) -> StoreResult<u64> {
@@ -941,6 +1055,61 @@ BN-1,bin,,31.32,120.62,G2,,,,1200,modbus-rtu /dev/ttyUSB0 9600 7,
     }
 
     #[tokio::test]
+    async fn sequence_states_are_committed_with_readings_and_never_go_back() {
+        let (_d, s) = store().await;
+        let state = |last_seq, accepted| SeqState {
+            last_seq,
+            seen: u64::MAX - 4,
+            valid: u64::MAX,
+            missing: 2,
+            restarts: 1,
+            accepted,
+        };
+        let rec = |id: &str, st: Option<SeqState>| ReadingRecord {
+            device_id: id.into(),
+            reading_type: "telemetry",
+            received_ms: 5,
+            body: "{}".into(),
+            seq_state: st,
+        };
+        s.write_batch(&WriteBatch {
+            readings: vec![
+                rec("MH-1", Some(state(9, 9))),
+                rec("MH-1", Some(state(u32::MAX, 10))),
+                rec("MH-1", Some(state(8, 8))),
+                rec("MB-1", None),
+            ],
+            ..WriteBatch::default()
+        })
+        .await
+        .unwrap();
+        let mh = DeviceId::new("MH-1").unwrap();
+        let all = s.seq_states().await.unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[&mh], state(u32::MAX, 10));
+        // An older state (a batch written late) does not overwrite a newer one.
+        s.write_batch(&WriteBatch {
+            readings: vec![rec("MH-1", Some(state(3, 4)))],
+            ..WriteBatch::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            s.seq_state("MH-1").await.unwrap(),
+            Some(state(u32::MAX, 10))
+        );
+        assert_eq!(
+            s.seq_summary().await.unwrap(),
+            SeqSummary {
+                devices_with_gaps: 1,
+                missing: 2,
+                restarts: 1
+            }
+        );
+        assert_eq!(s.seq_state("MB-1").await.unwrap(), None);
+    }
+
+    #[tokio::test]
     async fn batches_latest_history_unregistered() {
         let (_d, s) = store().await;
         let rec = |t: i64, ty: &'static str| ReadingRecord {
@@ -948,6 +1117,7 @@ BN-1,bin,,31.32,120.62,G2,,,,1200,modbus-rtu /dev/ttyUSB0 9600 7,
             reading_type: ty,
             received_ms: t,
             body: format!("{{\"t\":{t}}}"),
+            seq_state: None,
         };
         let sighting = |id: &str, at: i64| UnregisteredSighting {
             device_id: id.into(),
