@@ -424,9 +424,11 @@ async fn broker_alone(
     let mut alone = None;
     let (host, port) = match broker {
         Broker::Embedded => {
-            let mut cfg = streetgate_gateway::config::BrokerConfig::default();
-            cfg.listen = "127.0.0.1:0".parse().context("address")?;
-            cfg.max_inflight = 1000;
+            let cfg = streetgate_gateway::config::BrokerConfig {
+                listen: "127.0.0.1:0".parse().context("address")?,
+                max_inflight: 1000,
+                ..Default::default()
+            };
             let b =
                 streetgate_gateway::broker::start(&cfg, None, None, Arc::default(), cancel.clone())
                     .await
