@@ -47,7 +47,11 @@ impl SqliteStore {
             // 32 MiB page cache per connection (SQLite's default is 2 MiB): the latest-reading
             // upserts of a large fleet otherwise spill and re-read pages in every batch.
             .pragma("cache_size", "-32768")
-            .pragma("temp_store", "memory");
+            .pragma("temp_store", "memory")
+            // Checkpoint every ~40 MiB of WAL instead of SQLite's 4 MiB: the latest-reading
+            // pages change in every batch, and a rarer checkpoint copies each page once for
+            // many batches.
+            .pragma("wal_autocheckpoint", "10000");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(1)
@@ -242,7 +246,25 @@ fn count(n: i64) -> u64 {
 }
 
 /// Rows per multi-row INSERT (4 parameters each, well under SQLite's 32766-parameter limit).
-const ROWS_PER_STATEMENT: usize = 500;
+const ROWS_PER_STATEMENT: usize = 256;
+
+/// `rows` cut into multi-row statements of a few fixed sizes (256, 64, 16, 4, 1 rows), so that
+/// each table needs at most five distinct statements and every batch reuses them from the
+/// connection's statement cache instead of parsing a statement of a new size.
+fn statement_chunks<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        if rows.is_empty() {
+            return None;
+        }
+        let mut size = ROWS_PER_STATEMENT;
+        while size > rows.len() {
+            size /= 4;
+        }
+        let (chunk, rest) = rows.split_at(size.max(1));
+        rows = rest;
+        Some(chunk)
+    })
+}
 
 async fn write_readings(
     tx: &mut Transaction<'_, Sqlite>,
@@ -250,7 +272,7 @@ async fn write_readings(
     keep_history: bool,
 ) -> StoreResult<()> {
     if keep_history {
-        for chunk in readings.chunks(ROWS_PER_STATEMENT) {
+        for chunk in statement_chunks(readings) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO reading_history (device_id, reading_type, received_ms, body) ",
             );
@@ -270,7 +292,7 @@ async fn write_readings(
         newest.insert((r.device_id.as_str(), r.reading_type), r);
     }
     let rows: Vec<&ReadingRecord> = newest.into_values().collect();
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+    for chunk in statement_chunks(&rows) {
         let mut q = QueryBuilder::<Sqlite>::new(
             "INSERT INTO latest_readings (device_id, reading_type, received_ms, body) ",
         );
@@ -334,7 +356,7 @@ async fn write_seq_states(
     }
     let rows: Vec<(&str, (SeqState, UnixMs))> = newest.into_iter().collect();
     // 8 parameters a row.
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+    for chunk in statement_chunks(&rows) {
         let mut q = QueryBuilder::<Sqlite>::new(
             "INSERT INTO device_sequences (device_id, last_seq, seen_bits, valid_bits, missing,
                  restarts, accepted, updated_ms) ",
@@ -1018,6 +1040,16 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn statements_come_in_a_few_fixed_sizes() {
+        let rows: Vec<u32> = (0..600).collect();
+        let sizes: Vec<usize> = super::statement_chunks(&rows).map(<[u32]>::len).collect();
+        assert_eq!(sizes, [256, 256, 64, 16, 4, 4]);
+        assert_eq!(super::statement_chunks::<u32>(&[]).count(), 0);
+        let sizes: Vec<usize> = super::statement_chunks(&rows[..7]).map(<[u32]>::len).collect();
+        assert_eq!(sizes, [4, 1, 1, 1]);
+    }
+
     use super::*;
     use crate::inventory::parse_csv;
     use crate::model::{CaseSource, CaseType};
