@@ -63,6 +63,8 @@ pub struct BenchOptions {
     pub modbus_secs: u64,
     /// Poll interval of each Modbus unit, ms (caps the rate at units ÷ interval).
     pub modbus_poll_ms: u64,
+    /// Readings of history kept per device in the ingest runs (`None`: the store's default).
+    pub history_per_device: Option<u32>,
     /// Sections to run: `ingest`, `latency`, `normaliser`, `lighting`, `modbus`.
     pub sections: Vec<String>,
 }
@@ -82,6 +84,7 @@ impl Default for BenchOptions {
             converters: 32,
             modbus_secs: 10,
             modbus_poll_ms: 100,
+            history_per_device: None,
             sections: ["ingest", "latency", "normaliser", "lighting", "modbus"]
                 .map(str::to_owned)
                 .to_vec(),
@@ -427,6 +430,9 @@ async fn broker_alone(
             let cfg = streetgate_gateway::config::BrokerConfig {
                 listen: "127.0.0.1:0".parse().context("address")?,
                 max_inflight: 1000,
+                // The counting subscriber is an ordinary client: let the broker queue the
+                // whole burst for it rather than drop what it has not read yet.
+                max_queued_messages: opts.messages + 1000,
                 ..Default::default()
             };
             let b =
@@ -481,7 +487,10 @@ async fn gateway_ingest(
 ) -> anyhow::Result<(f64, u64, u64, String, Option<u64>)> {
     let dir = tempfile::tempdir().context("temp dir")?;
     let tag = format!("ingest-{}", encoding.name().to_lowercase());
-    let c = gateway_config(dir.path(), broker, &fleet_csv(opts.devices, 0), &tag)?;
+    let mut c = gateway_config(dir.path(), broker, &fleet_csv(opts.devices, 0), &tag)?;
+    if let Some(keep) = opts.history_per_device {
+        c.store.history_per_device = keep;
+    }
     let client_id = c.mqtt.client_id.clone();
     let rss_reset = reset_peak_rss();
     let running = app::start(c).await.context("starting the gateway")?;
@@ -551,8 +560,13 @@ async fn gateway_ingest(
 
 async fn ingest_section(opts: &BenchOptions, brokers: &[Broker]) -> anyhow::Result<Vec<String>> {
     let mut problems = Vec::new();
+    let history = match opts.history_per_device {
+        None => "store defaults (history kept)".to_owned(),
+        Some(0) => "latest readings only, no history".to_owned(),
+        Some(n) => format!("history of {n} readings per device"),
+    };
     println!(
-        "\n== ingest: {} messages, {} QoS 1 publishers, {} bins, store defaults (history kept) ==",
+        "\n== ingest: {} messages, {} QoS 1 publishers, {} bins, {history} ==",
         opts.messages, opts.publishers, opts.devices
     );
     println!(

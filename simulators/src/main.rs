@@ -129,6 +129,10 @@ enum Command {
         /// Poll interval of each Modbus unit, ms (caps the rate at units ÷ interval).
         #[arg(long, default_value_t = 100)]
         modbus_poll_ms: u64,
+        /// Readings of history kept per device during the ingest runs (0: the latest only;
+        /// default: the store's default).
+        #[arg(long)]
+        history_per_device: Option<u32>,
         /// Sections to run (comma-separated): ingest, latency, normaliser, lighting, modbus.
         #[arg(
             long,
@@ -202,6 +206,7 @@ fn main() -> anyhow::Result<()> {
             converters,
             modbus_secs,
             modbus_poll_ms,
+            history_per_device,
             sections,
         } => {
             for s in &sections {
@@ -227,6 +232,7 @@ fn main() -> anyhow::Result<()> {
                 converters,
                 modbus_secs,
                 modbus_poll_ms,
+                history_per_device,
                 sections,
             };
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;

@@ -1046,7 +1046,9 @@ mod tests {
         let sizes: Vec<usize> = super::statement_chunks(&rows).map(<[u32]>::len).collect();
         assert_eq!(sizes, [256, 256, 64, 16, 4, 4]);
         assert_eq!(super::statement_chunks::<u32>(&[]).count(), 0);
-        let sizes: Vec<usize> = super::statement_chunks(&rows[..7]).map(<[u32]>::len).collect();
+        let sizes: Vec<usize> = super::statement_chunks(&rows[..7])
+            .map(<[u32]>::len)
+            .collect();
         assert_eq!(sizes, [4, 1, 1, 1]);
     }
 
