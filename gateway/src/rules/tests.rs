@@ -260,6 +260,82 @@ fn odour_is_judged_on_the_moving_average_against_the_class_limit() {
     );
 }
 
+/// The integrators' finding: a toilet's own `odour_nh3` alarm was cleared within a second by the
+/// gateway's moving average of the raw samples, still low from before the odour built up, while
+/// every reading was 1.8 mg/m³ against the class-2 limit of 1.0.
+#[test]
+fn a_device_asserted_odour_alarm_is_not_cleared_by_the_gateways_own_average() {
+    let mut wc = device("WC-2", DeviceKind::Toilet);
+    wc.toilet_class = Some(ToiletClass::Class2);
+    let mut e = RulesEngine::new(RulesConfig::default());
+    let nh3 = Condition::Alarm(AlarmKind::OdourNh3);
+    let gas = |at, sample: f32, avg: Option<f32>| {
+        reading(
+            &wc,
+            at,
+            ReadingBody::Telemetry(TelemetryData::Toilet(ToiletTelemetry {
+                nh3_mg_m3: sample,
+                h2s_mg_m3: 0.0,
+                nh3_avg_mg_m3: avg,
+                ..Default::default()
+            })),
+        )
+    };
+    let alarm = |at, raised| {
+        reading(
+            &wc,
+            at,
+            ReadingBody::Alarm {
+                alarm: AlarmKind::OdourNh3,
+                raised,
+                value: Some(1.8),
+            },
+        )
+    };
+    // A clean toilet for ten minutes: the gateway's window fills with 0.2.
+    for t in (0..600).step_by(60) {
+        assert!(e.on_reading(&wc, &gas(t, 0.2, None)).is_empty());
+    }
+    assert_eq!(edges(&e.on_reading(&wc, &alarm(600, true))), [(nh3, true)]);
+    // Samples of 1.8 without an average: the gateway's own average (≈ 0.3 at first) must not
+    // clear what the device asserts.
+    for t in 601..700 {
+        let evs = e.on_reading(&wc, &gas(t, 1.8, None));
+        assert!(evs.is_empty(), "at {t} s: {:?}", edges(&evs));
+    }
+    // Only the device clears it: its own clear event ...
+    assert_eq!(
+        edges(&e.on_reading(&wc, &alarm(700, false))),
+        [(nh3, false)]
+    );
+
+    // ... or its own reported average going below limit − hysteresis (1.0 − 20 % = 0.8).
+    let mut e = RulesEngine::new(RulesConfig::default());
+    for t in (0..600).step_by(60) {
+        e.on_reading(&wc, &gas(t, 0.2, Some(0.2)));
+    }
+    assert_eq!(edges(&e.on_reading(&wc, &alarm(600, true))), [(nh3, true)]);
+    for t in 601..700 {
+        assert!(e.on_reading(&wc, &gas(t, 1.8, Some(1.2))).is_empty());
+    }
+    assert!(
+        e.on_reading(&wc, &gas(700, 0.5, Some(0.9))).is_empty(),
+        "0.9 is inside the hysteresis band"
+    );
+    assert_eq!(
+        edges(&e.on_reading(&wc, &gas(701, 0.5, Some(0.7)))),
+        [(nh3, false)]
+    );
+
+    // Without a device alarm, the device's reported average is what is judged, not the samples.
+    let mut e = RulesEngine::new(RulesConfig::default());
+    let mut got = Vec::new();
+    for t in 0..20 {
+        got.extend(e.on_reading(&wc, &gas(t, 5.0, Some(0.4))));
+    }
+    assert!(got.is_empty(), "a spike the device averages away: {got:?}");
+}
+
 #[test]
 fn bins_and_battery() {
     let bn = device("BN-1", DeviceKind::Bin);
