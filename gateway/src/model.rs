@@ -308,6 +308,23 @@ pub enum CaseType {
 }
 
 impl CaseType {
+    /// Wire name (`bin_overflow`), as in the API and the alert topics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::LampFault => "lamp_fault",
+            Self::LampSafety => "lamp_safety",
+            Self::ManholeCover => "manhole_cover",
+            Self::ManholeWater => "manhole_water",
+            Self::BinFull => "bin_full",
+            Self::BinOverflow => "bin_overflow",
+            Self::BinFire => "bin_fire",
+            Self::ToiletOdour => "toilet_odour",
+            Self::DeviceOffline => "device_offline",
+            Self::LowBattery => "low_battery",
+            Self::Other => "other",
+        }
+    }
+
     /// Every case type.
     pub const ALL: [CaseType; 11] = [
         Self::LampFault,

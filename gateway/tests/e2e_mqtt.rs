@@ -306,3 +306,56 @@ async fn telemetry_through_external_broker() {
     // Do not leave a persistent session behind on a shared broker.
     common::clear_session(&broker, &format!("streetgate-test-{suffix}")).await;
 }
+
+/// A case keeps the type it was registered with: a bin that overflows opens `bin_overflow`, and
+/// when it drops to merely full the case is still `bin_overflow` (de-escalated, recorded in its
+/// history), and it closes as `bin_overflow`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_case_keeps_its_registered_type_and_records_escalations() {
+    let gw = Gateway::start(|c| c.rules.hold_s = 0).await;
+    gw.import_inventory().await;
+    let t = topic("BN-1", "telemetry");
+    let b = gw.broker();
+    let case = || async {
+        let (_, cases) = gw.http.get("/api/cases?limit=10").await;
+        cases["cases"]
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .find(|c| c["subject_key"] == "device:BN-1")
+                    .cloned()
+            })
+            .unwrap_or_default()
+    };
+    publish(&b, vec![Msg::new(&t, bin_telemetry("BN-1", 1, 105.0))]).await;
+    eventually("bin case", Duration::from_secs(10), || async {
+        case().await["urgent"] == true
+    })
+    .await;
+    assert_eq!(case().await["case_type"], "bin_overflow");
+    publish(&b, vec![Msg::new(&t, bin_telemetry("BN-1", 2, 85.0))]).await;
+    eventually("de-escalated", Duration::from_secs(10), || async {
+        case().await["urgent"] == false
+    })
+    .await;
+    let c = case().await;
+    assert_eq!(c["case_type"], "bin_overflow", "{c}");
+    let (_, detail) = gw.http.get(&format!("/api/cases/{}", c["id"])).await;
+    let notes: Vec<&str> = detail["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h["note"].as_str())
+        .collect();
+    assert!(
+        notes.iter().any(|n| n.starts_with("de-escalated")),
+        "{notes:?}"
+    );
+    publish(&b, vec![Msg::new(&t, bin_telemetry("BN-1", 3, 5.0))]).await;
+    eventually("closed", Duration::from_secs(10), || async {
+        case().await["state"] == "closed"
+    })
+    .await;
+    assert_eq!(case().await["case_type"], "bin_overflow");
+    gw.running.shutdown().await.unwrap();
+}

@@ -6,6 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use streetgate_protocols::{AlarmKind, DeviceId, DeviceKind};
 
+use super::incident::Incident;
 use crate::model::{CaseSource, CaseState, CaseType, Condition, GridCode, Subject, UnixMs};
 
 /// Time limits and windows.
@@ -514,6 +515,60 @@ impl Case {
             }
         }
         done
+    }
+
+    /// The open case's incident changed (devices, urgency, what is going on). The case keeps the
+    /// type it was registered with: a `bin_overflow` case stays `bin_overflow` when the bin is
+    /// merely full again, a `bin_full` case stays `bin_full` when it overflows. A change of
+    /// urgency, or a situation of another type, is an escalation or de-escalation: recorded as
+    /// an event in the case's history (state unchanged), and turning urgent shortens the limit.
+    pub fn update_from(
+        &mut self,
+        incident: &Incident,
+        policy: &CasePolicy,
+        now: UnixMs,
+    ) -> Option<Transition> {
+        let escalated = incident.urgent && !self.urgent;
+        let de_escalated = !incident.urgent && self.urgent;
+        let note = if escalated {
+            Some(format!(
+                "escalated: now urgent ({}): {}",
+                incident.case_type.as_str(),
+                incident.detail
+            ))
+        } else if de_escalated {
+            Some(format!(
+                "de-escalated: no longer urgent ({}): {}",
+                incident.case_type.as_str(),
+                incident.detail
+            ))
+        } else if incident.case_type != self.case_type {
+            Some(format!(
+                "situation now {} (the case stays {}): {}",
+                incident.case_type.as_str(),
+                self.case_type.as_str(),
+                incident.detail
+            ))
+        } else {
+            None
+        };
+        self.devices = incident.devices.clone();
+        self.urgent = incident.urgent;
+        self.detail = incident.detail.clone();
+        self.due_ms = self
+            .due_ms
+            .min(policy.due(self.case_type, self.urgent, self.opened_ms));
+        self.set_condition(true, now);
+        self.updated_ms = now;
+        let t = Transition {
+            actor: "system".into(),
+            at_ms: now,
+            from: Some(self.state),
+            to: self.state,
+            note: note?,
+        };
+        self.history.push(t.clone());
+        Some(t)
     }
 
     /// The sensor condition changed.
