@@ -359,3 +359,65 @@ async fn a_case_keeps_its_registered_type_and_records_escalations() {
     assert_eq!(case().await["case_type"], "bin_overflow");
     gw.running.shutdown().await.unwrap();
 }
+
+/// Hostile topics: a device id in the gateway's reserved `_alerts` tree is a bad topic, never an
+/// unregistered device; downlink channels, unknown channels and extra levels are not subscribed
+/// to, so they never reach the gateway (documented in protocols/README.md); every reason counted
+/// is a documented one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserved_ids_are_bad_topics_and_unsubscribed_topics_never_arrive() {
+    let gw = Gateway::start(|_| {}).await;
+    gw.import_inventory().await;
+    let alerts = topic("_alerts", "telemetry");
+    publish(
+        &gw.broker(),
+        vec![
+            Msg::new(&alerts, bin_telemetry("_alerts", 1, 10.0)),
+            Msg::new(topic("BN-1", "command"), r#"{"cmd_id":1}"#),
+            Msg::new(topic("BN-1", "config"), r#"{"config_id":1}"#),
+            Msg::new(topic("BN-1", "nonsense"), "{}"),
+            Msg::new(
+                format!("{}/extra", topic("BN-1", "telemetry")),
+                bin_telemetry("BN-1", 1, 10.0),
+            ),
+            Msg::new(topic("BN-1", "telemetry"), bin_telemetry("BN-1", 2, 10.0)),
+        ],
+    )
+    .await;
+    eventually("the valid reading", Duration::from_secs(10), || async {
+        gw.http.get("/api/devices/BN-1/latest").await.0 == 200
+    })
+    .await;
+    assert_eq!(
+        gw.metric("streetgate_rejected_total{reason=\"bad_topic\"}")
+            .await,
+        1.0
+    );
+    let text = gw.http.get_text("/metrics").await;
+    let counted: Vec<(&str, f64)> = text
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("streetgate_rejected_total{reason=\"")?;
+            let (reason, n) = rest.split_once("\"} ")?;
+            Some((reason, n.parse().ok()?))
+        })
+        .collect();
+    let total: f64 = counted.iter().map(|(_, n)| n).sum();
+    assert_eq!(
+        total, 1.0,
+        "only the reserved id reached the gateway: {counted:?}"
+    );
+    let documented = include_str!("../../protocols/README.md");
+    for (reason, _) in &counted {
+        assert!(
+            documented.contains(&format!("| `{reason}` |")),
+            "{reason} is not documented"
+        );
+    }
+    let (_, unregistered) = gw.http.get("/api/unregistered").await;
+    assert!(
+        !unregistered.to_string().contains("_alerts"),
+        "{unregistered}"
+    );
+    gw.running.shutdown().await.unwrap();
+}

@@ -932,7 +932,23 @@ impl RulesEngine {
             now - first >= i64::from(self.config.lighting.startup_grace_s) * 1000
         });
         for seg in &report.segments {
-            let dark = seg.below_target && judging;
+            // One cause, one case: a lamp dark because its controller is offline (or waiting
+            // out its last will; a Modbus unit that does not identify is reported so) has its
+            // own device_offline case. It still counts as dark in the rate, but a segment case
+            // is raised, and lists lamps, only for the lamps with no such explanation.
+            let unexplained: Vec<DeviceId> = seg
+                .dark
+                .iter()
+                .filter(|id| {
+                    !self
+                        .state
+                        .devices
+                        .get(id.as_str())
+                        .is_some_and(|s| s.is_active(Condition::Offline) || s.will_ms.is_some())
+                })
+                .cloned()
+                .collect();
+            let dark = seg.below_target && judging && !unexplained.is_empty();
             let was = self.state.dark_segments.contains(&seg.segment);
             if dark == was {
                 continue;
@@ -956,7 +972,7 @@ impl RulesEngine {
                     seg.expected,
                     seg.target * 100.0
                 ),
-                devices: seg.dark.clone(),
+                devices: unexplained,
                 urgent: dark,
             });
         }

@@ -480,6 +480,45 @@ fn offline_lamps_count_as_dark() {
     assert_eq!(dark.value, Some(0.75));
 }
 
+/// One cause, one case: a lamp whose controller is offline has its device_offline case; it
+/// counts as dark in the rate, but raises no segment lamp_fault case of its own and is not
+/// listed in one.
+#[test]
+fn an_offline_lamp_gets_no_lamp_fault_case_besides_its_offline_case() {
+    let lamps: Vec<Device> = (0..4).map(|i| lamp(&format!("SL-{i}"), "S-3")).collect();
+    let mut e = RulesEngine::new(no_grace());
+    for l in &lamps {
+        e.on_reading(l, &metering(l, NIGHT_MS, true, 0.4));
+    }
+    assert!(e.on_tick(NIGHT_MS + 1000, &lamps).is_empty());
+    // SL-0's controller dies: its last will, then offline after the hold.
+    e.on_reading(&lamps[0], &will(&lamps[0], NIGHT_MS / 1000 + 2));
+    let mut got = edges(&e.on_tick(NIGHT_MS + 3000, &lamps));
+    got.extend(edges(&e.on_tick(NIGHT_MS + 200_000, &lamps)));
+    assert_eq!(got, [(Condition::Offline, true)]);
+    let report = e.lighting_now(NIGHT_MS + 200_000, &lamps);
+    assert_eq!(report.segments[0].rate, 0.75, "still dark in the rate");
+    // A real lamp failure on the same segment raises the segment case, listing only it.
+    e.on_reading(
+        &lamps[1],
+        &metering(&lamps[1], NIGHT_MS + 201_000, true, 0.0),
+    );
+    let evs = e.on_tick(NIGHT_MS + 210_000, &lamps);
+    let dark = evs
+        .iter()
+        .find(|ev| ev.condition == Condition::SegmentDark)
+        .expect("segment dark");
+    assert_eq!(dark.devices, [lamps[1].id.clone()]);
+    // Repaired: the segment case clears although the offline lamp still darkens the rate.
+    e.on_reading(
+        &lamps[1],
+        &metering(&lamps[1], NIGHT_MS + 211_000, true, 0.4),
+    );
+    assert!(
+        edges(&e.on_tick(NIGHT_MS + 212_000, &lamps)).contains(&(Condition::SegmentDark, false))
+    );
+}
+
 #[test]
 fn snapshot_restores_pending_holds() {
     let mh = device("MH-1", DeviceKind::Manhole);
