@@ -237,6 +237,32 @@ fn every_json_response_is_typed() {
         }
     }
     assert!(untyped.is_empty(), "untyped responses: {untyped:?}");
+    // Every object that lists its properties says whether others may appear: a renamed field
+    // (`type` for `case_type`) then fails validation instead of passing as an extra.
+    fn open_objects(v: &Value, at: &str, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                if m.contains_key("properties") && !m.contains_key("additionalProperties") {
+                    out.push(at.to_owned());
+                }
+                for (k, v) in m {
+                    open_objects(v, &format!("{at}/{k}"), out);
+                }
+            }
+            Value::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    open_objects(v, &format!("{at}/{i}"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut open = Vec::new();
+    open_objects(&doc, "", &mut open);
+    assert!(
+        open.is_empty(),
+        "objects without additionalProperties: {open:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,7 +278,7 @@ async fn every_response_and_request_body_matches_the_document() {
     macro_rules! call {
         ($method:expr, $path:expr, $concrete:expr, $body:expr) => {{
             let (status, body) = call(&doc, &gw, $method, ($path, $concrete), $body).await;
-            seen.insert(($method.to_owned(), $path.to_owned(), status));
+            seen.insert(($method.to_string(), $path.to_string(), status));
             (status, body)
         }};
     }
@@ -267,7 +293,7 @@ async fn every_response_and_request_body_matches_the_document() {
     let modbus = json!({
         "id": "WC-9", "kind": "toilet", "lat": 31.3, "lon": 120.6, "grid": "320508001001002",
         "toilet_class": "1", "component_code": "3205080301000009",
-        "transport": {"modbus_tcp": {"host": "127.0.0.1", "port": 1502, "unit": 3}},
+        "transport": {"type": "modbus-tcp", "host": "127.0.0.1", "port": 1502, "unit": 3},
         "overrides": {"nh3_limit_mg_m3": 0.5}
     });
     let (status, _) = call!("post", "/api/devices", "/api/devices", Some(&modbus));
@@ -275,7 +301,7 @@ async fn every_response_and_request_body_matches_the_document() {
     let many = json!([{
         "id": "SL-2", "kind": "streetlight", "lat": 31.3, "lon": 120.6,
         "grid": "320508001001001", "road_segment": "S-1", "road_class": "main",
-        "transport": "mqtt", "overrides": {}
+        "transport": {"type": "mqtt"}, "overrides": {}
     }]);
     let (status, _) = call!("post", "/api/devices", "/api/devices", Some(&many));
     assert_eq!(status, 200);
@@ -317,20 +343,22 @@ async fn every_response_and_request_body_matches_the_document() {
 
     // A patrol case and its transitions.
     let new_case = json!({
-        "case_type": "other", "grid": "320508001001001", "detail": "graffiti on the cabinet",
+        "type": "other", "grid": "320508001001001", "detail": "graffiti on the cabinet", "location": "Renmin Rd 12",
         "source": "patrol", "actor": "li.wei"
     });
     let (status, case) = call!("post", "/api/cases", "/api/cases", Some(&new_case));
     assert_eq!(status, 200, "{case}");
     let id = case["id"].as_i64().unwrap().to_string();
     let path_t = format!("/api/cases/{id}/transitions");
-    let dispatch = json!({"actor": "centre", "action": "dispatch", "team": "grid-chief"});
-    call!(
+    // Dispatched on registration: the team accepts it; closing it now is refused.
+    let accept = json!({"actor": "grid-chief", "action": "accept"});
+    let (status, _) = call!(
         "post",
         "/api/cases/{id}/transitions",
         &path_t,
-        Some(&dispatch)
+        Some(&accept)
     );
+    assert_eq!(status, 200);
     let refused = json!({"actor": "centre", "action": "close"});
     let (status, _) = call!(
         "post",
@@ -405,7 +433,7 @@ async fn every_response_and_request_body_matches_the_document() {
         ),
     ];
     for (path, concrete) in &gets {
-        call!("get", path, concrete, None);
+        call!("get", *path, concrete, None);
     }
     let (status, _) = call!("delete", "/api/devices/{id}", "/api/devices/SL-2", None);
     assert!(status < 300);
