@@ -13,7 +13,7 @@ use crate::model::{CaseSource, CaseState, CaseType, Condition, GridCode, Subject
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CasePolicy {
-    /// Handling time limit per case type, minutes (DOMAIN.md).
+    /// Handling time limit per case type, minutes (docs/domain.md).
     pub limits_min: BTreeMap<CaseType, i64>,
     /// Limit for urgent cases of any type, minutes.
     pub urgent_limit_min: i64,

@@ -21,7 +21,7 @@ use crate::model::{
     Condition, ConditionEvent, Device, Reading, ReadingBody, Subject, ToiletClass, UnixMs,
 };
 
-/// Thresholds and timings, defaults from DOMAIN.md; per-device overrides take precedence.
+/// Thresholds and timings, defaults from docs/domain.md; per-device overrides take precedence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RulesConfig {

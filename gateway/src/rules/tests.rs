@@ -336,6 +336,32 @@ fn a_device_asserted_odour_alarm_is_not_cleared_by_the_gateways_own_average() {
     assert!(got.is_empty(), "a spike the device averages away: {got:?}");
 }
 
+/// The documents say "≥ 100 % = overflowing" (docs/domain.md, protocols/README.md): a fill of
+/// exactly `overflow_pct` overflows, just below does not.
+#[test]
+fn a_bin_overflows_at_exactly_its_threshold() {
+    let bn = device("BN-9", DeviceKind::Bin);
+    let mut e = RulesEngine::new(RulesConfig {
+        hold_s: 0,
+        ..RulesConfig::default()
+    });
+    let fill = |at, pct: f32| {
+        reading(
+            &bn,
+            at,
+            ReadingBody::Telemetry(TelemetryData::Bin(BinTelemetry {
+                fill_pct: pct,
+                temperature_c: 20.0,
+                battery_pct: 90,
+                ..Default::default()
+            })),
+        )
+    };
+    let overflow = (Condition::Alarm(AlarmKind::BinOverflow), true);
+    assert!(!edges(&e.on_reading(&bn, &fill(0, 99.9))).contains(&overflow));
+    assert_eq!(edges(&e.on_reading(&bn, &fill(1, 100.0))), [overflow]);
+}
+
 #[test]
 fn bins_and_battery() {
     let bn = device("BN-1", DeviceKind::Bin);
