@@ -307,11 +307,11 @@ async fn telemetry_through_external_broker() {
     common::clear_session(&broker, &format!("streetgate-test-{suffix}")).await;
 }
 
-/// A case keeps the type it was registered with: a bin that overflows opens `bin_overflow`, and
-/// when it drops to merely full the case is still `bin_overflow` (de-escalated, recorded in its
-/// history), and it closes as `bin_overflow`.
+/// A case's type never goes down: a bin that overflows opens `bin_overflow` (both alarms of one
+/// reading are one case), and when it drops to merely full the case is still `bin_overflow`
+/// (de-escalated, recorded in its history), and it closes as `bin_overflow`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_case_keeps_its_registered_type_and_records_escalations() {
+async fn a_case_type_never_goes_down_and_changes_are_history_events() {
     let gw = Gateway::start(|c| c.rules.hold_s = 0).await;
     gw.import_inventory().await;
     let t = topic("BN-1", "telemetry");

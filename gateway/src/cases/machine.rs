@@ -6,7 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use streetgate_protocols::{AlarmKind, DeviceId, DeviceKind};
 
-use super::incident::Incident;
+use super::incident::{Incident, severity};
 use crate::model::{CaseSource, CaseState, CaseType, Condition, GridCode, Subject, UnixMs};
 
 /// Time limits and windows.
@@ -517,35 +517,39 @@ impl Case {
         done
     }
 
-    /// The open case's incident changed (devices, urgency, what is going on). The case keeps the
-    /// type it was registered with: a `bin_overflow` case stays `bin_overflow` when the bin is
-    /// merely full again, a `bin_full` case stays `bin_full` when it overflows. A change of
-    /// urgency, or a situation of another type, is an escalation or de-escalation: recorded as
-    /// an event in the case's history (state unchanged), and turning urgent shortens the limit.
+    /// The open case's incident changed (devices, urgency, what is going on). The type only
+    /// ever goes up: a `bin_full` case whose bin then overflows becomes `bin_overflow` (it is
+    /// counted under the worst it got, and an overflow that arrives a moment after the "full"
+    /// alarm is an overflow case), and a `bin_overflow` case stays `bin_overflow` when the bin
+    /// is merely full again. Every escalation and de-escalation (of type or urgency) is an event
+    /// in the case's history (state unchanged); turning urgent shortens the time limit.
     pub fn update_from(
         &mut self,
         incident: &Incident,
         policy: &CasePolicy,
         now: UnixMs,
     ) -> Option<Transition> {
-        let escalated = incident.urgent && !self.urgent;
-        let de_escalated = !incident.urgent && self.urgent;
-        let note = if escalated {
+        let was = self.case_type;
+        let upgraded = severity(incident.case_type) > severity(was);
+        let escalated = upgraded || (incident.urgent && !self.urgent);
+        let de_escalated = !escalated && self.urgent && !incident.urgent;
+        if upgraded {
+            self.case_type = incident.case_type;
+        }
+        let note = if upgraded {
             Some(format!(
-                "escalated: now urgent ({}): {}",
+                "escalated: {} → {}: {}",
+                was.as_str(),
                 incident.case_type.as_str(),
                 incident.detail
             ))
+        } else if escalated {
+            Some(format!("escalated: now urgent: {}", incident.detail))
         } else if de_escalated {
             Some(format!(
-                "de-escalated: no longer urgent ({}): {}",
+                "de-escalated: now {}{} (the case stays {}): {}",
                 incident.case_type.as_str(),
-                incident.detail
-            ))
-        } else if incident.case_type != self.case_type {
-            Some(format!(
-                "situation now {} (the case stays {}): {}",
-                incident.case_type.as_str(),
+                if incident.urgent { "" } else { ", not urgent" },
                 self.case_type.as_str(),
                 incident.detail
             ))
