@@ -149,6 +149,8 @@ async fn malformed_device_bodies_name_the_field_and_what_is_allowed() {
             vec!["device 1", "kind"],
         ),
         (json!("WC-7"), vec!["device object"]),
+        // The gateway's own topic tree is no device.
+        (with("id", json!("_alerts")), vec!["id", "reserved"]),
     ];
     for (body, words) in cases {
         let (status, err) = gw.http.post_json("/api/devices", &body).await;
