@@ -167,8 +167,8 @@ async fn a_dead_unit_is_retried_in_the_slack_between_live_polls() {
     let (tx, mut rx) = mpsc::channel::<Reading>(1024);
     let metrics = Arc::new(Metrics::default());
     let cancel = CancellationToken::new();
-    let interval = Duration::from_millis(400);
-    let timeout = Duration::from_millis(250);
+    let interval = Duration::from_millis(500);
+    let timeout = Duration::from_millis(350);
     let settings = ModbusSettings {
         poll_interval: interval,
         request_timeout: timeout,
@@ -180,7 +180,7 @@ async fn a_dead_unit_is_retried_in_the_slack_between_live_polls() {
     let tasks = modbus::spawn(devices.iter(), &tx, &metrics, settings, &cancel);
     drop(tx);
     let mut live = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(4500);
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(6000);
     while let Ok(Some(r)) = tokio::time::timeout_at(deadline, rx.recv()).await {
         if r.device_id.as_str() == "MH-1" {
             live.push(tokio::time::Instant::now());
