@@ -1,4 +1,4 @@
-//! Effective device settings: defaults per kind (DOMAIN.md), merged with downlink config,
+//! Effective device settings: defaults per kind (docs/domain.md), merged with downlink config,
 //! validated as a whole, persisted across reboots.
 
 use core::fmt::Write;
@@ -61,7 +61,7 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Defaults for a kind, from DOMAIN.md.
+    /// Defaults for a kind, from docs/domain.md.
     pub fn defaults(kind: DeviceKind) -> Self {
         let (report, heartbeat, deadband) = match kind {
             DeviceKind::Streetlight => (60, 900, 5.0),   // W

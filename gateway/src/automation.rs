@@ -180,9 +180,9 @@ impl Automation {
             return Ok(());
         };
         let events = self.rules.on_reading(&device, reading);
-        for ev in events {
-            self.on_condition(&ev, Some(&device), reading.received_ms)
-                .await?;
+        let incidents = self.group(events.iter().map(|ev| (ev, Some(device.as_ref()))));
+        for incident in incidents {
+            self.on_incident(&incident, reading.received_ms).await?;
         }
         Ok(())
     }
@@ -191,12 +191,15 @@ impl Automation {
     pub async fn tick(&mut self, now: UnixMs) -> StoreResult<()> {
         let devices = self.inventory.snapshot();
         let events = self.rules.on_tick(now, devices.values().map(AsRef::as_ref));
-        for ev in events {
+        let incidents = self.group(events.iter().map(|ev| {
             let device = match &ev.subject {
-                Subject::Device(id) => devices.get(id).cloned(),
+                Subject::Device(id) => devices.get(id).map(AsRef::as_ref),
                 Subject::Segment(_) => None,
             };
-            self.on_condition(&ev, device.as_deref(), now).await?;
+            (ev, device)
+        }));
+        for incident in incidents {
+            self.on_incident(&incident, now).await?;
         }
         let report = self
             .rules
@@ -261,16 +264,33 @@ impl Automation {
         Ok(saved)
     }
 
-    async fn on_condition(
+    /// Feed the condition edges of one reading (or one tick) to the incident grouping; returns
+    /// each changed incident once, as it stands after all of them. A bin that jumps to 105 %
+    /// raises `bin_full` and `bin_overflow` in one reading: that is one `bin_overflow` case, not
+    /// a `bin_full` case escalated a moment later.
+    fn group<'a>(
         &mut self,
-        ev: &ConditionEvent,
-        device: Option<&Device>,
-        now: UnixMs,
-    ) -> StoreResult<()> {
-        self.stats.conditions += 1;
-        let Some(incident) = self.incidents.apply(ev, device) else {
-            return Ok(());
-        };
+        events: impl IntoIterator<Item = (&'a ConditionEvent, Option<&'a Device>)>,
+    ) -> Vec<Incident> {
+        let mut out: Vec<Incident> = Vec::new();
+        for (ev, device) in events {
+            self.stats.conditions += 1;
+            let Some(incident) = self.incidents.apply(ev, device) else {
+                continue;
+            };
+            match out
+                .iter_mut()
+                .find(|i| i.subject == incident.subject && i.condition == incident.condition)
+            {
+                Some(earlier) => *earlier = incident,
+                None => out.push(incident),
+            }
+        }
+        out
+    }
+
+    async fn on_incident(&mut self, incident: &Incident, now: UnixMs) -> StoreResult<()> {
+        let incident = incident.clone();
         let (subject_key, condition_key) = (incident.subject.key(), incident.condition.key());
         let open = self.store.open_case(&subject_key, &condition_key).await?;
         let open_case = open.as_ref().and_then(from_record);
@@ -299,19 +319,11 @@ impl Automation {
                 if let Some(mut case) = open_case {
                     self.stats.deduplicated += 1;
                     let expected = case.state;
-                    case.devices = i.devices.clone();
-                    case.urgent = i.urgent;
-                    case.detail = i.detail.clone();
-                    case.case_type = i.case_type;
-                    // Turning urgent (a tilted cover now open) shortens the time limit.
-                    case.due_ms = case.due_ms.min(self.policy.due(
-                        case.case_type,
-                        case.urgent,
-                        case.opened_ms,
-                    ));
-                    case.set_condition(true, now);
-                    case.updated_ms = now;
-                    self.save(&case, expected, &[]).await?;
+                    let noted: Vec<Transition> = case
+                        .update_from(&i, &self.policy, now)
+                        .into_iter()
+                        .collect();
+                    self.save(&case, expected, &noted).await?;
                 }
             }
             Decision::SelfRecovered => {

@@ -98,7 +98,7 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     /// Modbus polling.
     pub modbus: ModbusConfig,
-    /// Rule thresholds and timings (defaults from DOMAIN.md).
+    /// Rule thresholds and timings (defaults from docs/domain.md).
     pub rules: RulesConfig,
     /// Case time limits and windows.
     pub cases: CasesConfig,
@@ -444,7 +444,7 @@ impl ModbusConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct CasesConfig {
     /// Handling limits per case type, minutes; only the types listed change, the others keep
-    /// their DOMAIN.md defaults.
+    /// their docs/domain.md defaults.
     pub limits_min: BTreeMap<CaseType, i64>,
     /// Limit for urgent cases of any type, minutes.
     pub urgent_limit_min: i64,

@@ -166,6 +166,16 @@ pub fn format_overrides(o: &ThresholdOverrides) -> String {
 
 /// Check what serde cannot: coordinates, ranges and the kind-specific fields.
 pub fn validate_device(d: &Device) -> Result<(), (&'static str, String)> {
+    if d.id
+        .as_str()
+        .starts_with(streetgate_protocols::topic::RESERVED_LEVEL_PREFIX)
+    {
+        return Err((
+            "id",
+            "ids starting with '_' are reserved for the gateway's own topics (streetgate/v1/_alerts)"
+                .to_owned(),
+        ));
+    }
     if !(-90.0..=90.0).contains(&d.lat) {
         return Err(("lat", format!("{} must be -90..=90", d.lat)));
     }

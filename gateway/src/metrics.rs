@@ -1,36 +1,16 @@
 //! Process metrics as plain atomics, rendered in the Prometheus text exposition format.
 //!
 //! Counters are incremented on the hot path without locks: the label sets are fixed arrays
-//! (transports, rejection reasons), with a small locked map only for reasons not known here.
+//! (transports, [`RejectReason`]s, [`ModbusErrorKind`]s).
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
+
+pub use crate::ingest::reject::{ModbusErrorKind, RejectReason};
 
 /// Transports counted by `streetgate_ingest_total`.
 pub const TRANSPORTS: [&str; 3] = ["mqtt", "modbus-tcp", "modbus-rtu"];
-
-/// Rejection reasons known in advance: the codec's [`DecodeError::reason`] labels plus the
-/// gateway's own.
-///
-/// [`DecodeError::reason`]: streetgate_protocols::codec::DecodeError::reason
-pub const REASONS: [&str; 13] = [
-    "empty",
-    "too_large",
-    "unknown_encoding",
-    "wrong_direction",
-    "malformed",
-    "invalid_value",
-    "device_mismatch",
-    "unknown_device",
-    "bad_topic",
-    "duplicate",
-    "kind_mismatch",
-    "modbus_identification",
-    "modbus_error",
-];
 
 /// Upper bounds of the rule-latency histogram buckets, seconds.
 pub const LATENCY_BUCKETS_S: [f64; 10] = [
@@ -80,8 +60,8 @@ impl Histogram {
 #[derive(Debug, Default)]
 pub struct Metrics {
     ingest: [AtomicU64; TRANSPORTS.len()],
-    rejected: [AtomicU64; REASONS.len()],
-    rejected_other: Mutex<BTreeMap<&'static str, u64>>,
+    rejected: [AtomicU64; RejectReason::ALL.len()],
+    modbus_errors: [AtomicU64; ModbusErrorKind::ALL.len()],
     /// The embedded broker's counters.
     pub broker: std::sync::Arc<crate::broker::BrokerMetrics>,
     /// Messages lost between two accepted sequence numbers.
@@ -154,37 +134,38 @@ impl Metrics {
     }
 
     /// A message rejected for `reason`.
-    pub fn rejected(&self, reason: &'static str) {
-        match REASONS.iter().position(|r| *r == reason) {
-            Some(i) => {
-                self.rejected[i].fetch_add(1, Relaxed);
-            }
-            None => {
-                *self
-                    .rejected_other
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .entry(reason)
-                    .or_default() += 1;
-            }
+    pub fn rejected(&self, reason: RejectReason) {
+        self.rejected[reason.index()].fetch_add(1, Relaxed);
+    }
+
+    /// Rejections so far, by reason (every reason, zeros included).
+    pub fn rejections(&self) -> Vec<(&'static str, u64)> {
+        RejectReason::ALL
+            .iter()
+            .zip(&self.rejected)
+            .map(|(r, c)| (r.as_str(), c.load(Relaxed)))
+            .collect()
+    }
+
+    /// A Modbus transport failure (not a rejection: no message arrived).
+    pub fn modbus_error(&self, kind: ModbusErrorKind) {
+        if let Some(i) = ModbusErrorKind::ALL.iter().position(|k| *k == kind) {
+            self.modbus_errors[i].fetch_add(1, Relaxed);
         }
     }
 
-    /// Rejections so far, by reason (every known reason, zeros included).
-    pub fn rejections(&self) -> Vec<(&'static str, u64)> {
-        let mut out: Vec<_> = REASONS
+    /// Modbus transport failures so far, by kind.
+    pub fn modbus_errors(&self) -> Vec<(&'static str, u64)> {
+        ModbusErrorKind::ALL
             .iter()
-            .zip(&self.rejected)
-            .map(|(r, c)| (*r, c.load(Relaxed)))
-            .collect();
-        out.extend(
-            self.rejected_other
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .iter()
-                .map(|(r, c)| (*r, *c)),
-        );
-        out
+            .zip(&self.modbus_errors)
+            .map(|(k, c)| (k.as_str(), c.load(Relaxed)))
+            .collect()
+    }
+
+    /// Modbus transport failures so far, all kinds.
+    pub fn modbus_errors_total(&self) -> u64 {
+        self.modbus_errors.iter().map(|c| c.load(Relaxed)).sum()
     }
 
     /// Prometheus text exposition of everything, plus the store gauges.
@@ -217,6 +198,13 @@ impl Metrics {
         );
         for (r, c) in self.rejections() {
             let _ = writeln!(out, "streetgate_rejected_total{{reason=\"{r}\"}} {c}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP streetgate_modbus_errors_total Modbus requests that failed (timeout, connection, exception), by kind.\n# TYPE streetgate_modbus_errors_total counter"
+        );
+        for (k, c) in self.modbus_errors() {
+            let _ = writeln!(out, "streetgate_modbus_errors_total{{kind=\"{k}\"}} {c}");
         }
         counter(
             &mut out,
@@ -367,8 +355,8 @@ mod tests {
         m.ingested("mqtt");
         m.ingested("mqtt");
         m.ingested("modbus-tcp");
-        m.rejected("malformed");
-        m.rejected("something_new");
+        m.rejected(RejectReason::Malformed);
+        m.modbus_error(ModbusErrorKind::Timeout);
         m.rule_latency.observe(Duration::from_micros(7));
         m.rule_latency.observe(Duration::from_millis(2));
         let text = m.render(&StoreGauges {
@@ -379,7 +367,8 @@ mod tests {
         assert!(text.contains("streetgate_ingest_total{transport=\"mqtt\"} 2"));
         assert!(text.contains("streetgate_ingest_total{transport=\"modbus-tcp\"} 1"));
         assert!(text.contains("streetgate_rejected_total{reason=\"malformed\"} 1"));
-        assert!(text.contains("streetgate_rejected_total{reason=\"something_new\"} 1"));
+        assert!(text.contains("streetgate_modbus_errors_total{kind=\"timeout\"} 1"));
+        assert!(!text.contains("reason=\"modbus_error\""));
         assert!(text.contains("streetgate_rejected_total{reason=\"too_large\"} 0"));
         assert!(text.contains("streetgate_unregistered_devices 1"));
         assert!(text.contains("streetgate_open_cases{type=\"all\"} 2"));

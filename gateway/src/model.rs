@@ -31,8 +31,9 @@ pub enum RoadClass {
     Back,
 }
 
-/// Public-toilet class (GB/T 17217 一类/二类/三类): decides the NH3 limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Public-toilet class (GB/T 17217 一类/二类/三类): decides the NH3 limit. On the wire the
+/// string `"1"`, `"2"` or `"3"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub enum ToiletClass {
     /// 一类: NH3 ≤ 0.3 mg/m³.
     #[serde(rename = "1")]
@@ -43,6 +44,27 @@ pub enum ToiletClass {
     /// 三类: NH3 ≤ 3 mg/m³.
     #[serde(rename = "3")]
     Class3,
+}
+
+impl<'de> Deserialize<'de> for ToiletClass {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ToiletClass;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"the toilet class as a string: "1", "2" or "3" (GB/T 17217)"#)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ToiletClass, E> {
+                match v {
+                    "1" => Ok(ToiletClass::Class1),
+                    "2" => Ok(ToiletClass::Class2),
+                    "3" => Ok(ToiletClass::Class3),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+        }
+        d.deserialize_str(Visitor)
+    }
 }
 
 /// How the gateway reaches a device.
@@ -133,7 +155,8 @@ pub struct Device {
     pub toilet_class: Option<ToiletClass>,
     /// Bin depth, mm (bins).
     pub bin_depth_mm: Option<u16>,
-    /// Per-device threshold overrides.
+    /// Per-device threshold overrides (none when absent).
+    #[serde(default)]
     pub overrides: ThresholdOverrides,
     /// How it is reached.
     pub transport: Transport,
@@ -333,6 +356,23 @@ pub enum CaseType {
 }
 
 impl CaseType {
+    /// Wire name (`bin_overflow`), as in the API and the alert topics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::LampFault => "lamp_fault",
+            Self::LampSafety => "lamp_safety",
+            Self::ManholeCover => "manhole_cover",
+            Self::ManholeWater => "manhole_water",
+            Self::BinFull => "bin_full",
+            Self::BinOverflow => "bin_overflow",
+            Self::BinFire => "bin_fire",
+            Self::ToiletOdour => "toilet_odour",
+            Self::DeviceOffline => "device_offline",
+            Self::LowBattery => "low_battery",
+            Self::Other => "other",
+        }
+    }
+
     /// Every case type.
     pub const ALL: [CaseType; 11] = [
         Self::LampFault,

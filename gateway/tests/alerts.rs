@@ -179,6 +179,20 @@ async fn case_events_reach_mqtt_and_webhooks_with_retries_and_records() {
         .map(|(_, v)| v["event_id"].as_i64().unwrap())
         .collect();
     assert!(ids[0] < ids[1], "in order: {ids:?}");
+    // The payload is what openapi.json documents as CaseEvent.
+    let doc: Value = serde_json::from_str(streetgate_gateway::api::OPENAPI).unwrap();
+    let schema = serde_json::json!({
+        "components": doc["components"],
+        "$ref": "#/components/schemas/CaseEvent"
+    });
+    let validator = jsonschema::draft202012::new(&schema).unwrap();
+    for (_, event) in &alerts {
+        let errors: Vec<String> = validator
+            .iter_errors(event)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{event} vs CaseEvent: {errors:?}");
+    }
 
     // The flaky webhook got each event after two refusals of the first: 4 requests in all.
     eventually("webhook deliveries", Duration::from_secs(15), || async {

@@ -111,3 +111,58 @@ async fn devices_crud_import_and_errors() {
     assert!(metrics.contains("# TYPE streetgate_rule_latency_seconds histogram"));
     gw.running.shutdown().await.unwrap();
 }
+
+/// A malformed `POST /api/devices` body gets an error naming the device, the field and what is
+/// allowed, not "data did not match any variant of untagged enum".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_device_bodies_name_the_field_and_what_is_allowed() {
+    let gw = Gateway::start(|_| {}).await;
+    let good = json!({
+        "id": "WC-7", "kind": "toilet", "lat": 31.3, "lon": 120.6, "grid": "G1",
+        "toilet_class": "2", "transport": {"type": "mqtt"}
+    });
+    let (status, body) = gw.http.post_json("/api/devices", &good).await;
+    assert_eq!(status, 200, "overrides may be left out: {body}");
+    let with = |field: &str, value: serde_json::Value| {
+        let mut d = good.clone();
+        d[field] = value;
+        d
+    };
+    let cases = [
+        (with("kind", json!("lamp")), vec!["kind", "streetlight"]),
+        (
+            with("toilet_class", json!(2)),
+            vec!["toilet_class", "\"1\""],
+        ),
+        (with("transport", json!("mqtt")), vec!["transport"]),
+        (
+            with("transport", json!({"type": "modbus_tcp"})),
+            vec!["transport", "modbus-tcp"],
+        ),
+        (
+            with("overrides", json!({"tilt_deg": 5})),
+            vec!["overrides", "tilt_alarm_deg"],
+        ),
+        (with("lat", json!("north")), vec!["lat"]),
+        (
+            json!([good.clone(), {"id": "X-1"}]),
+            vec!["device 1", "kind"],
+        ),
+        (json!("WC-7"), vec!["device object"]),
+        // The gateway's own topic tree is no device.
+        (with("id", json!("_alerts")), vec!["id", "reserved"]),
+    ];
+    for (body, words) in cases {
+        let (status, err) = gw.http.post_json("/api/devices", &body).await;
+        assert_eq!(status, 422, "{body} → {err}");
+        let message = err["message"].as_str().unwrap_or_default();
+        assert!(!message.contains("untagged"), "{message}");
+        for w in words {
+            assert!(
+                message.contains(w),
+                "{body}: {message:?} does not name {w:?}"
+            );
+        }
+    }
+    gw.running.shutdown().await.unwrap();
+}

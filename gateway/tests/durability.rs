@@ -283,9 +283,11 @@ async fn kill_9_under_load_with_mosquitto_loses_nothing() {
     let gw = Process::start(dir.path(), http_port, broker_port, &env);
     healthy(http_port).await;
 
-    const COUNT: u32 = 600;
+    // 200 msg/s in all: Mosquitto's default queue (1000 messages per session, as CI runs it)
+    // holds 5 s of the gateway's absence, ample for a restart on a busy machine.
+    const COUNT: u32 = 300;
     let devices: Vec<Device> = (0..4)
-        .map(|i| Device::start(broker.clone(), format!("{prefix}-{i}"), COUNT, 100))
+        .map(|i| Device::start(broker.clone(), format!("{prefix}-{i}"), COUNT, 50))
         .collect();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     gw.kill9();
@@ -296,14 +298,21 @@ async fn kill_9_under_load_with_mosquitto_loses_nothing() {
     for d in &devices {
         d.all_acked(COUNT as usize, Duration::from_secs(60)).await;
     }
+    // The broker acknowledged the devices; the gateway commits what it delivers shortly after.
     for i in 0..4 {
         let id = format!("{prefix}-{i}");
-        let seqs = stored_seqs(&http, &id).await;
-        assert_eq!(
-            missing(&seqs, COUNT),
-            Vec::<u64>::new(),
-            "{id} lost messages"
-        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let lost = missing(&stored_seqs(&http, &id).await, COUNT);
+            if lost.is_empty() {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{id} lost messages: {lost:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
     for d in devices {
         d.stop();

@@ -305,3 +305,118 @@ async fn telemetry_through_external_broker() {
     // Do not leave a persistent session behind on a shared broker.
     common::clear_session(&broker, &format!("streetgate-test-{suffix}")).await;
 }
+
+/// A case's type never goes down: a bin that overflows opens `bin_overflow` (both alarms of one
+/// reading are one case), and when it drops to merely full the case is still `bin_overflow`
+/// (de-escalated, recorded in its history), and it closes as `bin_overflow`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_case_type_never_goes_down_and_changes_are_history_events() {
+    let gw = Gateway::start(|c| c.rules.hold_s = 0).await;
+    gw.import_inventory().await;
+    let t = topic("BN-1", "telemetry");
+    let b = gw.broker();
+    let case = || async {
+        let (_, cases) = gw.http.get("/api/cases?limit=10").await;
+        cases["cases"]
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .find(|c| c["subject_key"] == "device:BN-1")
+                    .cloned()
+            })
+            .unwrap_or_default()
+    };
+    publish(&b, vec![Msg::new(&t, bin_telemetry("BN-1", 1, 105.0))]).await;
+    eventually("bin case", Duration::from_secs(10), || async {
+        case().await["urgent"] == true
+    })
+    .await;
+    assert_eq!(case().await["case_type"], "bin_overflow");
+    publish(&b, vec![Msg::new(&t, bin_telemetry("BN-1", 2, 85.0))]).await;
+    eventually("de-escalated", Duration::from_secs(10), || async {
+        case().await["urgent"] == false
+    })
+    .await;
+    let c = case().await;
+    assert_eq!(c["case_type"], "bin_overflow", "{c}");
+    let (_, detail) = gw.http.get(&format!("/api/cases/{}", c["id"])).await;
+    let notes: Vec<&str> = detail["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h["note"].as_str())
+        .collect();
+    assert!(
+        notes.iter().any(|n| n.starts_with("de-escalated")),
+        "{notes:?}"
+    );
+    publish(&b, vec![Msg::new(&t, bin_telemetry("BN-1", 3, 5.0))]).await;
+    eventually("closed", Duration::from_secs(10), || async {
+        case().await["state"] == "closed"
+    })
+    .await;
+    assert_eq!(case().await["case_type"], "bin_overflow");
+    gw.running.shutdown().await.unwrap();
+}
+
+/// Hostile topics: a device id in the gateway's reserved `_alerts` tree is a bad topic, never an
+/// unregistered device; downlink channels, unknown channels and extra levels are not subscribed
+/// to, so they never reach the gateway (documented in protocols/README.md); every reason counted
+/// is a documented one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserved_ids_are_bad_topics_and_unsubscribed_topics_never_arrive() {
+    let gw = Gateway::start(|_| {}).await;
+    gw.import_inventory().await;
+    let alerts = topic("_alerts", "telemetry");
+    publish(
+        &gw.broker(),
+        vec![
+            Msg::new(&alerts, bin_telemetry("_alerts", 1, 10.0)),
+            Msg::new(topic("BN-1", "command"), r#"{"cmd_id":1}"#),
+            Msg::new(topic("BN-1", "config"), r#"{"config_id":1}"#),
+            Msg::new(topic("BN-1", "nonsense"), "{}"),
+            Msg::new(
+                format!("{}/extra", topic("BN-1", "telemetry")),
+                bin_telemetry("BN-1", 1, 10.0),
+            ),
+            Msg::new(topic("BN-1", "telemetry"), bin_telemetry("BN-1", 2, 10.0)),
+        ],
+    )
+    .await;
+    eventually("the valid reading", Duration::from_secs(10), || async {
+        gw.http.get("/api/devices/BN-1/latest").await.0 == 200
+    })
+    .await;
+    assert_eq!(
+        gw.metric("streetgate_rejected_total{reason=\"bad_topic\"}")
+            .await,
+        1.0
+    );
+    let text = gw.http.get_text("/metrics").await;
+    let counted: Vec<(&str, f64)> = text
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("streetgate_rejected_total{reason=\"")?;
+            let (reason, n) = rest.split_once("\"} ")?;
+            Some((reason, n.parse().ok()?))
+        })
+        .collect();
+    let total: f64 = counted.iter().map(|(_, n)| n).sum();
+    assert_eq!(
+        total, 1.0,
+        "only the reserved id reached the gateway: {counted:?}"
+    );
+    let documented = include_str!("../../protocols/README.md");
+    for (reason, _) in &counted {
+        assert!(
+            documented.contains(&format!("| `{reason}` |")),
+            "{reason} is not documented"
+        );
+    }
+    let (_, unregistered) = gw.http.get("/api/unregistered").await;
+    assert!(
+        !unregistered.to_string().contains("_alerts"),
+        "{unregistered}"
+    );
+    gw.running.shutdown().await.unwrap();
+}

@@ -269,7 +269,7 @@ impl ComponentCode {
         &self.as_str()[6..10]
     }
 
-    /// The kind this class denotes in the default code table (DOMAIN.md), if any.
+    /// The kind this class denotes in the default code table (docs/domain.md), if any.
     /// Classes differ between cities above 0120, so this is advisory, never enforced.
     pub fn default_kind(&self) -> Option<DeviceKind> {
         match self.class() {

@@ -809,7 +809,7 @@ const C_UTC: Register = reg(
 );
 
 /// Config block (holding registers), identical for every kind.
-pub const CONFIG: [Register; 30] = [
+pub const CONFIG: [Register; 31] = [
     C_ID,
     C_REPORT,
     C_HEARTBEAT,
@@ -840,8 +840,10 @@ pub const CONFIG: [Register; 30] = [
     C_NIGHT_DIM,
     C_DIM_FROM,
     C_DIM_TO,
+    C_UTC,
 ];
-/// Length of the config block, registers.
+/// Length of the config block, registers (the last one, after `schedule.utc_offset_min`, is
+/// reserved).
 pub const CONFIG_LEN: u16 = 54;
 
 const K_ID: Register = reg(
@@ -1764,7 +1766,7 @@ mod tests {
             assert_eq!(r.address, next, "{}", r.name);
             next += r.ty.width();
         }
-        assert_eq!(next + 2, CONFIG_START + CONFIG_LEN); // utc_offset_min plus padding
+        assert_eq!(next + 1, CONFIG_START + CONFIG_LEN); // one reserved register
         let mut next = COMMAND_START;
         for r in &COMMAND {
             assert_eq!(r.address, next, "{}", r.name);
@@ -1945,6 +1947,26 @@ mod tests {
                 field: "action",
                 raw: 99
             })
+        );
+    }
+
+    /// The prose names each written block's range as the code has it.
+    #[cfg(feature = "std")]
+    #[test]
+    fn protocol_document_states_the_block_ranges() {
+        let readme = include_str!("../README.md");
+        let config = std::format!("holding {}–{}", CONFIG_START, CONFIG_START + CONFIG_LEN - 1);
+        let command = std::format!(
+            "holding {}–{}",
+            COMMAND_START,
+            COMMAND_START + COMMAND_LEN - 1
+        );
+        assert!(readme.contains(&config), "README should say {config}");
+        assert!(readme.contains(&command), "README should say {command}");
+        let last = CONFIG[CONFIG.len() - 1];
+        assert_eq!(
+            last.name, "schedule.utc_offset_min",
+            "every config field is mapped"
         );
     }
 

@@ -15,6 +15,10 @@ pub const PREFIX: &str = "streetgate/v1";
 /// Topic prefix under which the gateway publishes case events (not a device topic).
 pub const ALERTS_PREFIX: &str = "streetgate/v1/_alerts";
 
+/// A device level starting with this is reserved for the gateway (its alerts tree), never a
+/// device id in a topic.
+pub const RESERVED_LEVEL_PREFIX: char = '_';
+
 /// Longest topic this scheme produces.
 pub const TOPIC_MAX_LEN: usize = PREFIX.len() + 1 + DEVICE_ID_MAX_LEN + 1 + 9;
 
@@ -96,6 +100,9 @@ pub enum TopicError {
     Channel,
     /// Wrong number of levels.
     Levels,
+    /// The device level starts with `_`: reserved for the gateway's own trees
+    /// (`streetgate/v1/_alerts/...`), never a device.
+    Reserved,
 }
 
 impl fmt::Display for TopicError {
@@ -107,6 +114,10 @@ impl fmt::Display for TopicError {
                 "unknown channel (expected telemetry, event, status, ack, config or command)",
             ),
             Self::Levels => write!(f, "topic must be {PREFIX}/{{device_id}}/{{channel}}"),
+            Self::Reserved => write!(
+                f,
+                "device level starting with '_' is reserved (e.g. {ALERTS_PREFIX}), not a device"
+            ),
         }
     }
 }
@@ -138,6 +149,9 @@ impl Topic {
         let (Some(id), Some(channel), None) = (levels.next(), levels.next(), levels.next()) else {
             return Err(TopicError::Levels);
         };
+        if id.starts_with(RESERVED_LEVEL_PREFIX) {
+            return Err(TopicError::Reserved);
+        }
         let device_id = DeviceId::new(id).map_err(TopicError::DeviceId)?;
         let channel = Channel::parse(channel).ok_or(TopicError::Channel)?;
         Ok(Self { device_id, channel })
@@ -205,6 +219,11 @@ mod tests {
             Topic::parse("streetgate/v1//telemetry"),
             Err(TopicError::DeviceId(DeviceIdError::Empty))
         );
+        assert_eq!(
+            Topic::parse("streetgate/v1/_alerts/telemetry"),
+            Err(TopicError::Reserved)
+        );
+        assert!(Topic::parse("streetgate/v1/A_1/telemetry").is_ok());
     }
 
     #[test]
@@ -217,7 +236,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn format_parse_inverse(id in "[A-Za-z0-9._-]{1,32}", ch in 0usize..6) {
+        fn format_parse_inverse(id in "[A-Za-z0-9.-][A-Za-z0-9._-]{0,31}", ch in 0usize..6) {
             let t = Topic::new(DeviceId::new(&id).unwrap(), Channel::ALL[ch]);
             let text = t.format();
             prop_assert_eq!(text.as_str(), std::format!("{t}"));

@@ -1,6 +1,6 @@
 //! A city laid out around a centre: road segments of streetlights, manhole covers along the
 //! roads, bins at intervals and a few public toilets, in unit grids, in the proportions of
-//! DOMAIN.md's city scale (per million inhabitants: 50–80 k lamps, 30–50 k drainage covers,
+//! docs/domain.md's city scale (per million inhabitants: 50–80 k lamps, 30–50 k drainage covers,
 //! 10–20 k bins, ~400 toilets).
 //!
 //! The output is the inventory CSV the gateway imports
@@ -47,7 +47,7 @@ pub struct CityConfig {
 
 impl Default for CityConfig {
     fn default() -> Self {
-        // Hebi, Henan (seeds/001).
+        // Hebi, Henan (the Hebi plan, docs/domain.md).
         Self {
             centre_lat: 35.7476,
             centre_lon: 114.2975,

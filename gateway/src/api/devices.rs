@@ -123,22 +123,55 @@ pub(super) async fn get(
     }))
 }
 
-/// One device or several.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub(super) enum OneOrMany {
-    One(Box<Device>),
-    Many(Vec<Device>),
+/// The body of `POST /api/devices`: one device object or an array of them. Each device is
+/// read on its own so that an error names the device and the field, and says what is allowed
+/// (an untagged enum could only say that nothing matched).
+fn devices_of(body: Value) -> ApiResult<Vec<Device>> {
+    let one = |i: Option<usize>, v: Value| -> ApiResult<Device> {
+        serde_path_to_error::deserialize::<_, Device>(v).map_err(|e| {
+            let field = e.path().to_string();
+            let which = i.map_or_else(String::new, |i| format!("device {i}: "));
+            let at = if field == "." {
+                String::new()
+            } else {
+                format!("{field}: ")
+            };
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_device",
+                format!("{which}{at}{}", e.inner()),
+            )
+            .with_details(json!({ "device": i, "field": field }))
+        })
+    };
+    match body {
+        Value::Array(items) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| one(Some(i), v))
+            .collect(),
+        v @ Value::Object(_) => one(None, v).map(|d| vec![d]),
+        other => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_device",
+            format!(
+                "the body must be a device object or an array of them, not {}",
+                match other {
+                    Value::Null => "null",
+                    Value::Bool(_) => "a boolean",
+                    Value::Number(_) => "a number",
+                    _ => "a string",
+                }
+            ),
+        )),
+    }
 }
 
 pub(super) async fn upsert(
     State(state): State<AppState>,
-    ApiJson(body): ApiJson<OneOrMany>,
+    ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<impl IntoResponse> {
-    let devices = match body {
-        OneOrMany::One(d) => vec![*d],
-        OneOrMany::Many(v) => v,
-    };
+    let devices = devices_of(body)?;
     let mut seen = HashSet::new();
     for (i, d) in devices.iter().enumerate() {
         if let Err((field, message)) = validate_device(d) {

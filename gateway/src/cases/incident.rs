@@ -101,7 +101,9 @@ impl Group {
     }
 }
 
-fn severity(t: CaseType) -> u8 {
+/// How severe a case type is: a case is upgraded to a more severe type of its own incident
+/// (a full bin that overflows), never downgraded.
+pub(super) fn severity(t: CaseType) -> u8 {
     match t {
         CaseType::BinOverflow | CaseType::BinFire | CaseType::LampSafety => 2,
         CaseType::ManholeCover

@@ -6,13 +6,14 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use streetgate_protocols::{AlarmKind, DeviceId, DeviceKind};
 
+use super::incident::{Incident, severity};
 use crate::model::{CaseSource, CaseState, CaseType, Condition, GridCode, Subject, UnixMs};
 
 /// Time limits and windows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CasePolicy {
-    /// Handling time limit per case type, minutes (DOMAIN.md).
+    /// Handling time limit per case type, minutes (docs/domain.md).
     pub limits_min: BTreeMap<CaseType, i64>,
     /// Limit for urgent cases of any type, minutes.
     pub urgent_limit_min: i64,
@@ -514,6 +515,64 @@ impl Case {
             }
         }
         done
+    }
+
+    /// The open case's incident changed (devices, urgency, what is going on). The type only
+    /// ever goes up: a `bin_full` case whose bin then overflows becomes `bin_overflow` (it is
+    /// counted under the worst it got, and an overflow that arrives a moment after the "full"
+    /// alarm is an overflow case), and a `bin_overflow` case stays `bin_overflow` when the bin
+    /// is merely full again. Every escalation and de-escalation (of type or urgency) is an event
+    /// in the case's history (state unchanged); turning urgent shortens the time limit.
+    pub fn update_from(
+        &mut self,
+        incident: &Incident,
+        policy: &CasePolicy,
+        now: UnixMs,
+    ) -> Option<Transition> {
+        let was = self.case_type;
+        let upgraded = severity(incident.case_type) > severity(was);
+        let escalated = upgraded || (incident.urgent && !self.urgent);
+        let de_escalated = !escalated && self.urgent && !incident.urgent;
+        if upgraded {
+            self.case_type = incident.case_type;
+        }
+        let note = if upgraded {
+            Some(format!(
+                "escalated: {} → {}: {}",
+                was.as_str(),
+                incident.case_type.as_str(),
+                incident.detail
+            ))
+        } else if escalated {
+            Some(format!("escalated: now urgent: {}", incident.detail))
+        } else if de_escalated {
+            Some(format!(
+                "de-escalated: now {}{} (the case stays {}): {}",
+                incident.case_type.as_str(),
+                if incident.urgent { "" } else { ", not urgent" },
+                self.case_type.as_str(),
+                incident.detail
+            ))
+        } else {
+            None
+        };
+        self.devices = incident.devices.clone();
+        self.urgent = incident.urgent;
+        self.detail = incident.detail.clone();
+        self.due_ms = self
+            .due_ms
+            .min(policy.due(self.case_type, self.urgent, self.opened_ms));
+        self.set_condition(true, now);
+        self.updated_ms = now;
+        let t = Transition {
+            actor: "system".into(),
+            at_ms: now,
+            from: Some(self.state),
+            to: self.state,
+            note: note?,
+        };
+        self.history.push(t.clone());
+        Some(t)
     }
 
     /// The sensor condition changed.

@@ -653,3 +653,55 @@ proptest! {
         }
     }
 }
+
+/// A case's type only goes up: a full bin that overflows is an overflow case; when it is merely
+/// full again the case stays an overflow case. Both changes are history events.
+#[test]
+fn a_case_type_escalates_and_never_de_escalates() {
+    let p = CasePolicy::default();
+    let bin = |case_type, urgent| Incident {
+        subject: Subject::Device(id("BN-1")),
+        condition: Condition::Alarm(AlarmKind::BinFull),
+        case_type,
+        active: true,
+        urgent,
+        grid: "g1".into(),
+        devices: vec![id("BN-1")],
+        detail: "fill".into(),
+        at_ms: 0,
+    };
+    let mut c = Case::register(
+        CaseType::BinFull,
+        CaseSource::Sensor,
+        Subject::Device(id("BN-1")),
+        Some(Condition::Alarm(AlarmKind::BinFull)),
+        "g1".into(),
+        false,
+        vec![id("BN-1")],
+        "full".into(),
+        &p,
+        "sensor",
+        0,
+    );
+    let up = c
+        .update_from(&bin(CaseType::BinOverflow, true), &p, 1000)
+        .unwrap();
+    assert_eq!(c.case_type, CaseType::BinOverflow);
+    assert!(c.urgent && c.due_ms <= 60 * 60_000 + 1000);
+    assert!(
+        up.note.starts_with("escalated: bin_full → bin_overflow"),
+        "{}",
+        up.note
+    );
+    assert_eq!(up.from, Some(up.to));
+    let down = c
+        .update_from(&bin(CaseType::BinFull, false), &p, 2000)
+        .unwrap();
+    assert_eq!(c.case_type, CaseType::BinOverflow, "never downgraded");
+    assert!(down.note.starts_with("de-escalated"), "{}", down.note);
+    assert!(
+        c.update_from(&bin(CaseType::BinFull, false), &p, 3000)
+            .is_none()
+    );
+    assert_eq!(c.history.len(), 3);
+}

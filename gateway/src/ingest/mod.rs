@@ -6,16 +6,17 @@
 //! ```
 //!
 //! A decode worker owns its shard's sequence trackers and an [`InventoryReader`], so the hot
-//! path takes no lock: decode, one hash lookup, one sequence check. Everything refused is
-//! counted by reason ([`DecodeError::reason`] plus `unknown_device`, `bad_topic`, `duplicate`,
-//! `kind_mismatch`) and logged with the device and the error; messages from devices not in the
-//! inventory are recorded as unregistered and never become readings.
-//!
-//! [`DecodeError::reason`]: streetgate_protocols::codec::DecodeError::reason
+//! path takes no lock: decode, one hash lookup, one sequence check. Every message that reaches a
+//! decode worker is accepted or counted under exactly one [`RejectReason`], and logged with the
+//! device and the error; messages from devices not in the inventory are recorded as
+//! unregistered and never become readings.
 
 pub mod ack;
 pub mod modbus;
 pub mod mqtt;
+pub mod reject;
+
+pub use reject::RejectReason;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -75,8 +76,8 @@ pub enum Outcome {
     Accepted(Reading),
     /// Refused; counted under `reason`.
     Rejected {
-        /// Metrics label.
-        reason: &'static str,
+        /// Why.
+        reason: RejectReason,
         /// The device, when the topic named one.
         device: Option<DeviceId>,
         /// What was wrong.
@@ -286,14 +287,14 @@ impl Normaliser {
             Ok(t) if t.channel.is_uplink() => t,
             Ok(t) => {
                 return Outcome::Rejected {
-                    reason: "wrong_direction",
+                    reason: RejectReason::WrongDirection,
                     error: format!("channel {} is downlink", t.channel),
                     device: Some(t.device_id),
                 };
             }
             Err(e) => {
                 return Outcome::Rejected {
-                    reason: "bad_topic",
+                    reason: RejectReason::BadTopic,
                     device: None,
                     error: format!("{:?}: {e}", raw.topic),
                 };
@@ -322,13 +323,13 @@ impl Normaliser {
         };
         let msg = match codec::decode_uplink(&topic, &raw.payload, &self.limits) {
             Ok(m) => m,
-            Err(e) => return reject(e.reason(), e.to_string()),
+            Err(e) => return reject(RejectReason::from(&e), e.to_string()),
         };
         let seq = msg.seq();
         let device_ts_ms = msg.ts_ms().and_then(|t| i64::try_from(t).ok());
         let kind_mismatch = |what: &str| {
             reject(
-                "kind_mismatch",
+                RejectReason::KindMismatch,
                 format!("{what} does not fit the inventoried kind {}", device.kind),
             )
         };
@@ -377,7 +378,7 @@ impl Normaliser {
         match verdict {
             SeqVerdict::Duplicate if !matches!(body, ReadingBody::Status { .. }) => {
                 return reject(
-                    "duplicate",
+                    RejectReason::Duplicate,
                     format!("sequence number {seq} already seen or older than the last accepted"),
                 );
             }
@@ -511,11 +512,12 @@ pub fn spawn_decode_workers(
                         }
                         if log {
                             let device = device.as_ref().map_or("-", DeviceId::as_str);
+                            let reason = reason.as_str();
                             tracing::warn!(%device, topic = %raw.topic, reason, %error, "message rejected");
                         }
                     }
                     Outcome::Unregistered(sighting) => {
-                        metrics.rejected("unknown_device");
+                        metrics.rejected(RejectReason::UnknownDevice);
                         metrics.unregistered_messages.fetch_add(1, Relaxed);
                         let (log, _) = limiter.allow();
                         if log {
@@ -568,7 +570,7 @@ mod tests {
 
     fn reason(o: Outcome) -> &'static str {
         match o {
-            Outcome::Rejected { reason, .. } => reason,
+            Outcome::Rejected { reason, .. } => reason.as_str(),
             other => panic!("not rejected: {other:?}"),
         }
     }
@@ -624,6 +626,22 @@ mod tests {
         assert_eq!(
             reason(n.normalise(&raw("streetgate/v1/BN-1/command", "{}"))),
             "wrong_direction"
+        );
+        // Reserved device levels (the gateway's alert tree) are no device, registered or not.
+        assert_eq!(
+            reason(n.normalise(&raw(
+                "streetgate/v1/_alerts/telemetry",
+                &bin(1).replace("BN-1", "_alerts")
+            ))),
+            "bad_topic"
+        );
+        assert_eq!(
+            reason(n.normalise(&raw("streetgate/v1/BN-1/telemetry/extra", &bin(1)))),
+            "bad_topic"
+        );
+        assert_eq!(
+            reason(n.normalise(&raw("streetgate/v1/BN-1/nonsense", &bin(1)))),
+            "bad_topic"
         );
         match n.normalise(&raw("streetgate/v1/ZZ-9/telemetry", &bin(1))) {
             Outcome::Unregistered(s) => assert_eq!(s.device_id, "ZZ-9"),

@@ -2,9 +2,11 @@
 //!
 //! One task per endpoint (a TCP host:port, or a serial port) owns its connection; the unit ids
 //! behind it (an RS-485 line behind a serial server) share it with requests serialised. Every
-//! request runs under a timeout, so a dead unit costs only its own timeout; after a failure a
-//! unit backs off exponentially and is skipped while it does, so it never delays the others;
-//! different endpoints poll concurrently. On first contact (and after every reconnection) the
+//! request runs under a timeout; after a failure a unit backs off exponentially, and when its
+//! retry comes due it is tried only in the slack before the next poll of a unit that answers
+//! (see [`slack_for_failing`]), so a dead unit does not delay the live ones on its line (at most
+//! one `request_timeout` per `max_backoff` on a line whose polls leave no gap); different
+//! endpoints poll concurrently. On first contact (and after every reconnection) the
 //! identification block is read: a unit whose kind or map version differs from the inventory is
 //! reported and never misread. The telemetry block is read in one request per poll.
 
@@ -23,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::inventory::Inventory;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ModbusErrorKind, RejectReason};
 use crate::model::{Device, Reading, ReadingBody, Transport};
 
 /// Polling settings.
@@ -129,6 +131,8 @@ struct Unit {
     failures: u32,
     offline: bool,
     next_poll: Instant,
+    /// A failing unit due since then, waiting for slack between the live units' polls.
+    deferred_since: Option<Instant>,
     seq: u32,
 }
 
@@ -201,8 +205,42 @@ fn new_unit(device: Arc<Device>, unit: u8) -> Unit {
         failures: 0,
         offline: false,
         next_poll: Instant::now(),
+        deferred_since: None,
         seq: 0,
     }
+}
+
+/// Whether a failing unit may be tried now, and if not, when to look again. A unit that failed
+/// its last request is likely to cost a whole `request_timeout`; it is tried only when that
+/// much slack remains before the next poll of a unit that answers, so the live units keep their
+/// schedule. If there is no such slack for `max_backoff` (a line so busy that polls leave no
+/// gap), it is tried anyway: a dead unit then delays the live ones by at most one
+/// `request_timeout` per `max_backoff`.
+fn slack_for_failing(
+    units: &[Unit],
+    failing: usize,
+    settings: &ModbusSettings,
+    now: Instant,
+) -> Result<(), Instant> {
+    let next_live = units
+        .iter()
+        .filter(|u| u.failures == 0)
+        .map(|u| u.next_poll)
+        .min();
+    let Some(next_live) = next_live else {
+        return Ok(());
+    };
+    if now + settings.request_timeout <= next_live {
+        return Ok(());
+    }
+    let waiting = units[failing]
+        .deferred_since
+        .is_some_and(|since| now.duration_since(since) >= settings.max_backoff);
+    if waiting {
+        return Ok(());
+    }
+    // Right after that live poll.
+    Err(next_live.max(now) + Duration::from_millis(1))
 }
 
 /// Replace the unit list, keeping the polling state of units that stay.
@@ -356,7 +394,7 @@ async fn run_endpoint(
                     }
                 }
                 failed => {
-                    metrics.rejected("modbus_error");
+                    metrics.modbus_error(ModbusErrorKind::Connection);
                     let error = match failed {
                         Ok(Err(e)) => e.to_string(),
                         _ => format!("no connection within {:?}", settings.request_timeout),
@@ -376,7 +414,22 @@ async fn run_endpoint(
             }
         }
         let now = Instant::now();
-        for unit in units.iter_mut().filter(|u| u.next_poll <= now) {
+        // Units that answer first; failing ones only in the slack they leave.
+        let mut due: Vec<usize> = (0..units.len())
+            .filter(|&i| units[i].next_poll <= now)
+            .collect();
+        due.sort_by_key(|&i| units[i].failures > 0);
+        for i in due {
+            if units[i].failures > 0 {
+                let now = Instant::now();
+                if let Err(retry_at) = slack_for_failing(&units, i, &settings, now) {
+                    units[i].deferred_since.get_or_insert(now);
+                    units[i].next_poll = retry_at;
+                    continue;
+                }
+                units[i].deferred_since = None;
+            }
+            let unit = &mut units[i];
             let Some(c) = ctx.as_mut() else { break };
             match poll(c, unit, &settings).await {
                 Ok(body) => {
@@ -404,7 +457,7 @@ async fn run_endpoint(
                 }
                 Err(PollError::Io(e)) => {
                     tracing::warn!(device = %unit.device.id, error = %e, "Modbus connection lost");
-                    metrics.rejected("modbus_error");
+                    metrics.modbus_error(ModbusErrorKind::Connection);
                     fail(unit, &tx, transport, &settings).await;
                     ctx = None;
                 }
@@ -414,22 +467,33 @@ async fn run_endpoint(
                     | ModbusError::UnknownKind(_)),
                 )) => {
                     tracing::error!(device = %unit.device.id, error = %e, "Modbus identification differs from the inventory; not read");
-                    metrics.rejected("modbus_identification");
+                    metrics.rejected(RejectReason::ModbusIdentification);
                     unit.next_poll = Instant::now() + settings.max_backoff;
+                    // Unreadable: one cause, one case (the device is offline to the city), not
+                    // a dark lamp or a missing reading besides.
+                    if !unit.offline {
+                        unit.offline = true;
+                        let offline = ReadingBody::Status {
+                            online: false,
+                            battery_pct: None,
+                            fw_version: None,
+                        };
+                        send(&tx, unit, transport, offline, settings.clock).await;
+                    }
                 }
                 Err(PollError::Decode(e)) => {
                     tracing::warn!(device = %unit.device.id, error = %e, "Modbus registers refused");
-                    metrics.rejected("invalid_value");
+                    metrics.rejected(RejectReason::InvalidValue);
                     unit.next_poll = Instant::now() + settings.poll_interval;
                 }
                 Err(PollError::Timeout) => {
                     tracing::debug!(device = %unit.device.id, "Modbus unit timed out");
-                    metrics.rejected("modbus_error");
+                    metrics.modbus_error(ModbusErrorKind::Timeout);
                     fail(unit, &tx, transport, &settings).await;
                 }
                 Err(PollError::Exception(exception)) => {
                     tracing::debug!(device = %unit.device.id, %exception, "Modbus exception");
-                    metrics.rejected("modbus_error");
+                    metrics.modbus_error(ModbusErrorKind::Exception);
                     fail(unit, &tx, transport, &settings).await;
                 }
             }

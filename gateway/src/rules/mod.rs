@@ -5,7 +5,10 @@
 //! duration (measured on reading times and completed by [`RulesEngine::on_tick`] when no new
 //! reading arrives) and cleared past its hysteresis. Device-reported alarms and the engine's
 //! own inferences drive the same per-(device, condition) state, so a condition is raised once
-//! whichever source sees it first. The whole state serialises ([`RulesSnapshot`]) so a restart
+//! whichever source sees it first. A condition the device asserted with its own alarm is cleared
+//! only by the device: its clear event, or a value it reports itself (for odour, its own moving
+//! average `nh3_avg_mg_m3` / `h2s_avg_mg_m3`, which also rules over the gateway's average of the
+//! raw samples whenever the device reports one). The whole state serialises ([`RulesSnapshot`]) so a restart
 //! resumes durations, offline timers and lighting windows where they were.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -18,7 +21,7 @@ use crate::model::{
     Condition, ConditionEvent, Device, Reading, ReadingBody, Subject, ToiletClass, UnixMs,
 };
 
-/// Thresholds and timings, defaults from DOMAIN.md; per-device overrides take precedence.
+/// Thresholds and timings, defaults from docs/domain.md; per-device overrides take precedence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RulesConfig {
@@ -126,6 +129,10 @@ struct Check {
     clear: f64,
     hold_ms: i64,
     urgent: bool,
+    /// The value is the device's own judgement of what its alarm is about (its measurement, or
+    /// the moving average it reports), as opposed to the gateway's own moving average: only such
+    /// a value may clear a condition the device asserted.
+    device_value: bool,
 }
 
 /// One condition's state for one device.
@@ -141,6 +148,10 @@ pub struct ConditionState {
     pub value: Option<f64>,
     /// Urgency of the pending or active condition.
     pub urgent: bool,
+    /// Raised (or confirmed) by the device's own alarm: cleared only by the device's clear
+    /// event or by a value the device itself reports (never by the gateway's own average).
+    #[serde(default)]
+    pub asserted_by_device: bool,
 }
 
 /// What the engine remembers about one device.
@@ -310,8 +321,11 @@ impl RulesEngine {
                     clear: raise - hysteresis,
                     hold_ms,
                     urgent,
+                    device_value: true,
                 });
             };
+        // Conditions judged on the gateway's own moving average in this reading.
+        let mut gateway_averaged: Vec<Condition> = Vec::new();
         let battery_low = f64::from(o.battery_low_pct.unwrap_or(c.battery_low_pct));
         match data {
             TelemetryData::Manhole(t) => {
@@ -400,7 +414,8 @@ impl RulesEngine {
                 );
             }
             TelemetryData::Toilet(t) => {
-                // Moving average over the window, from the device's samples.
+                // The device's own moving average rules when it reports one; otherwise the
+                // gateway averages the device's samples over `odour_window_s`.
                 let window = i64::from(c.odour_window_s) * 1000;
                 st.odour.push_back((now, f(t.nh3_mg_m3), f(t.h2s_mg_m3)));
                 while st
@@ -412,8 +427,20 @@ impl RulesEngine {
                 }
                 #[allow(clippy::cast_precision_loss)] // a window holds few samples
                 let n = st.odour.len().max(1) as f64;
-                let nh3 = st.odour.iter().map(|s| s.1).sum::<f64>() / n;
-                let h2s = st.odour.iter().map(|s| s.2).sum::<f64>() / n;
+                let nh3 = match t.nh3_avg_mg_m3 {
+                    Some(avg) => f(avg),
+                    None => {
+                        gateway_averaged.push(Condition::Alarm(AlarmKind::OdourNh3));
+                        st.odour.iter().map(|s| s.1).sum::<f64>() / n
+                    }
+                };
+                let h2s = match t.h2s_avg_mg_m3 {
+                    Some(avg) => f(avg),
+                    None => {
+                        gateway_averaged.push(Condition::Alarm(AlarmKind::OdourH2s));
+                        st.odour.iter().map(|s| s.2).sum::<f64>() / n
+                    }
+                };
                 let class = match device.toilet_class {
                     Some(ToiletClass::Class1) => 0,
                     Some(ToiletClass::Class3) => 2,
@@ -501,6 +528,11 @@ impl RulesEngine {
                 );
             }
         }
+        for check in &mut checks {
+            if gateway_averaged.contains(&check.condition) {
+                check.device_value = false;
+            }
+        }
         checks
     }
 
@@ -522,7 +554,9 @@ impl RulesEngine {
         let cs = st.conditions.entry(check.condition.key()).or_default();
         cs.value = Some(check.value);
         if cs.active {
-            if check.value < check.clear {
+            // The gateway's own average of a different quantity never overrules the device.
+            let may_clear = check.device_value || !cs.asserted_by_device;
+            if check.value < check.clear && may_clear {
                 *cs = ConditionState {
                     value: Some(check.value),
                     ..ConditionState::default()
@@ -692,6 +726,11 @@ impl RulesEngine {
                     &detail,
                     &mut out,
                 );
+                if *raised {
+                    if let Some(cs) = st.conditions.get_mut(&Condition::Alarm(*alarm).key()) {
+                        cs.asserted_by_device = true;
+                    }
+                }
             }
             ReadingBody::Status {
                 battery_pct: Some(b),
@@ -710,6 +749,7 @@ impl RulesEngine {
                     clear: -(low + 4.5),
                     hold_ms: 0,
                     urgent: false,
+                    device_value: true,
                 };
                 Self::apply_check(device, &mut st, check, now, &mut out);
             }
@@ -892,7 +932,23 @@ impl RulesEngine {
             now - first >= i64::from(self.config.lighting.startup_grace_s) * 1000
         });
         for seg in &report.segments {
-            let dark = seg.below_target && judging;
+            // One cause, one case: a lamp dark because its controller is offline (or waiting
+            // out its last will; a Modbus unit that does not identify is reported so) has its
+            // own device_offline case. It still counts as dark in the rate, but a segment case
+            // is raised, and lists lamps, only for the lamps with no such explanation.
+            let unexplained: Vec<DeviceId> = seg
+                .dark
+                .iter()
+                .filter(|id| {
+                    !self
+                        .state
+                        .devices
+                        .get(id.as_str())
+                        .is_some_and(|s| s.is_active(Condition::Offline) || s.will_ms.is_some())
+                })
+                .cloned()
+                .collect();
+            let dark = seg.below_target && judging && !unexplained.is_empty();
             let was = self.state.dark_segments.contains(&seg.segment);
             if dark == was {
                 continue;
@@ -916,7 +972,7 @@ impl RulesEngine {
                     seg.expected,
                     seg.target * 100.0
                 ),
-                devices: seg.dark.clone(),
+                devices: unexplained,
                 urgent: dark,
             });
         }

@@ -261,6 +261,108 @@ fn odour_is_judged_on_the_moving_average_against_the_class_limit() {
     );
 }
 
+/// The integrators' finding: a toilet's own `odour_nh3` alarm was cleared within a second by the
+/// gateway's moving average of the raw samples, still low from before the odour built up, while
+/// every reading was 1.8 mg/m³ against the class-2 limit of 1.0.
+#[test]
+fn a_device_asserted_odour_alarm_is_not_cleared_by_the_gateways_own_average() {
+    let mut wc = device("WC-2", DeviceKind::Toilet);
+    wc.toilet_class = Some(ToiletClass::Class2);
+    let mut e = RulesEngine::new(RulesConfig::default());
+    let nh3 = Condition::Alarm(AlarmKind::OdourNh3);
+    let gas = |at, sample: f32, avg: Option<f32>| {
+        reading(
+            &wc,
+            at,
+            ReadingBody::Telemetry(TelemetryData::Toilet(ToiletTelemetry {
+                nh3_mg_m3: sample,
+                h2s_mg_m3: 0.0,
+                nh3_avg_mg_m3: avg,
+                ..Default::default()
+            })),
+        )
+    };
+    let alarm = |at, raised| {
+        reading(
+            &wc,
+            at,
+            ReadingBody::Alarm {
+                alarm: AlarmKind::OdourNh3,
+                raised,
+                value: Some(1.8),
+            },
+        )
+    };
+    // A clean toilet for ten minutes: the gateway's window fills with 0.2.
+    for t in (0..600).step_by(60) {
+        assert!(e.on_reading(&wc, &gas(t, 0.2, None)).is_empty());
+    }
+    assert_eq!(edges(&e.on_reading(&wc, &alarm(600, true))), [(nh3, true)]);
+    // Samples of 1.8 without an average: the gateway's own average (≈ 0.3 at first) must not
+    // clear what the device asserts.
+    for t in 601..700 {
+        let evs = e.on_reading(&wc, &gas(t, 1.8, None));
+        assert!(evs.is_empty(), "at {t} s: {:?}", edges(&evs));
+    }
+    // Only the device clears it: its own clear event ...
+    assert_eq!(
+        edges(&e.on_reading(&wc, &alarm(700, false))),
+        [(nh3, false)]
+    );
+
+    // ... or its own reported average going below limit − hysteresis (1.0 − 20 % = 0.8).
+    let mut e = RulesEngine::new(RulesConfig::default());
+    for t in (0..600).step_by(60) {
+        e.on_reading(&wc, &gas(t, 0.2, Some(0.2)));
+    }
+    assert_eq!(edges(&e.on_reading(&wc, &alarm(600, true))), [(nh3, true)]);
+    for t in 601..700 {
+        assert!(e.on_reading(&wc, &gas(t, 1.8, Some(1.2))).is_empty());
+    }
+    assert!(
+        e.on_reading(&wc, &gas(700, 0.5, Some(0.9))).is_empty(),
+        "0.9 is inside the hysteresis band"
+    );
+    assert_eq!(
+        edges(&e.on_reading(&wc, &gas(701, 0.5, Some(0.7)))),
+        [(nh3, false)]
+    );
+
+    // Without a device alarm, the device's reported average is what is judged, not the samples.
+    let mut e = RulesEngine::new(RulesConfig::default());
+    let mut got = Vec::new();
+    for t in 0..20 {
+        got.extend(e.on_reading(&wc, &gas(t, 5.0, Some(0.4))));
+    }
+    assert!(got.is_empty(), "a spike the device averages away: {got:?}");
+}
+
+/// The documents say "≥ 100 % = overflowing" (docs/domain.md, protocols/README.md): a fill of
+/// exactly `overflow_pct` overflows, just below does not.
+#[test]
+fn a_bin_overflows_at_exactly_its_threshold() {
+    let bn = device("BN-9", DeviceKind::Bin);
+    let mut e = RulesEngine::new(RulesConfig {
+        hold_s: 0,
+        ..RulesConfig::default()
+    });
+    let fill = |at, pct: f32| {
+        reading(
+            &bn,
+            at,
+            ReadingBody::Telemetry(TelemetryData::Bin(BinTelemetry {
+                fill_pct: pct,
+                temperature_c: 20.0,
+                battery_pct: 90,
+                ..Default::default()
+            })),
+        )
+    };
+    let overflow = (Condition::Alarm(AlarmKind::BinOverflow), true);
+    assert!(!edges(&e.on_reading(&bn, &fill(0, 99.9))).contains(&overflow));
+    assert_eq!(edges(&e.on_reading(&bn, &fill(1, 100.0))), [overflow]);
+}
+
 #[test]
 fn bins_and_battery() {
     let bn = device("BN-1", DeviceKind::Bin);
@@ -404,6 +506,45 @@ fn offline_lamps_count_as_dark() {
         .expect("dark");
     assert_eq!(dark.devices, [lamps[3].id.clone()]);
     assert_eq!(dark.value, Some(0.75));
+}
+
+/// One cause, one case: a lamp whose controller is offline has its device_offline case; it
+/// counts as dark in the rate, but raises no segment lamp_fault case of its own and is not
+/// listed in one.
+#[test]
+fn an_offline_lamp_gets_no_lamp_fault_case_besides_its_offline_case() {
+    let lamps: Vec<Device> = (0..4).map(|i| lamp(&format!("SL-{i}"), "S-3")).collect();
+    let mut e = RulesEngine::new(no_grace());
+    for l in &lamps {
+        e.on_reading(l, &metering(l, NIGHT_MS, true, 0.4));
+    }
+    assert!(e.on_tick(NIGHT_MS + 1000, &lamps).is_empty());
+    // SL-0's controller dies: its last will, then offline after the hold.
+    e.on_reading(&lamps[0], &will(&lamps[0], NIGHT_MS / 1000 + 2));
+    let mut got = edges(&e.on_tick(NIGHT_MS + 3000, &lamps));
+    got.extend(edges(&e.on_tick(NIGHT_MS + 200_000, &lamps)));
+    assert_eq!(got, [(Condition::Offline, true)]);
+    let report = e.lighting_now(NIGHT_MS + 200_000, &lamps);
+    assert_eq!(report.segments[0].rate, 0.75, "still dark in the rate");
+    // A real lamp failure on the same segment raises the segment case, listing only it.
+    e.on_reading(
+        &lamps[1],
+        &metering(&lamps[1], NIGHT_MS + 201_000, true, 0.0),
+    );
+    let evs = e.on_tick(NIGHT_MS + 210_000, &lamps);
+    let dark = evs
+        .iter()
+        .find(|ev| ev.condition == Condition::SegmentDark)
+        .expect("segment dark");
+    assert_eq!(dark.devices, [lamps[1].id.clone()]);
+    // Repaired: the segment case clears although the offline lamp still darkens the rate.
+    e.on_reading(
+        &lamps[1],
+        &metering(&lamps[1], NIGHT_MS + 211_000, true, 0.4),
+    );
+    assert!(
+        edges(&e.on_tick(NIGHT_MS + 212_000, &lamps)).contains(&(Condition::SegmentDark, false))
+    );
 }
 
 #[test]
