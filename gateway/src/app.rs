@@ -175,11 +175,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     // MQTT: the embedded broker with the decode workers attached before it accepts anyone, or
     // the client of an external broker.
-    let filters = ingest::mqtt::subscription_filters(config.mqtt.shared_group.as_deref());
     let (broker_addr, settings, mqtt) = if config.broker_embedded() {
+        // In-process, the gateway takes every device publish under the prefix: what is not an
+        // uplink (a downlink channel, an unknown channel, extra levels) is refused and counted
+        // instead of vanishing. Its own publisher's messages are not handed back to it.
+        let consumer = broker::Consumer::new(
+            vec![format!("{}/#", streetgate_protocols::topic::PREFIX)],
+            vec![crate::publisher::client_id(&config.mqtt)],
+            worker_inputs,
+            clock,
+        );
         let b = broker::start(
             &config.broker,
-            Some(broker::Consumer::new(filters, worker_inputs, clock)),
+            Some(consumer),
             Some(store_path.with_file_name("broker-sessions.json")),
             Arc::clone(&metrics.broker),
             cancel.clone(),

@@ -48,6 +48,11 @@ pub struct Publisher {
     turn: Mutex<()>,
 }
 
+/// The publisher's MQTT client id: `{mqtt.client_id}-pub`.
+pub fn client_id(mqtt: &crate::config::MqttConfig) -> String {
+    format!("{}-pub", mqtt.client_id)
+}
+
 impl Publisher {
     /// Connect (in the background) and return the publisher and its event-loop task, which
     /// stops on `cancel`.
@@ -56,7 +61,7 @@ impl Publisher {
         cancel: CancellationToken,
     ) -> (Arc<Self>, JoinHandle<()>) {
         let c = &settings.config;
-        let client_id = format!("{}-pub", c.client_id);
+        let client_id = client_id(c);
         let mut o = MqttOptions::new(client_id.clone(), settings.host.clone(), settings.port);
         o.set_clean_session(true)
             .set_keep_alive(Duration::from_secs(c.keep_alive_s))

@@ -291,7 +291,7 @@ pub(super) async fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr) 
                                 write_ack(AckPacket { pkid: p.pkid, qos }, &mut out);
                                 continue;
                             }
-                            if !publish(shared, p, &ack_tx, qos, &mut out).await {
+                            if !publish(shared, &client_id, p, &ack_tx, qos, &mut out).await {
                                 break 'conn End::Shutdown;
                             }
                         }
@@ -372,7 +372,7 @@ pub(super) async fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr) 
         p.retain = w.retain;
         let mut none = BytesMut::new();
         let (tx, _) = mpsc::unbounded_channel();
-        publish(shared, p, &tx, 0, &mut none).await;
+        publish(shared, &client_id, p, &tx, 0, &mut none).await;
     }
 }
 
@@ -390,6 +390,7 @@ fn write_ack(a: AckPacket, out: &mut BytesMut) {
 /// is gone (shutdown): the message stays unacknowledged with its sender.
 async fn publish(
     shared: &Shared,
+    client_id: &str,
     p: Publish,
     ack_tx: &mpsc::UnboundedSender<AckPacket>,
     qos: u8,
@@ -397,7 +398,7 @@ async fn publish(
 ) -> bool {
     shared.router.route(&p, &shared.limits, &shared.metrics);
     match &shared.consumer {
-        Some(consumer) if consumer.wants(&p.topic) => {
+        Some(consumer) if consumer.wants(client_id, &p.topic) => {
             let raw = RawUplink {
                 received_ms: consumer.clock.now_ms(),
                 topic: p.topic,

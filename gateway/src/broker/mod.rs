@@ -63,12 +63,16 @@ pub enum BrokerError {
     },
 }
 
-/// The gateway's in-process subscription: uplinks matching `filters` are handed to the decode
+/// The gateway's in-process subscription: messages matching `filters` are handed to the decode
 /// worker owning the device (see [`shard_for`]), waiting while that worker's queue is full.
+/// Messages the gateway publishes itself (its `own_clients`: alerts, commands, configs) are not
+/// handed back to it.
 #[derive(Debug)]
 pub struct Consumer {
-    /// Topic filters, e.g. `streetgate/v1/+/telemetry`.
+    /// Topic filters, e.g. `streetgate/v1/#`.
     pub filters: Vec<String>,
+    /// Client ids of the gateway's own connections.
+    pub own_clients: Vec<String>,
     /// Decode worker inputs.
     pub inputs: Vec<mpsc::Sender<RawUplink>>,
     /// Receive times are read from this clock.
@@ -78,17 +82,24 @@ pub struct Consumer {
 
 impl Consumer {
     /// A consumer feeding `inputs` with what matches `filters`.
-    pub fn new(filters: Vec<String>, inputs: Vec<mpsc::Sender<RawUplink>>, clock: Clock) -> Self {
+    pub fn new(
+        filters: Vec<String>,
+        own_clients: Vec<String>,
+        inputs: Vec<mpsc::Sender<RawUplink>>,
+        clock: Clock,
+    ) -> Self {
         Self {
             filters,
+            own_clients,
             inputs,
             clock,
             hasher: RandomState::new(),
         }
     }
 
-    fn wants(&self, topic: &str) -> bool {
+    fn wants(&self, client: &str, topic: &str) -> bool {
         self.filters.iter().any(|f| topic::matches(f, topic))
+            && !self.own_clients.iter().any(|c| c == client)
     }
 
     /// Hand one uplink over, waiting for room; `false` once the workers are gone.
