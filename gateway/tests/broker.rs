@@ -70,6 +70,30 @@ async fn a_publish_to_a_wildcard_or_nul_topic_closes_the_connection() {
     gw.running.shutdown().await.expect("shutdown");
 }
 
+/// A client speaking MQTT 5 (or anything but 3.1.1) is told "unacceptable protocol version";
+/// one with an empty client id asking for a persistent session, "identifier rejected".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connects_the_broker_cannot_serve_are_refused_with_the_right_code() {
+    let gw = Gateway::start(|_| {}).await;
+    let (host, port) = gw.broker();
+    let mut v5 = connect_packet("five");
+    v5[8] = 5; // protocol level
+    v5.insert(12, 0); // an empty CONNECT property list
+    v5[1] += 1;
+    let mut persistent_anonymous = connect_packet("");
+    persistent_anonymous[9] = 0x00; // clean session off
+    for (packet, code) in [(v5, 0x01), (persistent_anonymous, 0x02)] {
+        let mut s = TcpStream::connect((host.as_str(), port))
+            .await
+            .expect("connect");
+        s.write_all(&packet).await.expect("CONNECT");
+        let mut connack = [0u8; 4];
+        s.read_exact(&mut connack).await.expect("CONNACK");
+        assert_eq!(connack, [0x20, 0x02, 0x00, code]);
+    }
+    gw.running.shutdown().await.expect("shutdown");
+}
+
 async fn next_publish(eventloop: &mut rumqttc::EventLoop) -> rumqttc::Publish {
     tokio::time::timeout(Duration::from_secs(5), async {
         loop {

@@ -155,51 +155,28 @@ pub(super) async fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr) 
     )
     .await;
     let connect = match first {
-        Ok(Ok(Some(Packet::Connect(c)))) => c,
-        Ok(Err(e)) if e.contains("protocol") || e.contains("Protocol") => {
-            // Not MQTT 3.1.1: refuse with "unacceptable protocol version".
-            encode(
-                &Packet::ConnAck(ConnAck::new(
-                    ConnectReturnCode::RefusedProtocolVersion,
-                    false,
-                )),
-                &mut out,
-            );
-            let _ = write_out(&mut wr, &mut out).await;
+        Ok(Ok(Some(Packet::Connect(c)))) if c.protocol == rumqttc::Protocol::V4 => c,
+        // MQTT 5 (or a protocol level the parser refused): "unacceptable protocol version".
+        Ok(Ok(Some(Packet::Connect(_)))) => {
+            return refuse(&mut wr, ConnectReturnCode::RefusedProtocolVersion).await;
+        }
+        Ok(Err(e)) if e.to_ascii_lowercase().contains("protocol") => {
             metrics.protocol_errors.fetch_add(1, Relaxed);
-            return;
+            return refuse(&mut wr, ConnectReturnCode::RefusedProtocolVersion).await;
         }
         Ok(Ok(Some(_)) | Err(_)) => {
             metrics.protocol_errors.fetch_add(1, Relaxed);
             tracing::debug!(%peer, "MQTT connection closed: the first packet was not a valid CONNECT");
             return;
         }
+        // Closed before CONNECT, or no CONNECT within broker.connection_timeout_ms.
         Ok(Ok(None)) | Err(_) => return,
     };
-    if connect.protocol != rumqttc::Protocol::V4 {
-        encode(
-            &Packet::ConnAck(ConnAck::new(
-                ConnectReturnCode::RefusedProtocolVersion,
-                false,
-            )),
-            &mut out,
-        );
-        let _ = write_out(&mut wr, &mut out).await;
-        return;
-    }
-    let client_id = if connect.client_id.is_empty() {
-        if !connect.clean_session {
-            // §3.1.3.1: a persistent session needs a client id.
-            encode(
-                &Packet::ConnAck(ConnAck::new(ConnectReturnCode::BadClientId, false)),
-                &mut out,
-            );
-            let _ = write_out(&mut wr, &mut out).await;
-            return;
-        }
-        format!("auto-{peer}")
-    } else {
-        connect.client_id.clone()
+    let client_id = match (connect.client_id.is_empty(), connect.clean_session) {
+        (false, _) => connect.client_id.clone(),
+        (true, true) => format!("auto-{peer}"),
+        // §3.1.3.1: a persistent session needs a client id.
+        (true, false) => return refuse(&mut wr, ConnectReturnCode::BadClientId).await,
     };
     let mut will: Option<LastWill> = connect.last_will.clone();
     if will
@@ -374,6 +351,13 @@ pub(super) async fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr) 
         let (tx, _) = mpsc::unbounded_channel();
         publish(shared, &client_id, p, &tx, 0, &mut none).await;
     }
+}
+
+/// Answer CONNECT with a refusal and close.
+async fn refuse(wr: &mut OwnedWriteHalf, code: ConnectReturnCode) {
+    let mut out = BytesMut::new();
+    encode(&Packet::ConnAck(ConnAck::new(code, false)), &mut out);
+    let _ = write_out(wr, &mut out).await;
 }
 
 fn write_ack(a: AckPacket, out: &mut BytesMut) {
