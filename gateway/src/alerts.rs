@@ -20,7 +20,7 @@ use crate::clock::Clock;
 use crate::config::{AlertsConfig, WebhookConfig};
 use crate::ingest::mqtt::Backoff;
 use crate::metrics::Metrics;
-use crate::publisher::Publisher;
+use crate::publisher::{PublishError, Publisher};
 use crate::store::{CaseEvent, DeliveryRecord, DeliveryStatus, Store};
 
 /// Name of the MQTT sink in delivery records.
@@ -77,8 +77,8 @@ pub fn payload(event: &CaseEvent) -> serde_json::Value {
 enum AttemptError {
     /// Worth another attempt (network, timeout, 408/429/5xx).
     Retry { error: String, status: Option<u16> },
-    /// Will not succeed by retrying (other 4xx).
-    Permanent { error: String, status: u16 },
+    /// Will not succeed by retrying (other 4xx; an MQTT message that can never be published).
+    Permanent { error: String, status: Option<u16> },
 }
 
 /// Where events go.
@@ -110,9 +110,15 @@ impl Sink {
                 .publish(&topic(event), body.into_bytes(), false, timeout)
                 .await
                 .map(|()| None)
-                .map_err(|e| AttemptError::Retry {
-                    error: e.to_string(),
-                    status: None,
+                .map_err(|e| match e {
+                    PublishError::Invalid(_) => AttemptError::Permanent {
+                        error: e.to_string(),
+                        status: None,
+                    },
+                    _ => AttemptError::Retry {
+                        error: e.to_string(),
+                        status: None,
+                    },
                 }),
             Self::Webhook { config, http } => {
                 let mut request = http
@@ -139,7 +145,7 @@ impl Sink {
                             }),
                             _ => Err(AttemptError::Permanent {
                                 error: format!("HTTP {status}"),
-                                status,
+                                status: Some(status),
                             }),
                         }
                     }
@@ -267,7 +273,7 @@ async fn run_sink(
                 match sink.deliver(&event, timeout).await {
                     Ok(code) => break (DeliveryStatus::Delivered, code, None),
                     Err(AttemptError::Permanent { error, status }) => {
-                        break (DeliveryStatus::Failed, Some(status), Some(error));
+                        break (DeliveryStatus::Failed, status, Some(error));
                     }
                     Err(AttemptError::Retry { error, status })
                         if attempts >= config.max_attempts =>

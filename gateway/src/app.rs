@@ -243,7 +243,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     );
     workers.push(modbus_task);
     // The publisher (alerts, commands) has its own connection and stops with everything else.
-    let (publisher, publisher_task) = Publisher::start(&settings, cancel.clone());
+    // The embedded broker closes a connection that sends more than it accepts.
+    let max_publish = if config.broker_embedded() {
+        config.broker.max_payload_bytes
+    } else {
+        config.mqtt.max_packet_bytes
+    };
+    let (publisher, publisher_task) = Publisher::start(&settings, max_publish, cancel.clone());
     let mut services = vec![publisher_task];
     services.extend(alerts::spawn(
         &config.alerts,

@@ -164,7 +164,19 @@ pub fn format_overrides(o: &ThresholdOverrides) -> String {
         .join(";")
 }
 
-/// Check what serde cannot: coordinates, ranges and the kind-specific fields.
+/// What a grid or road-segment code may be.
+pub const CODE_RULE: &str = "1 to 64 characters, letters, digits, '-', '_' or '.'";
+
+/// Whether `s` is a grid or road-segment code: it becomes an MQTT topic level (the alerts
+/// topic `streetgate/v1/_alerts/{grid}/{case_type}`) and a URL path segment, so wildcards,
+/// slashes, spaces and control characters are refused where it enters.
+pub fn is_code(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Check what serde cannot: coordinates, ranges, codes and the kind-specific fields.
 pub fn validate_device(d: &Device) -> Result<(), (&'static str, String)> {
     if d.id
         .as_str()
@@ -182,8 +194,19 @@ pub fn validate_device(d: &Device) -> Result<(), (&'static str, String)> {
     if !(-180.0..=180.0).contains(&d.lon) {
         return Err(("lon", format!("{} must be -180..=180", d.lon)));
     }
-    if d.grid.trim().is_empty() || d.grid.len() > 64 {
-        return Err(("grid", "must be 1 to 64 characters".to_owned()));
+    if !is_code(&d.grid) {
+        return Err((
+            "grid",
+            format!(
+                "{:?}: {CODE_RULE} (it is a level of the alerts topic)",
+                d.grid
+            ),
+        ));
+    }
+    if let Some(segment) = d.road_segment.as_deref()
+        && !is_code(segment)
+    {
+        return Err(("road_segment", format!("{segment:?}: {CODE_RULE}")));
     }
     if let Some(depth) = d.bin_depth_mm
         && !(100..=5000).contains(&depth)
@@ -647,6 +670,23 @@ X-6,manhole,31,120,G1,modbus-rtu /dev/ttyS0 9600 0,
         assert!(text.contains("line 7, overrides"), "{text}");
         assert!(text.contains("unknown field `fill`"), "{text}");
         assert!(text.contains("already appears on line 2"), "{text}");
+    }
+
+    #[test]
+    fn grid_and_segment_codes_are_topic_safe() {
+        let csv = "id,kind,lat,lon,grid,road_segment\nA,streetlight,1,2,evil+grid,\nB,streetlight,1,2,G1,S 1\nC,streetlight,1,2,G1,S-1\n";
+        let e = parse_csv(csv.as_bytes()).unwrap_err();
+        let fields: Vec<(u64, &str)> = e
+            .issues
+            .iter()
+            .map(|i| (i.line, i.field.as_str()))
+            .collect();
+        assert_eq!(fields, [(2, "grid"), (3, "road_segment")], "{e}");
+        assert!(e.to_string().contains("evil+grid"), "{e}");
+        for bad in ["", "a/b", "#", "a\0", &"g".repeat(65)] {
+            assert!(!is_code(bad), "{bad:?}");
+        }
+        assert!(is_code("320508001001001") && is_code("SEG-0001.a_b"));
     }
 
     #[test]

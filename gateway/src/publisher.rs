@@ -29,6 +29,10 @@ pub enum PublishError {
     /// The publisher has stopped.
     #[error("the MQTT publisher has stopped")]
     Stopped,
+    /// The message can never be published as it is (an invalid topic name, too large): no
+    /// retry will help.
+    #[error("cannot be published: {0}")]
+    Invalid(String),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -46,6 +50,8 @@ pub struct Publisher {
     connected: Arc<AtomicBool>,
     /// One publish in flight at a time, so the next PUBLISH on the wire is the caller's.
     turn: Mutex<()>,
+    /// Largest payload the broker takes from us.
+    max_payload: usize,
 }
 
 /// The publisher's MQTT client id: `{mqtt.client_id}-pub`.
@@ -55,9 +61,11 @@ pub fn client_id(mqtt: &crate::config::MqttConfig) -> String {
 
 impl Publisher {
     /// Connect (in the background) and return the publisher and its event-loop task, which
-    /// stops on `cancel`.
+    /// stops on `cancel`. `max_payload`: the largest payload the broker accepts; a larger one
+    /// fails at once ([`PublishError::Invalid`]) instead of costing the connection.
     pub fn start(
         settings: &MqttSettings,
+        max_payload: usize,
         cancel: CancellationToken,
     ) -> (Arc<Self>, JoinHandle<()>) {
         let c = &settings.config;
@@ -78,6 +86,7 @@ impl Publisher {
             wire: wire.clone(),
             connected: Arc::clone(&connected),
             turn: Mutex::new(()),
+            max_payload: max_payload.min(c.max_packet_bytes.saturating_sub(1024)),
         });
         let mut backoff = Backoff::new(
             Duration::from_millis(c.reconnect_min_ms),
@@ -157,6 +166,18 @@ impl Publisher {
         retain: bool,
         timeout: Duration,
     ) -> Result<(), PublishError> {
+        if !crate::broker::topic::valid_topic_name(topic) || topic.split('/').any(str::is_empty) {
+            return Err(PublishError::Invalid(format!(
+                "topic {topic:?} is not a valid MQTT topic name (wildcard, NUL or empty level)"
+            )));
+        }
+        if payload.len() > self.max_payload {
+            return Err(PublishError::Invalid(format!(
+                "payload of {} bytes is larger than the {} bytes allowed (mqtt.max_payload_bytes)",
+                payload.len(),
+                self.max_payload
+            )));
+        }
         let _turn = self.turn.lock().await;
         if !self.is_connected() {
             return Err(PublishError::Disconnected);

@@ -291,3 +291,68 @@ async fn case_events_reach_mqtt_and_webhooks_with_retries_and_records() {
     );
     gw.running.shutdown().await.unwrap();
 }
+
+/// An event that can never be published (a 5 MB case detail, more than the broker accepts)
+/// fails at once, recorded with its reason, and does not hold back the urgent alarm after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_that_can_never_be_published_does_not_hold_back_the_next() {
+    let gw = Gateway::start(|c| {
+        c.alerts.poll_interval_ms = 50;
+        // Retrying a poisoned event with these would hold the queue for minutes.
+        c.alerts.retry_min_ms = 5_000;
+        c.alerts.retry_max_ms = 60_000;
+        c.alerts.max_attempts = 8;
+    })
+    .await;
+    gw.import_inventory().await;
+    let broker = gw.broker();
+    let mqtt_alerts = subscribe_alerts(&broker).await;
+    let (status, body) = gw
+        .http
+        .post_json(
+            "/api/cases",
+            &serde_json::json!({
+                "actor": "patrol-7",
+                "source": "patrol",
+                "type": "bin_overflow",
+                "grid": "320508001001002",
+                "location": "Renmin Rd 12",
+                "detail": "x".repeat(5_000_000),
+            }),
+        )
+        .await;
+    assert!(status < 300, "{status} {body}");
+    let started = std::time::Instant::now();
+    publish(&broker, vec![alarm(1, "raised")]).await;
+    eventually(
+        "the urgent cover alert",
+        Duration::from_secs(10),
+        || async {
+            mqtt_alerts
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(t, _)| t.ends_with("/manhole_cover"))
+        },
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the cover alert took {:?}",
+        started.elapsed()
+    );
+    let (_, d) = gw
+        .http
+        .get("/api/alerts/deliveries?sink=mqtt&status=failed")
+        .await;
+    let failed = d["deliveries"].as_array().unwrap().clone();
+    assert!(!failed.is_empty(), "{d}");
+    assert!(failed.iter().all(|x| x["attempts"] == 1), "{d}");
+    assert!(
+        failed[0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("larger than")),
+        "{d}"
+    );
+    gw.running.shutdown().await.unwrap();
+}
