@@ -157,6 +157,11 @@ pub struct DeviceState {
     /// When its last will (or offline status) arrived, until a message shows it alive again.
     #[serde(default)]
     pub will_ms: Option<UnixMs>,
+    /// Its birth: the first message that was not a last will. Until then a last will is not
+    /// judged (the device's first connection never completed: a start-up storm, not a device
+    /// gone); silence still is, once the start-up grace has passed.
+    #[serde(default)]
+    pub born_ms: Option<UnixMs>,
 }
 
 /// A message the device stamped this long before its last will arrived is a late delivery
@@ -212,6 +217,9 @@ pub struct Outage {
 pub struct RulesEngine {
     config: RulesConfig,
     state: RulesSnapshot,
+    /// When this run of the engine started (its first reading or tick): the start of every
+    /// device's start-up grace. Not persisted: a restarted gateway grants the grace again.
+    started_ms: Option<UnixMs>,
 }
 
 fn event(
@@ -242,6 +250,7 @@ impl RulesEngine {
         Self {
             config,
             state: RulesSnapshot::default(),
+            started_ms: None,
         }
     }
 
@@ -273,6 +282,11 @@ impl RulesEngine {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// When this run started (its first reading or tick), the start of the start-up grace.
+    pub fn started_ms(&self) -> Option<UnixMs> {
+        self.started_ms
     }
 
     fn hold_ms(&self) -> i64 {
@@ -603,10 +617,16 @@ impl RulesEngine {
     /// Evaluate one reading of a registered device.
     pub fn on_reading(&mut self, device: &Device, reading: &Reading) -> Vec<ConditionEvent> {
         let now = reading.received_ms;
+        self.started_ms.get_or_insert(now);
         let mut out = Vec::new();
         let mut st = std::mem::take(self.device_state(&device.id));
         st.last_seen_ms = Some(st.last_seen_ms.map_or(now, |t| t.max(now)));
         match &reading.body {
+            // A last will from a device never born: its first connection did not complete (a
+            // start-up or reconnect storm: the broker gave up on a half-open connection the
+            // device is already retrying). Not a sign of a device gone; if it stays silent, the
+            // silence rule judges it once its start-up grace has passed.
+            ReadingBody::Status { online: false, .. } if st.born_ms.is_none() => {}
             ReadingBody::Status { online: false, .. } if self.config.offline_will_hold_s > 0 => {
                 // Offline once the hold passes without another message (see `on_tick`).
                 st.will_ms = Some(now);
@@ -640,6 +660,7 @@ impl RulesEngine {
                 // Sent before the will: no sign of life; its content still counts below.
             }
             _ => {
+                st.born_ms.get_or_insert(now);
                 st.will_ms = None;
                 if let Some(cs) = st.conditions.get_mut(&Condition::Offline.key()) {
                     cs.over_since_ms = None;
@@ -814,6 +835,7 @@ impl RulesEngine {
             .last_tick_ms
             .map_or(0, |t| (now - t).clamp(0, 3_600_000));
         self.state.last_tick_ms = Some(now);
+        let started = *self.started_ms.get_or_insert(now);
         let suspended = self.outage_tick(now);
         let offline_key = Condition::Offline.key();
         let mut lamps = Vec::new();
@@ -827,8 +849,13 @@ impl RulesEngine {
                 .entry(device.id.as_str().to_owned())
                 .or_default();
             // A device never heard from is not offline (not yet installed), only dark if a lamp.
+            // Start-up grace: silence is counted from this run's start at the earliest, so no
+            // device is judged offline before it has had `offline_missed` report intervals to
+            // speak since the gateway started (a restart after downtime, with the last messages
+            // long ago in the persisted state, is not a storm of offline cases).
             if let Some(seen) = st.last_seen_ms.filter(|_| !suspended) {
-                if now - seen > interval * missed && !st.is_active(Condition::Offline) {
+                let silent_since = seen.max(started);
+                if now - silent_since > interval * missed && !st.is_active(Condition::Offline) {
                     let detail = format!(
                         "no message for {} s ({} report intervals)",
                         (now - seen) / 1000,
