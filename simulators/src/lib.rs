@@ -21,3 +21,4 @@ pub mod mqtt;
 pub mod node;
 pub mod physics;
 pub mod scenario;
+pub mod teams;
