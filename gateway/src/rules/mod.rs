@@ -162,6 +162,9 @@ pub struct DeviceState {
     /// gone); silence still is, once the start-up grace has passed.
     #[serde(default)]
     pub born_ms: Option<UnixMs>,
+    /// (sequence number, device time) of the newest reading that drove its conditions.
+    #[serde(default)]
+    pub applied: Option<(u32, UnixMs)>,
 }
 
 /// A message the device stamped this long before its last will arrived is a late delivery
@@ -677,6 +680,21 @@ impl RulesEngine {
                     &mut out,
                 );
             }
+        }
+        // A reading older than one already applied (lower sequence number and earlier device
+        // time: the same boot) is history, not news: a backlog flushed after a reconnection
+        // reaches the gateway topic by topic, so an old telemetry can arrive after a newer
+        // alarm, and must not clear (or raise) what the newer one said.
+        let stamp = reading.device_ts_ms.map(|ts| (reading.seq, ts));
+        let stale = stamp
+            .zip(st.applied)
+            .is_some_and(|((seq, ts), (seq0, ts0))| seq < seq0 && ts < ts0);
+        if stale {
+            *self.device_state(&device.id) = st;
+            return out;
+        }
+        if stamp.is_some() && !matches!(reading.body, ReadingBody::Status { .. }) {
+            st.applied = stamp;
         }
         match &reading.body {
             ReadingBody::Telemetry(data) => {

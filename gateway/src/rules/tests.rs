@@ -662,3 +662,65 @@ fn a_last_will_before_the_devices_birth_is_a_start_up_storm_not_an_offline_devic
         [(Condition::Offline, true)]
     );
 }
+
+#[test]
+fn an_old_reading_delivered_late_does_not_undo_a_newer_one() {
+    let lamp = device("SL-1", DeviceKind::Streetlight);
+    let mut e = RulesEngine::new(RulesConfig::default());
+    let lamp_reading = |seq: u32, ts_s: i64, at_s: i64, current_a: f32| Reading {
+        seq,
+        device_ts_ms: Some(ts_s * 1000),
+        ..reading(
+            &lamp,
+            at_s,
+            ReadingBody::Telemetry(TelemetryData::Streetlight(StreetlightTelemetry {
+                lamp_on: true,
+                current_a,
+                voltage_v: 230.0,
+                ..Default::default()
+            })),
+        )
+    };
+    // A backlog flushed after a reconnection, topic by topic: the alarm (seq 4, stamped 610 s)
+    // overtakes the telemetry of the lamp still lit at dusk (seq 2, stamped 0 s).
+    let alarm = Reading {
+        seq: 4,
+        device_ts_ms: Some(610_000),
+        ..reading(
+            &lamp,
+            901,
+            ReadingBody::Alarm {
+                alarm: AlarmKind::LampFailure,
+                raised: true,
+                value: Some(0.0),
+            },
+        )
+    };
+    assert_eq!(
+        edges(&e.on_reading(&lamp, &alarm)),
+        [(Condition::Alarm(AlarmKind::LampFailure), true)]
+    );
+    assert!(
+        e.on_reading(&lamp, &lamp_reading(2, 0, 916, 0.45))
+            .is_empty(),
+        "the old telemetry does not clear the newer alarm"
+    );
+    assert!(
+        e.on_reading(&lamp, &lamp_reading(5, 610, 938, 0.0))
+            .is_empty()
+    );
+    // The lamp repaired: a newer telemetry clears it.
+    assert_eq!(
+        edges(&e.on_reading(&lamp, &lamp_reading(9, 2_090, 2_091, 0.45))),
+        [(Condition::Alarm(AlarmKind::LampFailure), false)]
+    );
+    // After a reboot the sequence starts again, with a later time: news again.
+    assert_eq!(
+        edges(&e.on_reading(&lamp, &lamp_reading(1, 3_000, 3_001, 0.0))),
+        []
+    );
+    assert_eq!(
+        edges(&e.on_reading(&lamp, &lamp_reading(2, 3_010, 3_011, 0.0))),
+        [(Condition::Alarm(AlarmKind::LampFailure), true)]
+    );
+}
