@@ -67,7 +67,8 @@ pub struct Scenario {
     #[serde(default, rename = "forbid")]
     pub forbid: Vec<CaseMatch>,
     /// Every case raised must match an `[[expect]]`, or be a `bin_full` / `bin_overflow` case
-    /// of a bin that really was full: any other case is a false alarm.
+    /// of a bin that really was full: any other case is a false alarm. (Without it, only the
+    /// `[[forbid]]` cases and unexpected `device_offline` cases are false alarms.)
     #[serde(default)]
     pub strict: bool,
     /// Simulated maintenance teams work the dispatched cases through the gateway's API and
@@ -930,13 +931,15 @@ fn judge(s: &Scenario, run: &Judged<'_>) -> Report {
     let mut false_alarms: Vec<String> = cases
         .iter()
         .filter(|c| {
+            let expected = s.expect.iter().any(|m| {
+                m.case_type == case_type_name(c)
+                    && m.subject.as_ref().is_none_or(|k| *k == c.subject_key)
+            });
             s.forbid.iter().any(|m| m.matches(c))
-                || (s.strict
-                    && !s.expect.iter().any(|m| {
-                        m.case_type == case_type_name(c)
-                            && m.subject.as_ref().is_none_or(|k| *k == c.subject_key)
-                    })
-                    && !really_full(c, run.full))
+                // In every scenario, strict or not, an offline case nobody expects is a false
+                // alarm (start-up and reconnect storms included).
+                || (case_type_name(c) == "device_offline" && !expected)
+                || (s.strict && !expected && !really_full(c, run.full))
         })
         .map(|c| {
             format!(
