@@ -274,6 +274,20 @@ impl Scenario {
             "start_hour: 0 to 24 (local time), not {}",
             s.start_hour
         );
+        if let Some(b) = &s.bins {
+            for (key, [lo, hi]) in [
+                ("bins.initial_pct", b.initial_pct),
+                ("bins.rate_pct_h", b.rate_pct_h),
+            ] {
+                anyhow::ensure!(
+                    lo.is_finite() && hi.is_finite() && 0.0 <= lo && lo <= hi && hi <= 140.0,
+                    "{key}: [low, high] with 0 <= low <= high <= 140, not [{lo}, {hi}]"
+                );
+            }
+        }
+        if let Some(c) = &s.collection {
+            anyhow::ensure!(c.every_s > 0, "collection.every_s: at least 1");
+        }
         for (i, f) in s.faults.iter().enumerate() {
             let needs_devices = f.kind != FaultKind::BrokerOutage;
             anyhow::ensure!(
