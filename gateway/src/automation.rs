@@ -316,7 +316,10 @@ impl Automation {
                     self.stats.deduplicated += 1;
                     let expected = case.state;
                     case.devices = i.devices.clone();
-                    case.urgent = i.urgent;
+                    // Once urgent (a cover that was open), a case stays urgent while the rest
+                    // of its condition lasts (the cover put back but still tilted): it was
+                    // dispatched as urgent, and its shortened time limit stands.
+                    case.urgent |= i.urgent;
                     case.detail = i.detail.clone();
                     case.case_type = i.case_type;
                     // Turning urgent (a tilted cover now open) shortens the time limit.

@@ -220,6 +220,15 @@ pub struct CaseMatch {
     /// Exactly this many reworks (verification failures and recurrences).
     #[serde(default)]
     pub reworks: Option<u32>,
+    /// The case lists exactly these devices (a segment case: its dark lamps).
+    #[serde(default)]
+    pub devices: Option<Vec<String>>,
+    /// The case is (true) or is not (false) urgent.
+    #[serde(default)]
+    pub urgent: Option<bool>,
+    /// The case was dispatched to this team.
+    #[serde(default)]
+    pub team: Option<String>,
 }
 
 impl CaseMatch {
@@ -945,9 +954,16 @@ fn judge(s: &Scenario, run: &Judged<'_>) -> Report {
     let mut false_alarms: Vec<String> = cases
         .iter()
         .filter(|c| {
+            let kind = case_type_name(c);
+            let bin_case = matches!(kind.as_str(), "bin_full" | "bin_overflow");
+            // Expected by name, or by type alone; a bin case expected by type alone must still
+            // be of a bin that really was full.
             let expected = s.expect.iter().any(|m| {
-                m.case_type == case_type_name(c)
-                    && m.subject.as_ref().is_none_or(|k| *k == c.subject_key)
+                m.case_type == kind
+                    && match &m.subject {
+                        Some(k) => *k == c.subject_key,
+                        None => !bin_case,
+                    }
             });
             s.forbid.iter().any(|m| m.matches(c))
                 // In every scenario, strict or not, an offline case nobody expects is a false
@@ -1007,7 +1023,10 @@ fn judge(s: &Scenario, run: &Judged<'_>) -> Report {
         let wants_lifecycle = m.lifecycle.is_some()
             || m.raised_within_s.is_some()
             || m.closed_within_s.is_some()
-            || m.reworks.is_some();
+            || m.reworks.is_some()
+            || m.devices.is_some()
+            || m.urgent.is_some()
+            || m.team.is_some();
         if !wants_lifecycle {
             continue;
         }
@@ -1023,6 +1042,25 @@ fn judge(s: &Scenario, run: &Judged<'_>) -> Report {
         if let Some(want) = &m.lifecycle {
             if *want != states {
                 problems.push(format!("went through {states:?}, not {want:?}"));
+            }
+        }
+        if let Some(want) = &m.devices {
+            let mut listed: Vec<String> = c.devices.iter().map(|d| d.as_str().to_owned()).collect();
+            let mut want = want.clone();
+            listed.sort();
+            want.sort();
+            if listed != want {
+                problems.push(format!("lists devices {listed:?}, not {want:?}"));
+            }
+        }
+        if let Some(urgent) = m.urgent {
+            if c.urgent != urgent {
+                problems.push(format!("urgent {}, not {urgent}", c.urgent));
+            }
+        }
+        if let Some(team) = &m.team {
+            if c.team.as_ref() != Some(team) {
+                problems.push(format!("dispatched to {:?}, not {team}", c.team));
             }
         }
         if let Some(n) = m.reworks {

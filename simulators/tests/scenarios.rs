@@ -62,7 +62,12 @@ fn the_demo_runs_its_scenario_file_and_new_fields_are_checked() {
     let embedded = Scenario::parse(streetgate_simulators::demo::DEMO_SCENARIO).unwrap();
     assert_eq!(format!("{s:?}"), format!("{embedded:?}"));
     assert!(s.strict && s.teams.is_some() && s.collection.is_some() && s.bins.is_some());
-    assert!(s.expect.iter().all(|e| e.lifecycle.is_some()));
+    assert!(
+        s.expect
+            .iter()
+            .filter(|e| e.subject.is_some())
+            .all(|e| e.lifecycle.is_some())
+    );
     let base = "name = \"x\"\ndevices = 10\nspeed = 60\nduration_s = 60\n";
     let err = Scenario::parse(&format!("{base}\n[teams]\naccept = 5\n"))
         .unwrap_err()
