@@ -409,6 +409,8 @@ pub struct Report {
     /// The expected cases' lifecycles: fault to raised, accepted, resolved and closed, and
     /// reworks (simulated s), for those with lifecycle expectations.
     pub lifecycles: Vec<String>,
+    /// Case events the demo's terminal would print (one line per transition).
+    pub event_lines: usize,
 }
 
 impl Report {
@@ -467,6 +469,12 @@ impl Report {
         }
         for c in &self.cases {
             out.push_str(&format!("  case        {c}\n"));
+        }
+        if self.event_lines > 0 {
+            out.push_str(&format!(
+                "  events      {} terminal lines, one per transition\n",
+                self.event_lines
+            ));
         }
         for l in &self.lifecycles {
             out.push_str(&format!("  lifecycle   {l}\n"));
@@ -841,9 +849,35 @@ impl Running {
             })
             .await
             .context("reading cases")?;
-        let mut histories = BTreeMap::new();
-        for c in &cases {
-            histories.insert(c.id, gw.state.store.case_history(c.id).await?);
+        // The terminal's event lines, one per transition, as the demo prints them.
+        let events = gw
+            .state
+            .store
+            .case_events_after(0, 1_000_000)
+            .await
+            .context("reading case events")?;
+        let mut event_problems = Vec::new();
+        for e in &events {
+            let line = crate::demo::event_line(e);
+            let place = e.case.subject_key.split_once(':').map_or("", |(_, p)| p);
+            let names_it = line.contains(&format!("case {}", e.case.id))
+                && line.contains(&case_type_name(&e.case))
+                && line.contains(place)
+                && (e.entry.from.is_none() || line.contains('→'));
+            if !names_it {
+                event_problems.push(format!(
+                    "event line without its case, type, place or transition: {line}"
+                ));
+            }
+        }
+        // Each case's history, from the same events the terminal prints.
+        let mut histories: BTreeMap<i64, Vec<streetgate_gateway::store::CaseHistoryEntry>> =
+            BTreeMap::new();
+        for e in &events {
+            histories
+                .entry(e.case.id)
+                .or_default()
+                .push(e.entry.clone());
         }
         let struck = self
             .struck
@@ -890,7 +924,7 @@ impl Running {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        Ok(judge(
+        let mut report = judge(
             s,
             &Judged {
                 cases: &cases,
@@ -902,7 +936,10 @@ impl Running {
                 fleet_outages,
                 counts,
             },
-        ))
+        );
+        report.event_lines = events.len();
+        report.missed.extend(event_problems);
+        Ok(report)
     }
 }
 
@@ -1127,6 +1164,7 @@ fn judge(s: &Scenario, run: &Judged<'_>) -> Report {
         duplicates,
         latencies_ms,
         lifecycles,
+        event_lines: 0,
         cases: cases
             .iter()
             .map(|c| format!("{} {} {:?}", case_type_name(c), c.subject_key, c.state))
