@@ -289,8 +289,22 @@ impl Automation {
         out
     }
 
+    /// Act on an incident edge. A team's transition can land between reading the case and
+    /// writing it back (the write is refused: the state changed). The sensor's news must not
+    /// be lost with it (a clear lost that way becomes a failed verification, and rework nobody
+    /// earned): decide again on the case as it now is.
     async fn on_incident(&mut self, incident: &Incident, now: UnixMs) -> StoreResult<()> {
-        let incident = incident.clone();
+        for _ in 0..3 {
+            if self.try_incident(incident, now).await? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Act on an incident edge against the cases as stored; false when a write was refused
+    /// because the case changed meanwhile.
+    async fn try_incident(&mut self, incident: &Incident, now: UnixMs) -> StoreResult<bool> {
         let (subject_key, condition_key) = (incident.subject.key(), incident.condition.key());
         let open = self.store.open_case(&subject_key, &condition_key).await?;
         let open_case = open.as_ref().and_then(from_record);
@@ -307,8 +321,9 @@ impl Automation {
             _ => None,
         };
         let closed_case = closed.as_ref().and_then(from_record);
+        let mut saved = true;
         match decide(
-            &incident,
+            incident,
             open_case.as_ref(),
             closed_case.as_ref(),
             &self.policy,
@@ -323,22 +338,24 @@ impl Automation {
                         .update_from(&i, &self.policy, now)
                         .into_iter()
                         .collect();
-                    self.save(&case, expected, &noted).await?;
+                    saved = self.save(&case, expected, &noted).await?;
                 }
             }
             Decision::SelfRecovered => {
                 if let Some(mut case) = open_case {
                     let expected = case.state;
                     let done = case.self_recover(now);
-                    self.stats.self_recovered += 1;
-                    self.save(&case, expected, &done).await?;
+                    saved = self.save(&case, expected, &done).await?;
+                    if saved {
+                        self.stats.self_recovered += 1;
+                    }
                 }
             }
             Decision::StartVerification | Decision::NoteRecovery => {
                 if let Some(mut case) = open_case {
                     let expected = case.state;
                     case.set_condition(false, now);
-                    self.save(&case, expected, &[]).await?;
+                    saved = self.save(&case, expected, &[]).await?;
                 }
             }
             Decision::Reopen(i) => {
@@ -348,13 +365,13 @@ impl Automation {
                         case.devices = i.devices;
                         case.urgent = i.urgent;
                         self.stats.reopened += 1;
-                        self.save(&case, CaseState::Closed, &[t]).await?;
+                        saved = self.save(&case, CaseState::Closed, &[t]).await?;
                     }
                 }
             }
             Decision::Nothing => {}
         }
-        Ok(())
+        Ok(saved)
     }
 
     async fn register(&mut self, i: &Incident, now: UnixMs) -> StoreResult<()> {

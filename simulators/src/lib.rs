@@ -22,3 +22,4 @@ pub mod mqtt;
 pub mod node;
 pub mod physics;
 pub mod scenario;
+pub mod teams;

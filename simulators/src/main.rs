@@ -48,9 +48,11 @@ struct CityArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start a gateway on embedded defaults with a simulated city and a night of incidents.
+    /// Start a gateway on embedded defaults with a simulated city and the night of
+    /// `scenarios/demo.toml`: scripted incidents, simulated teams and their crews, collection
+    /// rounds; prints every case event as it happens.
     Demo {
-        /// Devices in the city.
+        /// Devices in the city (the scenario file's own size is what the test suite runs).
         #[arg(long, default_value_t = 2000)]
         devices: usize,
         /// Simulated seconds per wall second (60: a night in about 12 minutes).

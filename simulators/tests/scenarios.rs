@@ -54,3 +54,35 @@ fn a_bad_scenario_names_line_and_field() {
         .to_string();
     assert!(err.contains("line 4") && err.contains("duraton_s"), "{err}");
 }
+
+#[test]
+fn the_demo_runs_its_scenario_file_and_new_fields_are_checked() {
+    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios/demo.toml");
+    let s = Scenario::load(&file).unwrap();
+    let embedded = Scenario::parse(streetgate_simulators::demo::DEMO_SCENARIO).unwrap();
+    assert_eq!(format!("{s:?}"), format!("{embedded:?}"));
+    assert!(s.strict && s.teams.is_some() && s.collection.is_some() && s.bins.is_some());
+    assert!(
+        s.expect
+            .iter()
+            .filter(|e| e.subject.is_some())
+            .all(|e| e.lifecycle.is_some())
+    );
+    let base = "name = \"x\"\ndevices = 10\nspeed = 60\nduration_s = 60\n";
+    let err = Scenario::parse(&format!("{base}\n[teams]\naccept = 5\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("line 7") && err.contains("accept"), "{err}");
+    let err = Scenario::parse(&format!(
+        "{base}\n[bins]\ninitial_pct = [50.0, 10.0]\nrate_pct_h = [1.0, 2.0]\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("bins.initial_pct"), "{err}");
+    let err = Scenario::parse(&format!(
+        "{base}\n[[expect]]\ncase_type = \"lamp_fault\"\nlifecycle = [\"fixed\"]\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("line 8") && err.contains("fixed"), "{err}");
+}

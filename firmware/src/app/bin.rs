@@ -2,7 +2,10 @@
 //! knocked over from an accelerometer, battery.
 //!
 //! Each measurement is the median of a burst of ranger reads (single echoes off a bag's edge
-//! are common); fill % = (depth − distance) ÷ depth, clamped to 0..=150 %.
+//! or the bin wall are common); fill % = (depth − distance) ÷ depth, clamped to 0..=150 %. A
+//! jump of more than [`CONFIRM_JUMP_PCT`] from the last level is confirmed by a second burst at
+//! once before it is believed: a level reported is held by the gateway until the next report,
+//! so one burst that met more wall echoes than refuse must not become a full bin.
 
 use streetgate_protocols::{AlarmKind, BinTelemetry, TelemetryData};
 
@@ -12,7 +15,9 @@ use crate::platform::Now;
 use crate::sensors::{Accelerometer, Battery, Ranger, Thermometer};
 
 /// Ranger reads per measurement.
-pub const BURST: usize = 5;
+pub const BURST: usize = 9;
+/// A change of fill larger than this (percentage points) is measured again before it counts.
+pub const CONFIRM_JUMP_PCT: f32 = 15.0;
 /// Fill reported when the refuse reaches the sensor (inside its blind zone), %.
 pub const OVERFLOWING_PCT: f32 = 110.0;
 /// Tilt from upright at which a bin counts as knocked over, °.
@@ -77,14 +82,9 @@ impl<R: Ranger, T: Thermometer, A: Accelerometer, B: Battery> Bin<R, T, A, B> {
     pub fn fill(&self) -> Option<f32> {
         self.fill
     }
-}
 
-impl<R: Ranger, T: Thermometer, A: Accelerometer, B: Battery> Application for Bin<R, T, A, B> {
-    fn sample(&mut self, node: &mut Node, now: Now) {
-        if now.mono_ms < self.next_sample_ms {
-            return;
-        }
-        self.next_sample_ms = now.mono_ms + self.sample_ms;
+    /// One burst: the median distance as (fill %, mm), if any read answered.
+    fn measure(&mut self, node: &mut Node, depth_mm: u16) -> Option<(f32, u16)> {
         self.median.clear();
         for _ in 0..BURST {
             match self.ranger.distance_mm() {
@@ -93,18 +93,44 @@ impl<R: Ranger, T: Thermometer, A: Accelerometer, B: Battery> Application for Bi
                 Err(_) => node.sensor_error(),
             }
         }
-        if let Some(d) = self.median.median() {
-            // Refuse up to the sensor reads as the blind zone: overflowing, whatever the depth.
-            let at_sensor = d <= f32::from(R::BLIND_ZONE_MM);
-            let fill = fill_pct(node.settings.bin_depth_mm, d);
-            self.fill = Some(if at_sensor {
+        let d = self.median.median()?;
+        // Refuse up to the sensor reads as the blind zone: overflowing, whatever the depth.
+        let at_sensor = d <= f32::from(R::BLIND_ZONE_MM);
+        let fill = fill_pct(depth_mm, d);
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // ≤ 65535 mm
+        let mm = d as u16;
+        Some((
+            if at_sensor {
                 fill.max(OVERFLOWING_PCT)
             } else {
                 fill
-            });
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // ≤ 65535 mm
-            let mm = d as u16;
-            self.distance = Some(mm);
+            },
+            mm,
+        ))
+    }
+}
+
+impl<R: Ranger, T: Thermometer, A: Accelerometer, B: Battery> Application for Bin<R, T, A, B> {
+    fn sample(&mut self, node: &mut Node, now: Now) {
+        if now.mono_ms < self.next_sample_ms {
+            return;
+        }
+        self.next_sample_ms = now.mono_ms + self.sample_ms;
+        let depth = node.settings.bin_depth_mm;
+        if let Some((fill, mm)) = self.measure(node, depth) {
+            let jump = self
+                .fill
+                .is_some_and(|last| libm::fabsf(fill - last) > CONFIRM_JUMP_PCT);
+            // A jump is believed only if a second burst agrees; otherwise the last level stands
+            // and the next period measures again.
+            let confirmed = !jump
+                || self
+                    .measure(node, depth)
+                    .is_some_and(|(again, _)| libm::fabsf(again - fill) <= CONFIRM_JUMP_PCT);
+            if confirmed {
+                self.fill = Some(fill);
+                self.distance = Some(mm);
+            }
         }
         match self.thermometer.temperature_c() {
             Ok(t) => self.temperature = t,
@@ -279,6 +305,58 @@ mod tests {
                 (AlarmKind::BinOverflow, AlarmState::Cleared)
             ]
         );
+    }
+
+    #[test]
+    fn a_burst_of_wall_echoes_is_not_a_full_bin() {
+        let w = World::default();
+        w.temp.set(20.0);
+        let mut ranger = SplitRanger {
+            world: w.clone(),
+            first: 0,
+        };
+        // The ranger's next burst bounces off the bin wall entirely (89 % full).
+        let mut bin = Bin::new(ranger.clone(), w.clone(), None::<NoSensor>, NoSensor);
+        let mut node = Node::new(
+            DeviceId::new("BN-2").unwrap(),
+            DeviceKind::Bin,
+            Encoding::Json,
+        );
+        w.distance.set(900);
+        bin.sample(&mut node, at(0));
+        assert!((bin.fill().unwrap() - 10.0).abs() < 0.5);
+        ranger.first = BURST as u32;
+        bin.ranger = ranger;
+        bin.next_sample_ms = 0;
+        bin.sample(&mut node, at(60));
+        assert!(
+            (bin.fill().unwrap() - 10.0).abs() < 0.5,
+            "unconfirmed jump ignored: {:?}",
+            bin.fill()
+        );
+        // A real change is confirmed by the second burst and believed at once.
+        w.distance.set(150);
+        bin.ranger.first = 0;
+        bin.next_sample_ms = 0;
+        bin.sample(&mut node, at(120));
+        assert!((bin.fill().unwrap() - 85.0).abs() < 0.5, "{:?}", bin.fill());
+    }
+
+    /// Answers the wall (50 mm) for its first `first` reads, then the world's distance.
+    #[derive(Clone)]
+    struct SplitRanger {
+        world: World,
+        first: u32,
+    }
+    impl Ranger for SplitRanger {
+        type Error = ();
+        fn distance_mm(&mut self) -> Result<Option<u16>, ()> {
+            if self.first > 0 {
+                self.first -= 1;
+                return Ok(Some(50));
+            }
+            Ok(Some(self.world.distance.get()))
+        }
     }
 
     #[test]

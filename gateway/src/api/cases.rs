@@ -115,32 +115,39 @@ pub(super) async fn transition(
             "actor: who performs the transition",
         ));
     }
-    let record = state
-        .store
-        .get_case(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("case_not_found", format!("no case {id}")))?;
-    let mut case = crate::automation::from_record(&record).ok_or_else(|| {
-        ApiError::bad_request(
-            "case_unreadable",
-            format!("case {id} has an unknown subject"),
-        )
-    })?;
-    let now = state.clock.now_ms();
-    let transition = case
-        .apply(body.action, body.actor.trim(), now)
-        .map_err(|e| {
+    // The sensor side of the case (condition, clear since) may change between reading the
+    // case and writing it back; the transition is then made again on the case as it is now.
+    let actor = body.actor.trim().to_owned();
+    let mut saved = false;
+    for _ in 0..5 {
+        let record = state
+            .store
+            .get_case(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("case_not_found", format!("no case {id}")))?;
+        let mut case = crate::automation::from_record(&record).ok_or_else(|| {
+            ApiError::bad_request(
+                "case_unreadable",
+                format!("case {id} has an unknown subject"),
+            )
+        })?;
+        let now = state.clock.now_ms();
+        let transition = case.apply(body.action.clone(), &actor, now).map_err(|e| {
             ApiError::new(
                 axum::http::StatusCode::CONFLICT,
                 "transition_refused",
                 e.to_string(),
             )
         })?;
-    let entry = crate::automation::to_entry(&transition);
-    let saved = state
-        .store
-        .update_case(&crate::automation::to_record(&case), record.state, &[entry])
-        .await?;
+        let entry = crate::automation::to_entry(&transition);
+        saved = state
+            .store
+            .update_case_from(&crate::automation::to_record(&case), &record, &[entry])
+            .await?;
+        if saved {
+            break;
+        }
+    }
     if !saved {
         return Err(ApiError::new(
             axum::http::StatusCode::CONFLICT,

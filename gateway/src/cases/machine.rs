@@ -521,8 +521,11 @@ impl Case {
     /// ever goes up: a `bin_full` case whose bin then overflows becomes `bin_overflow` (it is
     /// counted under the worst it got, and an overflow that arrives a moment after the "full"
     /// alarm is an overflow case), and a `bin_overflow` case stays `bin_overflow` when the bin
-    /// is merely full again. Every escalation and de-escalation (of type or urgency) is an event
-    /// in the case's history (state unchanged); turning urgent shortens the time limit.
+    /// is merely full again. Urgency is kept the same way: a case dispatched as urgent (a cover
+    /// that was open) stays urgent while the rest of its condition lasts (the cover put back but
+    /// still tilted), and its shortened time limit stands. Every escalation, and every easing of
+    /// the condition below what the case stands for, is an event in the case's history (state
+    /// unchanged); turning urgent shortens the time limit.
     pub fn update_from(
         &mut self,
         incident: &Incident,
@@ -532,7 +535,25 @@ impl Case {
         let was = self.case_type;
         let upgraded = severity(incident.case_type) > severity(was);
         let escalated = upgraded || (incident.urgent && !self.urgent);
-        let de_escalated = !escalated && self.urgent && !incident.urgent;
+        // Noted once per easing: not again while the last change noted is an easing.
+        let already_eased = self
+            .history
+            .iter()
+            .rev()
+            .find_map(|t| {
+                if t.note.starts_with("de-escalated") {
+                    Some(true)
+                } else if t.note.starts_with("escalated") {
+                    Some(false)
+                } else {
+                    None
+                }
+            })
+            .unwrap_or(false);
+        let eased = !escalated
+            && !already_eased
+            && (self.urgent && !incident.urgent
+                || severity(incident.case_type) < severity(self.case_type));
         if upgraded {
             self.case_type = incident.case_type;
         }
@@ -545,19 +566,20 @@ impl Case {
             ))
         } else if escalated {
             Some(format!("escalated: now urgent: {}", incident.detail))
-        } else if de_escalated {
+        } else if eased {
             Some(format!(
-                "de-escalated: now {}{} (the case stays {}): {}",
+                "de-escalated: the condition is now {}{} (the case stays {}{}): {}",
                 incident.case_type.as_str(),
                 if incident.urgent { "" } else { ", not urgent" },
                 self.case_type.as_str(),
+                if self.urgent { ", urgent" } else { "" },
                 incident.detail
             ))
         } else {
             None
         };
         self.devices = incident.devices.clone();
-        self.urgent = incident.urgent;
+        self.urgent |= incident.urgent;
         self.detail = incident.detail.clone();
         self.due_ms = self
             .due_ms

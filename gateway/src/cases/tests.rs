@@ -698,6 +698,7 @@ fn a_case_type_escalates_and_never_de_escalates() {
         .update_from(&bin(CaseType::BinFull, false), &p, 2000)
         .unwrap();
     assert_eq!(c.case_type, CaseType::BinOverflow, "never downgraded");
+    assert!(c.urgent, "urgency stands too");
     assert!(down.note.starts_with("de-escalated"), "{}", down.note);
     assert!(
         c.update_from(&bin(CaseType::BinFull, false), &p, 3000)

@@ -168,6 +168,14 @@ pub struct DeviceState {
     /// When its last will (or offline status) arrived, until a message shows it alive again.
     #[serde(default)]
     pub will_ms: Option<UnixMs>,
+    /// Its birth: the first message that was not a last will. Until then a last will is not
+    /// judged (the device's first connection never completed: a start-up storm, not a device
+    /// gone); silence still is, once the start-up grace has passed.
+    #[serde(default)]
+    pub born_ms: Option<UnixMs>,
+    /// (sequence number, device time) of the newest reading that drove its conditions.
+    #[serde(default)]
+    pub applied: Option<(u32, UnixMs)>,
 }
 
 /// A message the device stamped this long before its last will arrived is a late delivery
@@ -223,6 +231,9 @@ pub struct Outage {
 pub struct RulesEngine {
     config: RulesConfig,
     state: RulesSnapshot,
+    /// When this run of the engine started (its first reading or tick): the start of every
+    /// device's start-up grace. Not persisted: a restarted gateway grants the grace again.
+    started_ms: Option<UnixMs>,
 }
 
 fn event(
@@ -253,6 +264,7 @@ impl RulesEngine {
         Self {
             config,
             state: RulesSnapshot::default(),
+            started_ms: None,
         }
     }
 
@@ -284,6 +296,11 @@ impl RulesEngine {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// When this run started (its first reading or tick), the start of the start-up grace.
+    pub fn started_ms(&self) -> Option<UnixMs> {
+        self.started_ms
     }
 
     fn hold_ms(&self) -> i64 {
@@ -637,10 +654,16 @@ impl RulesEngine {
     /// Evaluate one reading of a registered device.
     pub fn on_reading(&mut self, device: &Device, reading: &Reading) -> Vec<ConditionEvent> {
         let now = reading.received_ms;
+        self.started_ms.get_or_insert(now);
         let mut out = Vec::new();
         let mut st = std::mem::take(self.device_state(&device.id));
         st.last_seen_ms = Some(st.last_seen_ms.map_or(now, |t| t.max(now)));
         match &reading.body {
+            // A last will from a device never born: its first connection did not complete (a
+            // start-up or reconnect storm: the broker gave up on a half-open connection the
+            // device is already retrying). Not a sign of a device gone; if it stays silent, the
+            // silence rule judges it once its start-up grace has passed.
+            ReadingBody::Status { online: false, .. } if st.born_ms.is_none() => {}
             ReadingBody::Status { online: false, .. } if self.config.offline_will_hold_s > 0 => {
                 // Offline once the hold passes without another message (see `on_tick`).
                 st.will_ms = Some(now);
@@ -674,6 +697,7 @@ impl RulesEngine {
                 // Sent before the will: no sign of life; its content still counts below.
             }
             _ => {
+                st.born_ms.get_or_insert(now);
                 st.will_ms = None;
                 if let Some(cs) = st.conditions.get_mut(&Condition::Offline.key()) {
                     cs.over_since_ms = None;
@@ -690,6 +714,21 @@ impl RulesEngine {
                     &mut out,
                 );
             }
+        }
+        // A reading older than one already applied (lower sequence number and earlier device
+        // time: the same boot) is history, not news: a backlog flushed after a reconnection
+        // reaches the gateway topic by topic, so an old telemetry can arrive after a newer
+        // alarm, and must not clear (or raise) what the newer one said.
+        let stamp = reading.device_ts_ms.map(|ts| (reading.seq, ts));
+        let stale = stamp
+            .zip(st.applied)
+            .is_some_and(|((seq, ts), (seq0, ts0))| seq < seq0 && ts < ts0);
+        if stale {
+            *self.device_state(&device.id) = st;
+            return out;
+        }
+        if stamp.is_some() && !matches!(reading.body, ReadingBody::Status { .. }) {
+            st.applied = stamp;
         }
         match &reading.body {
             ReadingBody::Telemetry(data) => {
@@ -854,6 +893,7 @@ impl RulesEngine {
             .last_tick_ms
             .map_or(0, |t| (now - t).clamp(0, 3_600_000));
         self.state.last_tick_ms = Some(now);
+        let started = *self.started_ms.get_or_insert(now);
         let suspended = self.outage_tick(now);
         let offline_key = Condition::Offline.key();
         let mut lamps = Vec::new();
@@ -867,8 +907,13 @@ impl RulesEngine {
                 .entry(device.id.as_str().to_owned())
                 .or_default();
             // A device never heard from is not offline (not yet installed), only dark if a lamp.
+            // Start-up grace: silence is counted from this run's start at the earliest, so no
+            // device is judged offline before it has had `offline_missed` report intervals to
+            // speak since the gateway started (a restart after downtime, with the last messages
+            // long ago in the persisted state, is not a storm of offline cases).
             if let Some(seen) = st.last_seen_ms.filter(|_| !suspended) {
-                if now - seen > interval * missed && !st.is_active(Condition::Offline) {
+                let silent_since = seen.max(started);
+                if now - silent_since > interval * missed && !st.is_active(Condition::Offline) {
                     let detail = format!(
                         "no message for {} s ({} report intervals)",
                         (now - seen) / 1000,

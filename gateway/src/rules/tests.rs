@@ -189,6 +189,7 @@ fn offline_after_three_missed_intervals_and_on_last_will() {
         offline_will_hold_s: 0,
         ..RulesConfig::default()
     });
+    e.on_reading(&mh, &tilt(&mh, 900, 1.0));
     assert_eq!(
         edges(&e.on_reading(&mh, &will)),
         [(Condition::Offline, true)]
@@ -729,4 +730,140 @@ fn a_message_sent_before_the_last_will_is_no_sign_of_life() {
     };
     e.on_reading(&mh, &backlog);
     assert!(e.on_tick(2_000_000 + 500_000, [&mh]).is_empty());
+}
+
+#[test]
+fn no_device_is_judged_offline_before_its_start_up_grace() {
+    // A lamp reports every 900 s: offline after three missed intervals (2,700 s).
+    let lamp = device("SL-1", DeviceKind::Streetlight);
+    let mut before = RulesEngine::new(RulesConfig::default());
+    before.on_reading(&lamp, &reading(&lamp, 0, status(true)));
+    // The gateway is down for a day; the restarted one resumes the persisted state, in which
+    // the lamp was last heard from a day ago. It is not offline at once: it has 2,700 s from
+    // the restart to speak.
+    let mut e = RulesEngine::new(RulesConfig::default());
+    e.restore(before.snapshot());
+    let restart = 86_400_000;
+    assert!(e.on_tick(restart, [&lamp]).is_empty());
+    assert_eq!(e.started_ms(), Some(restart));
+    assert!(e.on_tick(restart + 2_700_000, [&lamp]).is_empty());
+    assert_eq!(
+        edges(&e.on_tick(restart + 2_701_000, [&lamp])),
+        [(Condition::Offline, true)],
+        "silent for three intervals since the restart"
+    );
+    // Had it spoken within the grace, nothing.
+    let mut e = RulesEngine::new(RulesConfig::default());
+    e.restore(before.snapshot());
+    assert!(e.on_tick(restart, [&lamp]).is_empty());
+    e.on_reading(&lamp, &reading(&lamp, 86_400 + 1_000, status(true)));
+    assert!(e.on_tick(restart + 2_701_000, [&lamp]).is_empty());
+}
+
+fn status(online: bool) -> ReadingBody {
+    ReadingBody::Status {
+        online,
+        battery_pct: None,
+        fw_version: None,
+    }
+}
+
+#[test]
+fn a_last_will_before_the_devices_birth_is_a_start_up_storm_not_an_offline_device() {
+    let covers: Vec<Device> = (0..5)
+        .map(|i| device(&format!("MH-{i}"), DeviceKind::Manhole))
+        .collect();
+    let mut e = RulesEngine::new(RulesConfig::default());
+    assert!(e.on_tick(0, &covers).is_empty());
+    // The fleet connects all at once; the broker gives up on some half-open first
+    // connections and publishes their last wills before the devices' births arrive.
+    for d in &covers {
+        assert!(e.on_reading(d, &will(d, 10)).is_empty());
+    }
+    // The births (and the telemetry queued since) arrive long after the 120 s hold.
+    assert!(e.on_tick(200_000, &covers).is_empty());
+    for d in &covers[..4] {
+        assert!(e.on_reading(d, &reading(d, 300, status(true))).is_empty());
+        assert!(e.on_reading(d, &tilt(d, 301, 1.0)).is_empty());
+    }
+    assert!(e.on_tick(600_000, &covers).is_empty(), "no false alarm");
+    // Born, a device's last will counts: not back within the hold, offline.
+    assert!(
+        e.on_reading(&covers[0], &will(&covers[0], 1_000))
+            .is_empty()
+    );
+    assert_eq!(
+        edges(&e.on_tick(1_120_000, &covers)),
+        [(Condition::Offline, true)]
+    );
+    // The one never born is judged by its silence, once the start-up grace (three report
+    // intervals of a cover: 36 h) has passed since it was last heard of (its will at 10 s).
+    let grace = 10_000 + 3 * 43_200_000;
+    assert!(e.on_tick(grace, &covers[4..]).is_empty());
+    assert_eq!(
+        edges(&e.on_tick(grace + 1_000, &covers[4..])),
+        [(Condition::Offline, true)]
+    );
+}
+
+#[test]
+fn an_old_reading_delivered_late_does_not_undo_a_newer_one() {
+    let lamp = device("SL-1", DeviceKind::Streetlight);
+    let mut e = RulesEngine::new(RulesConfig::default());
+    let lamp_reading = |seq: u32, ts_s: i64, at_s: i64, current_a: f32| Reading {
+        seq,
+        device_ts_ms: Some(ts_s * 1000),
+        ..reading(
+            &lamp,
+            at_s,
+            ReadingBody::Telemetry(TelemetryData::Streetlight(StreetlightTelemetry {
+                lamp_on: true,
+                current_a,
+                voltage_v: 230.0,
+                ..Default::default()
+            })),
+        )
+    };
+    // A backlog flushed after a reconnection, topic by topic: the alarm (seq 4, stamped 610 s)
+    // overtakes the telemetry of the lamp still lit at dusk (seq 2, stamped 0 s).
+    let alarm = Reading {
+        seq: 4,
+        device_ts_ms: Some(610_000),
+        ..reading(
+            &lamp,
+            901,
+            ReadingBody::Alarm {
+                alarm: AlarmKind::LampFailure,
+                raised: true,
+                value: Some(0.0),
+            },
+        )
+    };
+    assert_eq!(
+        edges(&e.on_reading(&lamp, &alarm)),
+        [(Condition::Alarm(AlarmKind::LampFailure), true)]
+    );
+    assert!(
+        e.on_reading(&lamp, &lamp_reading(2, 0, 916, 0.45))
+            .is_empty(),
+        "the old telemetry does not clear the newer alarm"
+    );
+    assert!(
+        e.on_reading(&lamp, &lamp_reading(5, 610, 938, 0.0))
+            .is_empty()
+    );
+    // The lamp repaired: a newer telemetry clears it.
+    assert_eq!(
+        edges(&e.on_reading(&lamp, &lamp_reading(9, 2_090, 2_091, 0.45))),
+        [(Condition::Alarm(AlarmKind::LampFailure), false)]
+    );
+    // After a reboot the sequence starts again, with a later time: news again.
+    assert_eq!(
+        edges(&e.on_reading(&lamp, &lamp_reading(1, 3_000, 3_001, 0.0))),
+        []
+    );
+    assert_eq!(
+        edges(&e.on_reading(&lamp, &lamp_reading(2, 3_010, 3_011, 0.0))),
+        [(Condition::Alarm(AlarmKind::LampFailure), true)]
+    );
 }

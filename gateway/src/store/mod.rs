@@ -442,6 +442,18 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         expected_state: CaseState,
         entries: &[CaseHistoryEntry],
     ) -> StoreResult<bool>;
+    /// [`Store::update_case`] for a transition someone made on the case as `read`: refused as
+    /// well when the sensor's fields (`condition_active`, `clear_since_ms`) changed since, so a
+    /// team's transition never writes back a sensor state the gateway has moved on from (a
+    /// recovery lost that way fails verification: rework nobody earned).
+    async fn update_case_from(
+        &self,
+        case: &CaseRecord,
+        read: &CaseRecord,
+        entries: &[CaseHistoryEntry],
+    ) -> StoreResult<bool> {
+        self.update_case(case, read.state, entries).await
+    }
     /// One case.
     async fn get_case(&self, id: i64) -> StoreResult<Option<CaseRecord>>;
     /// The open case for a subject and condition.

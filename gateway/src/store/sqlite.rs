@@ -384,6 +384,58 @@ async fn write_seq_states(
     Ok(())
 }
 
+impl SqliteStore {
+    /// Store a changed case if it is still in `expected_state` and, when `sensor` is given,
+    /// its (`condition_active`, `clear_since_ms`) are still those.
+    async fn update_case_guarded(
+        &self,
+        case: &CaseRecord,
+        expected_state: CaseState,
+        sensor: Option<(bool, Option<UnixMs>)>,
+        entries: &[CaseHistoryEntry],
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+
+        let devices = serde_json::to_string(&case.devices).map_err(|e| corrupt("cases", e))?;
+        let n = sqlx::query(
+            "UPDATE cases SET case_type = ?, team = ?, state = ?, urgent = ?, devices = ?,
+                 detail = ?, due_ms = ?, updated_ms = ?, closed_ms = ?, condition_active = ?,
+                 clear_since_ms = ?, rework_count = ?, returned_count = ?
+             WHERE id = ? AND state = ?
+               AND (? OR (condition_active = ? AND clear_since_ms IS ?))",
+        )
+        .bind(enum_text(&case.case_type))
+        .bind(&case.team)
+        .bind(state_text(case.state))
+        .bind(case.urgent)
+        .bind(devices)
+        .bind(&case.detail)
+        .bind(case.due_ms)
+        .bind(case.updated_ms)
+        .bind(case.closed_ms)
+        .bind(case.condition_active)
+        .bind(case.clear_since_ms)
+        .bind(i64::from(case.rework_count))
+        .bind(i64::from(case.returned_count))
+        .bind(case.id)
+        .bind(state_text(expected_state))
+        .bind(sensor.is_none())
+        .bind(sensor.is_some_and(|(active, _)| active))
+        .bind(sensor.and_then(|(_, clear)| clear))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Ok(false);
+        }
+        for e in entries {
+            insert_history(&mut tx, case.id, e).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
@@ -714,40 +766,23 @@ impl Store for SqliteStore {
         expected_state: CaseState,
         entries: &[CaseHistoryEntry],
     ) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await?;
-        let devices = serde_json::to_string(&case.devices).map_err(|e| corrupt("cases", e))?;
-        let n = sqlx::query(
-            "UPDATE cases SET case_type = ?, team = ?, state = ?, urgent = ?, devices = ?,
-                 detail = ?, due_ms = ?, updated_ms = ?, closed_ms = ?, condition_active = ?,
-                 clear_since_ms = ?, rework_count = ?, returned_count = ?
-             WHERE id = ? AND state = ?",
+        self.update_case_guarded(case, expected_state, None, entries)
+            .await
+    }
+
+    async fn update_case_from(
+        &self,
+        case: &CaseRecord,
+        read: &CaseRecord,
+        entries: &[CaseHistoryEntry],
+    ) -> StoreResult<bool> {
+        self.update_case_guarded(
+            case,
+            read.state,
+            Some((read.condition_active, read.clear_since_ms)),
+            entries,
         )
-        .bind(enum_text(&case.case_type))
-        .bind(&case.team)
-        .bind(state_text(case.state))
-        .bind(case.urgent)
-        .bind(devices)
-        .bind(&case.detail)
-        .bind(case.due_ms)
-        .bind(case.updated_ms)
-        .bind(case.closed_ms)
-        .bind(case.condition_active)
-        .bind(case.clear_since_ms)
-        .bind(i64::from(case.rework_count))
-        .bind(i64::from(case.returned_count))
-        .bind(case.id)
-        .bind(state_text(expected_state))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if n == 0 {
-            return Ok(false);
-        }
-        for e in entries {
-            insert_history(&mut tx, case.id, e).await?;
-        }
-        tx.commit().await?;
-        Ok(true)
+        .await
     }
 
     async fn get_case(&self, id: i64) -> StoreResult<Option<CaseRecord>> {
@@ -1280,6 +1315,38 @@ BN-1,bin,,31.32,120.62,G2,,,,1200,modbus-rtu /dev/ttyUSB0 9600 7,
         // A stale writer loses.
         assert!(
             !s.update_case(&stored, CaseState::Dispatched, &[e])
+                .await
+                .unwrap()
+        );
+        // A team's transition made on a case read before the sensor cleared loses too, in
+        // the same state: it must not write the old condition back.
+        let read = s.get_case(id).await.unwrap().unwrap();
+        let mut cleared = read.clone();
+        cleared.condition_active = false;
+        cleared.clear_since_ms = Some(2_500);
+        assert!(
+            s.update_case(&cleared, CaseState::Accepted, &[])
+                .await
+                .unwrap()
+        );
+        let mut resolved = read.clone();
+        resolved.state = CaseState::Resolved;
+        let e = entry(3_000, Some(CaseState::Accepted), CaseState::Resolved);
+        assert!(
+            !s.update_case_from(&resolved, &read, std::slice::from_ref(&e))
+                .await
+                .unwrap(),
+            "the sensor's news is not overwritten"
+        );
+        let fresh = s.get_case(id).await.unwrap().unwrap();
+        assert!(!fresh.condition_active);
+        let mut resolved = fresh.clone();
+        resolved.state = CaseState::Resolved;
+        assert!(s.update_case_from(&resolved, &fresh, &[]).await.unwrap());
+        let mut back = s.get_case(id).await.unwrap().unwrap();
+        back.state = CaseState::Accepted;
+        assert!(
+            s.update_case(&back, CaseState::Resolved, &[])
                 .await
                 .unwrap()
         );
