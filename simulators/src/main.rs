@@ -174,6 +174,13 @@ fn city(args: &CityArgs) -> City {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // The gateway's logs, when asked for (`RUST_LOG=streetgate_gateway=info`).
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     match cli.command {
         Command::Demo { devices, speed } => streetgate_simulators::demo::run(devices, speed)?,
         Command::Verify { scenario } => {

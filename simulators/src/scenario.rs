@@ -824,6 +824,14 @@ impl Running {
             t.abort();
         }
         let start_ms = self.start_ms;
+        // Counted before the fleet stops: devices whose connections close as the simulation
+        // ends are not an outage of the city's network.
+        let fleet_outages = self
+            .gw
+            .state
+            .metrics
+            .fleet_outages
+            .load(std::sync::atomic::Ordering::Relaxed);
         self.fleet.stop();
         let gw = self.gw;
         // The status line's counts and the API's, read back to back (the gateway still ticks:
@@ -913,11 +921,6 @@ impl Running {
             }
         }
         let rejected = gw.state.metrics.rejections().iter().map(|(_, n)| n).sum();
-        let fleet_outages = gw
-            .state
-            .metrics
-            .fleet_outages
-            .load(std::sync::atomic::Ordering::Relaxed);
         gw.shutdown().await?;
         let full = self
             .full
