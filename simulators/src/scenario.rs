@@ -208,7 +208,8 @@ pub struct CaseMatch {
     #[serde(default)]
     pub open: Option<bool>,
     /// The states the case went through, in order, exactly (its history's `to` states, e.g.
-    /// `["registered", "dispatched", "accepted", "resolved", "verified", "closed"]`).
+    /// `["registered", "dispatched", "accepted", "resolved", "verified", "closed"]`; events that
+    /// leave the state as it was, such as an escalation, are not states gone through).
     #[serde(default)]
     pub lifecycle: Option<Vec<CaseState>>,
     /// Registered at most this long after the fault struck its first device, simulated s.
@@ -1074,7 +1075,11 @@ fn judge(s: &Scenario, run: &Judged<'_>) -> Report {
             continue;
         };
         let history = run.histories.get(&c.id).cloned().unwrap_or_default();
-        let states: Vec<CaseState> = history.iter().map(|h| h.to).collect();
+        let states: Vec<CaseState> = history
+            .iter()
+            .filter(|h| h.from != Some(h.to))
+            .map(|h| h.to)
+            .collect();
         let fault = struck_at(c);
         let since = |ms: i64| fault.map_or(-1, |f| (ms - f) / 1000);
         let closed = c.closed_ms.filter(|_| c.state == CaseState::Closed);
