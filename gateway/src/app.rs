@@ -277,7 +277,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let housekeeping = tokio::spawn(housekeeping(
         Arc::clone(&store),
-        config.store.history_per_device,
+        Trim {
+            history_per_device: config.store.history_per_device,
+            max_unregistered: config.inventory.max_unregistered,
+            unregistered_ttl_ms: i64::try_from(config.inventory.unregistered_ttl_s)
+                .unwrap_or(i64::MAX / 1000)
+                .saturating_mul(1000),
+        },
+        clock,
         Duration::from_secs(config.store.trim_interval_s),
         cancel.clone(),
     ));
@@ -340,9 +347,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     })
 }
 
+/// What housekeeping keeps.
+#[derive(Debug, Clone, Copy)]
+struct Trim {
+    history_per_device: u32,
+    max_unregistered: u64,
+    unregistered_ttl_ms: i64,
+}
+
 async fn housekeeping(
     store: Arc<dyn Store>,
-    keep: u32,
+    trim: Trim,
+    clock: crate::clock::Clock,
     every: Duration,
     cancel: CancellationToken,
 ) {
@@ -354,10 +370,22 @@ async fn housekeeping(
             () = cancel.cancelled() => break,
             _ = tick.tick() => {}
         }
-        match store.trim_history(keep).await {
+        match store.trim_history(trim.history_per_device).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(rows = n, "reading history trimmed"),
             Err(e) => tracing::warn!(error = %e, "trimming the reading history failed"),
+        }
+        let seen_before = clock.now_ms().saturating_sub(trim.unregistered_ttl_ms);
+        match store
+            .trim_unregistered(trim.max_unregistered, seen_before)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                devices = n,
+                "unregistered devices forgotten (inventory.max_unregistered, unregistered_ttl_s)"
+            ),
+            Err(e) => tracing::warn!(error = %e, "trimming the unregistered devices failed"),
         }
     }
 }

@@ -422,6 +422,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn list_unregistered(&self, limit: u32) -> StoreResult<Vec<UnregisteredDevice>>;
     /// Number of distinct unregistered devices.
     async fn count_unregistered(&self) -> StoreResult<u64>;
+    /// Forget unregistered devices last seen before `seen_before_ms`, then all but the `keep`
+    /// most recently seen; returns how many were removed.
+    async fn trim_unregistered(&self, keep: u64, seen_before_ms: UnixMs) -> StoreResult<u64>;
     /// Cumulative rejections by reason.
     async fn rejection_totals(&self) -> StoreResult<Vec<(String, u64)>>;
 

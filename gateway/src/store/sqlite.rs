@@ -688,6 +688,27 @@ impl Store for SqliteStore {
         Ok(count(n))
     }
 
+    async fn trim_unregistered(&self, keep: u64, seen_before_ms: UnixMs) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        let expired = sqlx::query("DELETE FROM unregistered_devices WHERE last_seen_ms < ?")
+            .bind(seen_before_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let over = sqlx::query(
+            "DELETE FROM unregistered_devices WHERE id IN (
+                 SELECT id FROM unregistered_devices ORDER BY last_seen_ms DESC, id
+                 LIMIT -1 OFFSET ?
+             )",
+        )
+        .bind(i64::try_from(keep).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(expired + over)
+    }
+
     async fn rejection_totals(&self) -> StoreResult<Vec<(String, u64)>> {
         let rows: Vec<(String, i64)> =
             sqlx::query_as("SELECT reason, total FROM rejection_counters ORDER BY reason")
@@ -1098,6 +1119,39 @@ mod tests {
             .await
             .unwrap();
         (dir, s)
+    }
+
+    #[tokio::test]
+    async fn unregistered_devices_are_capped_and_expire() {
+        let (_dir, s) = store().await;
+        let unregistered = (0..20)
+            .map(|i| UnregisteredSighting {
+                device_id: format!("X-{i:02}"),
+                claimed_kind: None,
+                at_ms: 1000 + i,
+                topic: format!("streetgate/v1/X-{i:02}/telemetry"),
+                count: 1,
+            })
+            .collect();
+        s.write_batch(&WriteBatch {
+            unregistered,
+            ..WriteBatch::default()
+        })
+        .await
+        .unwrap();
+        // Seen before 1005: X-00..X-04 expire; then the 10 most recent of the rest stay.
+        assert_eq!(s.trim_unregistered(10, 1005).await.unwrap(), 10);
+        let left: Vec<String> = s
+            .list_unregistered(100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| u.id)
+            .collect();
+        assert_eq!(left.len(), 10);
+        assert_eq!(left.first().map(String::as_str), Some("X-19"));
+        assert_eq!(left.last().map(String::as_str), Some("X-10"));
+        assert_eq!(s.trim_unregistered(10, 0).await.unwrap(), 0);
     }
 
     const CSV: &str = "\
