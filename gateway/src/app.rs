@@ -312,8 +312,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let http_addr = listener.local_addr().context("reading the HTTP address")?;
     let router = api::router(state.clone(), config.http.max_body_bytes);
     let http_cancel = cancel.clone();
+    let http_limits = (config.http.max_connections, config.http.idle_timeout_ms);
     let http = tokio::spawn(async move {
         let stop = http_cancel.clone();
+        let listener = api::listener::LimitedListener::new(
+            listener,
+            http_limits.0,
+            Duration::from_millis(http_limits.1),
+        );
         let serve = axum::serve(listener, router)
             .with_graceful_shutdown(async move { stop.cancelled().await });
         if let Err(e) = serve.await {

@@ -223,6 +223,11 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Largest request body accepted (CSV imports), bytes.
     pub max_body_bytes: usize,
+    /// Connections served at once; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// A connection that sends nothing for this long is closed (idle keep-alive, headers or a
+    /// body that never finish), ms.
+    pub idle_timeout_ms: u64,
 }
 
 impl Default for HttpConfig {
@@ -230,6 +235,8 @@ impl Default for HttpConfig {
         Self {
             listen: parse_default(DEFAULT_HTTP_LISTEN),
             max_body_bytes: 64 * 1024 * 1024,
+            max_connections: 1024,
+            idle_timeout_ms: 60_000,
         }
     }
 }
@@ -597,6 +604,8 @@ pub enum EnvValueKind {
 pub const ENV_KEYS: &[(&str, EnvValueKind)] = &[
     ("http.listen", EnvValueKind::Text),
     ("http.max_body_bytes", EnvValueKind::Literal),
+    ("http.max_connections", EnvValueKind::Literal),
+    ("http.idle_timeout_ms", EnvValueKind::Literal),
     ("broker.embedded", EnvValueKind::Literal),
     ("broker.listen", EnvValueKind::Text),
     ("broker.max_connections", EnvValueKind::Literal),
@@ -829,6 +838,16 @@ impl Config {
                 "broker.connection_timeout_ms",
                 self.broker.connection_timeout_ms,
                 "100..=65535 ms",
+            ));
+        }
+        if self.http.max_connections == 0 {
+            return Err(invalid("http.max_connections", 0, "at least 1"));
+        }
+        if self.http.idle_timeout_ms < 100 {
+            return Err(invalid(
+                "http.idle_timeout_ms",
+                self.http.idle_timeout_ms,
+                "at least 100 ms",
             ));
         }
         if self.http.max_body_bytes < 1024 {
@@ -1279,6 +1298,7 @@ mod tests {
                 (EnvValueKind::Literal, "mqtt.keep_alive_s") => "10",
                 (EnvValueKind::Literal, "mqtt.reconnect_max_ms") => "60000",
                 (EnvValueKind::Literal, "http.max_body_bytes") => "100000",
+                (EnvValueKind::Literal, "http.idle_timeout_ms") => "1000",
                 (EnvValueKind::Literal, _) => "2",
             };
             let var = env_var_name(key);

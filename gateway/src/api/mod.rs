@@ -25,6 +25,7 @@ mod cases;
 mod commands;
 mod devices;
 mod lighting;
+pub mod listener;
 mod system;
 
 use std::net::SocketAddr;
