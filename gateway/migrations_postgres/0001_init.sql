@@ -1,5 +1,5 @@
--- streetgate schema, PostgreSQL: the same tables as migrations_sqlite/ (the PostgreSQL store
--- is not wired yet). Times are Unix milliseconds.
+-- streetgate schema, PostgreSQL: the same tables as migrations_sqlite/, every integer a BIGINT
+-- (the store reads them all as i64). Times are Unix milliseconds.
 
 -- Inventory. transport and overrides are JSON (model::Transport, model::ThresholdOverrides).
 CREATE TABLE devices (
@@ -12,7 +12,7 @@ CREATE TABLE devices (
     road_segment    TEXT,
     road_class      TEXT,
     toilet_class    TEXT,
-    bin_depth_mm    INTEGER,
+    bin_depth_mm    BIGINT,
     transport       TEXT NOT NULL,
     overrides       TEXT NOT NULL,
     updated_ms      BIGINT NOT NULL
@@ -75,8 +75,8 @@ CREATE TABLE cases (
     closed_ms       BIGINT,
     condition_active BOOLEAN NOT NULL DEFAULT FALSE,
     clear_since_ms  BIGINT,
-    rework_count    INTEGER NOT NULL DEFAULT 0,
-    returned_count  INTEGER NOT NULL DEFAULT 0
+    rework_count    BIGINT NOT NULL DEFAULT 0,
+    returned_count  BIGINT NOT NULL DEFAULT 0
 );
 -- At most one open case per (subject, condition): deduplication is atomic in the database.
 CREATE UNIQUE INDEX cases_open_key ON cases (subject_key, condition_key)
@@ -98,7 +98,7 @@ CREATE INDEX case_history_case ON case_history (case_id, id);
 
 -- Rule-engine state (durations, offline timers, lighting windows): one JSON blob.
 CREATE TABLE rule_state (
-    id              INTEGER PRIMARY KEY CHECK (id = 1),
+    id              BIGINT PRIMARY KEY CHECK (id = 1),
     saved_ms        BIGINT NOT NULL,
     state           TEXT NOT NULL
 );

@@ -13,8 +13,8 @@ CREATE TABLE alert_deliveries (
     event_id        BIGINT NOT NULL,
     case_id         BIGINT NOT NULL,
     status          TEXT NOT NULL,
-    attempts        INTEGER NOT NULL,
-    response_status INTEGER,
+    attempts        BIGINT NOT NULL,
+    response_status BIGINT,
     last_error      TEXT,
     first_attempt_ms BIGINT NOT NULL,
     finished_ms     BIGINT NOT NULL

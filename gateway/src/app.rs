@@ -29,8 +29,35 @@ use crate::model::Reading;
 use crate::pipeline::{self, StoreWriter, WriteOp, WriterSettings};
 use crate::publisher::Publisher;
 use crate::store::Store;
-use crate::store::sqlite::SqliteStore;
+use crate::store::{PgStore, SqliteStore};
 use crate::{alerts, api, broker};
+
+/// Open the configured store and apply its migrations.
+pub async fn open_store(config: &crate::config::StoreConfig) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match config.backend {
+        StoreBackend::Sqlite => {
+            let store = SqliteStore::open(&config.path).await.with_context(|| {
+                format!(
+                    "opening the SQLite store at {} (store.path)",
+                    config.path.display()
+                )
+            })?;
+            Arc::new(store)
+        }
+        StoreBackend::Postgres => {
+            let url = config.url.as_deref().unwrap_or_default();
+            let store = PgStore::connect(url, config.max_connections)
+                .await
+                .with_context(|| {
+                    format!(
+                        "opening the PostgreSQL store at {} (store.url)",
+                        crate::config::redact_url(url)
+                    )
+                })?;
+            Arc::new(store)
+        }
+    })
+}
 
 /// How long shutdown waits for the pipeline to drain before giving up on it.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -86,15 +113,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let metrics = Arc::new(Metrics::default());
 
     // Store and inventory.
-    let StoreBackend::Sqlite = config.store.backend;
     let store_path = config.store.path.clone();
-    let sqlite = SqliteStore::open(&store_path).await.with_context(|| {
-        format!(
-            "opening the SQLite store at {} (store.path)",
-            store_path.display()
-        )
-    })?;
-    let store: Arc<dyn Store> = Arc::new(sqlite);
+    let store = open_store(&config.store).await?;
     let devices = store
         .list_devices()
         .await
@@ -303,7 +323,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             started,
             mqtt_broker: mqtt_broker.clone(),
             embedded_broker: broker_addr,
-            store_path: store_path.display().to_string(),
+            store_path: match config.store.backend {
+                StoreBackend::Sqlite => store_path.display().to_string(),
+                StoreBackend::Postgres => {
+                    crate::config::redact_url(config.store.url.as_deref().unwrap_or_default())
+                }
+            },
         }),
     };
     let listener = tokio::net::TcpListener::bind(config.http.listen)
@@ -332,7 +357,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         http = %http_addr,
         mqtt = %mqtt_broker,
         embedded_broker = ?broker_addr,
-        store = %store_path.display(),
+        store = %state.runtime.store_path,
         devices = inventory.len(),
         "streetgate started"
     );

@@ -340,8 +340,10 @@ impl Default for MqttConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StoreBackend {
-    /// SQLite file (WAL).
+    /// SQLite file (WAL): `store.path`.
     Sqlite,
+    /// PostgreSQL server: `store.url`.
+    Postgres,
 }
 
 /// `[store]`
@@ -350,8 +352,14 @@ pub enum StoreBackend {
 pub struct StoreConfig {
     /// Backend.
     pub backend: StoreBackend,
-    /// SQLite database file; its directory is created if missing.
+    /// SQLite database file; its directory is created if missing. With PostgreSQL, the
+    /// directory still holds the gateway's local files (the embedded broker's sessions).
     pub path: PathBuf,
+    /// PostgreSQL URL, `postgres://user:password@host:port/database` (backend `postgres`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Most connections to PostgreSQL.
+    pub max_connections: u32,
     /// Readings kept per device in the history table (0 = none).
     pub history_per_device: u32,
     /// Most writes in one transaction.
@@ -367,6 +375,8 @@ impl Default for StoreConfig {
         Self {
             backend: StoreBackend::Sqlite,
             path: PathBuf::from("./streetgate-data/streetgate.db"),
+            url: None,
+            max_connections: 8,
             history_per_device: 100,
             batch_max: 2000,
             trim_interval_s: 60,
@@ -627,6 +637,8 @@ pub const ENV_KEYS: &[(&str, EnvValueKind)] = &[
     ("mqtt.inflight", EnvValueKind::Literal),
     ("store.backend", EnvValueKind::Text),
     ("store.path", EnvValueKind::Text),
+    ("store.url", EnvValueKind::Text),
+    ("store.max_connections", EnvValueKind::Literal),
     ("store.history_per_device", EnvValueKind::Literal),
     ("store.batch_max", EnvValueKind::Literal),
     ("store.trim_interval_s", EnvValueKind::Literal),
@@ -859,6 +871,23 @@ impl Config {
         }
         if self.store.path.as_os_str().is_empty() {
             return Err(invalid("store.path", "\"\"", "a file path"));
+        }
+        if self.store.backend == StoreBackend::Postgres {
+            let url = self.store.url.as_deref().unwrap_or_default();
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(invalid(
+                    "store.url",
+                    format!("{:?}", redact_url(url)),
+                    "postgres://user:password@host:port/database (store.backend = \"postgres\")",
+                ));
+            }
+            if !(1..=1000).contains(&self.store.max_connections) {
+                return Err(invalid(
+                    "store.max_connections",
+                    self.store.max_connections,
+                    "1 to 1000",
+                ));
+            }
         }
         if self.store.batch_max == 0 {
             return Err(invalid("store.batch_max", 0, "at least 1"));
@@ -1124,7 +1153,26 @@ impl Config {
         if shown.mqtt.password.is_some() {
             shown.mqtt.password = Some("***".to_owned());
         }
+        if let Some(url) = &shown.store.url {
+            shown.store.url = Some(redact_url(url));
+        }
         toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+/// A URL with its password masked (`postgres://user:***@host/db`).
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
     }
 }
 
@@ -1194,6 +1242,23 @@ mod tests {
         assert!(!c.broker_embedded());
         let c = load("[broker]\nembedded = false\n", &[]).unwrap_err();
         assert!(c.to_string().contains("mqtt.url"), "{c}");
+    }
+
+    #[test]
+    fn postgres_needs_a_url_and_its_password_is_never_shown() {
+        let e = load("[store]\nbackend = \"postgres\"\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("store.url"), "{e}");
+        let c = load(
+            "[store]\nbackend = \"postgres\"\n",
+            &[("STREETGATE_STORE_URL", "postgres://sg:s3cret@db:5432/city")],
+        )
+        .unwrap();
+        assert_eq!(c.store.backend, StoreBackend::Postgres);
+        let shown = c.to_toml_redacted();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("postgres://sg:***@db:5432/city"), "{shown}");
+        assert_eq!(redact_url("postgres://db/city"), "postgres://db/city");
+        assert_eq!(redact_url("postgres://u@db/x:y@z"), "postgres://u@db/x:y@z");
     }
 
     #[test]

@@ -46,6 +46,7 @@ pub(super) async fn health(State(state): State<AppState>) -> impl IntoResponse {
             },
             "store": {
                 "ok": store.is_ok(),
+                "backend": state.store.backend(),
                 "path": rt.store_path,
                 "error": store.err().map(|e| e.to_string()),
             },

@@ -1,0 +1,726 @@
+//! The store's behaviour, the same on every backend: each test runs on SQLite and, when
+//! `STREETGATE_TEST_PG_URL` names a PostgreSQL server, on a scratch database there.
+
+use std::sync::Arc;
+
+use super::postgres::scratch::{ScratchDatabase, server_url};
+use super::{PgStore, SqliteStore};
+use crate::inventory::parse_csv;
+use crate::model::{CaseSource, CaseState, CaseType, SeqState};
+use crate::store::*;
+use streetgate_protocols::DeviceId;
+
+/// A store under test and what to clean up after it.
+struct TestStore {
+    store: Arc<dyn Store>,
+    raw: Raw,
+    _dir: Option<tempfile::TempDir>,
+    scratch: Option<ScratchDatabase>,
+}
+
+/// The concrete store, for statements the traits do not offer.
+enum Raw {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+impl Raw {
+    /// Insert an open `bin_full` case for `device:BN-1` directly, in `state`.
+    async fn insert_open_case(&self, state: &str) -> Result<(), sqlx::Error> {
+        const SQL: &str = "INSERT INTO cases (case_type, source, subject_key, condition_key,
+                 grid, state, opened_ms, updated_ms)
+             VALUES ('bin_full', 'sensor', 'device:BN-1', 'alarm:bin_full', 'G', $1, 1, 1)";
+        match self {
+            Raw::Sqlite(s) => sqlx::query(SQL)
+                .bind(state)
+                .execute(s.pool())
+                .await
+                .map(drop),
+            Raw::Postgres(s) => sqlx::query(SQL)
+                .bind(state)
+                .execute(s.pool())
+                .await
+                .map(drop),
+        }
+    }
+
+    async fn close_all_cases(&self) -> Result<(), sqlx::Error> {
+        const SQL: &str = "UPDATE cases SET state = 'closed'";
+        match self {
+            Raw::Sqlite(s) => sqlx::query(SQL).execute(s.pool()).await.map(drop),
+            Raw::Postgres(s) => sqlx::query(SQL).execute(s.pool()).await.map(drop),
+        }
+    }
+
+    /// A second, independent connection pool on the same database (another writer).
+    async fn second_writer(&self, t: &TestStore) -> Arc<dyn Store> {
+        match self {
+            Raw::Sqlite(_) => {
+                let dir = t._dir.as_ref().map(|d| d.path().join("sub/dir/db.sqlite"));
+                Arc::new(SqliteStore::open(&dir.unwrap()).await.unwrap())
+            }
+            Raw::Postgres(_) => {
+                let url = &t.scratch.as_ref().unwrap().url;
+                Arc::new(PgStore::connect(url, 4).await.unwrap())
+            }
+        }
+    }
+}
+
+impl TestStore {
+    async fn done(self) {
+        self.store.close().await;
+        if let Some(db) = self.scratch {
+            db.drop_database().await.unwrap();
+        }
+    }
+}
+
+/// SQLite in a temporary directory, and PostgreSQL when the test server is configured (a
+/// configured server that does not answer fails the test).
+async fn stores() -> Vec<TestStore> {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqliteStore::open(&dir.path().join("sub/dir/db.sqlite"))
+        .await
+        .unwrap();
+    let mut stores = vec![TestStore {
+        store: Arc::new(sqlite.clone()),
+        raw: Raw::Sqlite(sqlite),
+        _dir: Some(dir),
+        scratch: None,
+    }];
+    match server_url() {
+        Some(url) => {
+            let db = ScratchDatabase::create(&url)
+                .await
+                .unwrap_or_else(|e| panic!("STREETGATE_TEST_PG_URL={url}: {e}"));
+            let pg = PgStore::connect(&db.url, 4).await.unwrap();
+            stores.push(TestStore {
+                store: Arc::new(pg.clone()),
+                raw: Raw::Postgres(pg),
+                _dir: None,
+                scratch: Some(db),
+            });
+        }
+        None => eprintln!("STREETGATE_TEST_PG_URL is not set: PostgreSQL not tested"),
+    }
+    stores
+}
+
+#[tokio::test]
+async fn unregistered_devices_are_capped_and_expire() {
+    for t in stores().await {
+        let s = t.store.clone();
+        let unregistered = (0..20)
+            .map(|i| UnregisteredSighting {
+                device_id: format!("X-{i:02}"),
+                claimed_kind: None,
+                at_ms: 1000 + i,
+                topic: format!("streetgate/v1/X-{i:02}/telemetry"),
+                count: 1,
+            })
+            .collect();
+        s.write_batch(&WriteBatch {
+            unregistered,
+            ..WriteBatch::default()
+        })
+        .await
+        .unwrap();
+        // Seen before 1005: X-00..X-04 expire; then the 10 most recent of the rest stay.
+        assert_eq!(s.trim_unregistered(10, 1005).await.unwrap(), 10);
+        let left: Vec<String> = s
+            .list_unregistered(100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| u.id)
+            .collect();
+        assert_eq!(left.len(), 10);
+        assert_eq!(left.first().map(String::as_str), Some("X-19"));
+        assert_eq!(left.last().map(String::as_str), Some("X-10"));
+        assert_eq!(s.trim_unregistered(10, 0).await.unwrap(), 0);
+        t.done().await;
+    }
+}
+
+const CSV: &str = "\
+id,kind,component_code,lat,lon,grid,road_segment,road_class,toilet_class,bin_depth_mm,transport,overrides
+SL-1,streetlight,3205080118000001,31.30,120.60,G1,S-1,main,,,mqtt,min_current_a=0.2
+BN-1,bin,,31.32,120.62,G2,,,,1200,modbus-rtu /dev/ttyUSB0 9600 7,
+";
+
+#[tokio::test]
+async fn devices_round_trip() {
+    for t in stores().await {
+        let s = t.store.clone();
+        let devices = parse_csv(CSV.as_bytes()).unwrap();
+        s.upsert_devices(&devices, 1).await.unwrap();
+        let mut back = s.list_devices().await.unwrap();
+        back.sort_by(|a, b| b.id.cmp(&a.id));
+        assert_eq!(back, devices);
+        assert_eq!(
+            s.get_device("BN-1").await.unwrap().as_ref(),
+            Some(&devices[1])
+        );
+        assert!(s.delete_device("BN-1").await.unwrap());
+        assert!(!s.delete_device("BN-1").await.unwrap());
+        assert_eq!(s.count_devices().await.unwrap(), 1);
+        t.done().await;
+    }
+}
+
+#[tokio::test]
+async fn sequence_states_are_committed_with_readings_and_never_go_back() {
+    for t in stores().await {
+        let s = t.store.clone();
+        let state = |last_seq, accepted| SeqState {
+            last_seq,
+            seen: u64::MAX - 4,
+            valid: u64::MAX,
+            missing: 2,
+            restarts: 1,
+            accepted,
+        };
+        let rec = |id: &str, st: Option<SeqState>| ReadingRecord {
+            device_id: id.into(),
+            reading_type: "telemetry",
+            received_ms: 5,
+            body: "{}".into(),
+            seq_state: st,
+        };
+        s.write_batch(&WriteBatch {
+            readings: vec![
+                rec("MH-1", Some(state(9, 9))),
+                rec("MH-1", Some(state(u32::MAX, 10))),
+                rec("MH-1", Some(state(8, 8))),
+                rec("MB-1", None),
+            ],
+            ..WriteBatch::default()
+        })
+        .await
+        .unwrap();
+        let mh = DeviceId::new("MH-1").unwrap();
+        let all = s.seq_states().await.unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[&mh], state(u32::MAX, 10));
+        // An older state (a batch written late) does not overwrite a newer one.
+        s.write_batch(&WriteBatch {
+            readings: vec![rec("MH-1", Some(state(3, 4)))],
+            ..WriteBatch::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            s.seq_state("MH-1").await.unwrap(),
+            Some(state(u32::MAX, 10))
+        );
+        assert_eq!(
+            s.seq_summary().await.unwrap(),
+            SeqSummary {
+                devices_with_gaps: 1,
+                missing: 2,
+                restarts: 1
+            }
+        );
+        assert_eq!(s.seq_state("MB-1").await.unwrap(), None);
+        t.done().await;
+    }
+}
+
+#[tokio::test]
+async fn batches_latest_history_unregistered() {
+    for t in stores().await {
+        let s = t.store.clone();
+        let rec = |t: i64, ty: &'static str| ReadingRecord {
+            device_id: "SL-1".into(),
+            reading_type: ty,
+            received_ms: t,
+            body: format!("{{\"t\":{t}}}"),
+            seq_state: None,
+        };
+        let sighting = |id: &str, at: i64| UnregisteredSighting {
+            device_id: id.into(),
+            claimed_kind: None,
+            at_ms: at,
+            topic: format!("streetgate/v1/{id}/telemetry"),
+            count: 2,
+        };
+        s.write_batch(&WriteBatch {
+            readings: vec![rec(1, "telemetry"), rec(2, "telemetry"), rec(3, "status")],
+            unregistered: vec![sighting("X-1", 5)],
+            rejection_deltas: vec![("malformed".into(), 3)],
+            keep_history: true,
+        })
+        .await
+        .unwrap();
+        s.write_batch(&WriteBatch {
+            readings: vec![rec(4, "telemetry")],
+            unregistered: vec![sighting("X-1", 9)],
+            rejection_deltas: vec![("malformed".into(), 1)],
+            keep_history: true,
+        })
+        .await
+        .unwrap();
+        let latest = s.latest_readings("SL-1").await.unwrap();
+        assert_eq!(latest.len(), 2);
+        assert_eq!(latest[0].received_ms, 4);
+        assert_eq!(latest[0].body["t"], 4);
+        assert_eq!(s.reading_history("SL-1", 10).await.unwrap().len(), 4);
+        assert_eq!(s.trim_history(2).await.unwrap(), 2);
+        assert_eq!(s.reading_history("SL-1", 10).await.unwrap().len(), 2);
+        let u = s.list_unregistered(10).await.unwrap();
+        assert_eq!(
+            (u[0].message_count, u[0].first_seen_ms, u[0].last_seen_ms),
+            (4, 5, 9)
+        );
+        assert_eq!(
+            s.rejection_totals().await.unwrap(),
+            vec![("malformed".to_owned(), 4)]
+        );
+        // Registering the device removes it from the unregistered list.
+        let mut d = parse_csv(CSV.as_bytes()).unwrap().remove(0);
+        d.id = DeviceId::new("X-1").unwrap();
+        s.upsert_devices(&[d], 10).await.unwrap();
+        assert_eq!(s.count_unregistered().await.unwrap(), 0);
+        t.done().await;
+    }
+}
+
+fn case(subject: &str, condition: &str, state: CaseState) -> CaseRecord {
+    CaseRecord {
+        id: 0,
+        case_type: CaseType::BinFull,
+        source: CaseSource::Sensor,
+        subject_key: subject.into(),
+        condition_key: Some(condition.into()),
+        grid: "G1".into(),
+        team: Some("sanitation-G1".into()),
+        state,
+        urgent: false,
+        devices: vec![DeviceId::new("BN-1").unwrap()],
+        detail: "fill 85 % ≥ 80 %".into(),
+        opened_ms: 1_000,
+        due_ms: Some(5_000),
+        updated_ms: 1_000,
+        closed_ms: None,
+        condition_active: true,
+        clear_since_ms: None,
+        rework_count: 0,
+        returned_count: 0,
+    }
+}
+
+fn entry(at: i64, from: Option<CaseState>, to: CaseState) -> CaseHistoryEntry {
+    CaseHistoryEntry {
+        at_ms: at,
+        actor: "system".into(),
+        from,
+        to,
+        note: String::new(),
+    }
+}
+
+#[tokio::test]
+async fn cases_dedup_update_history_filters() {
+    for t in stores().await {
+        let s = t.store.clone();
+        let c = case("device:BN-1", "alarm:bin_full", CaseState::Dispatched);
+        let first = s
+            .insert_case(&c, &entry(1_000, None, CaseState::Dispatched))
+            .await
+            .unwrap();
+        let CaseInsert::Created(id) = first else {
+            panic!("{first:?}")
+        };
+        assert_eq!(
+            s.insert_case(&c, &entry(1_001, None, CaseState::Dispatched))
+                .await
+                .unwrap(),
+            CaseInsert::AlreadyOpen(id)
+        );
+        // Concurrent inserts of the same key: exactly one wins.
+        let results = futures::future::join_all((0..8).map(|i| {
+            let s = s.clone();
+            let c = case("device:MH-1", "alarm:cover_open", CaseState::Registered);
+            async move {
+                s.insert_case(&c, &entry(i, None, CaseState::Registered))
+                    .await
+                    .unwrap()
+            }
+        }))
+        .await;
+        let created = results
+            .iter()
+            .filter(|r| matches!(r, CaseInsert::Created(_)))
+            .count();
+        assert_eq!(created, 1, "{results:?}");
+
+        let mut stored = s.get_case(id).await.unwrap().unwrap();
+        assert_eq!(stored.devices, c.devices);
+        stored.state = CaseState::Accepted;
+        stored.updated_ms = 2_000;
+        let e = entry(2_000, Some(CaseState::Dispatched), CaseState::Accepted);
+        assert!(
+            s.update_case(&stored, CaseState::Dispatched, std::slice::from_ref(&e))
+                .await
+                .unwrap()
+        );
+        // A stale writer loses.
+        assert!(
+            !s.update_case(&stored, CaseState::Dispatched, &[e])
+                .await
+                .unwrap()
+        );
+        // A team's transition made on a case read before the sensor cleared loses too, in
+        // the same state: it must not write the old condition back.
+        let read = s.get_case(id).await.unwrap().unwrap();
+        let mut cleared = read.clone();
+        cleared.condition_active = false;
+        cleared.clear_since_ms = Some(2_500);
+        assert!(
+            s.update_case(&cleared, CaseState::Accepted, &[])
+                .await
+                .unwrap()
+        );
+        let mut resolved = read.clone();
+        resolved.state = CaseState::Resolved;
+        let e = entry(3_000, Some(CaseState::Accepted), CaseState::Resolved);
+        assert!(
+            !s.update_case_from(&resolved, &read, std::slice::from_ref(&e))
+                .await
+                .unwrap(),
+            "the sensor's news is not overwritten"
+        );
+        let fresh = s.get_case(id).await.unwrap().unwrap();
+        assert!(!fresh.condition_active);
+        let mut resolved = fresh.clone();
+        resolved.state = CaseState::Resolved;
+        assert!(s.update_case_from(&resolved, &fresh, &[]).await.unwrap());
+        let mut back = s.get_case(id).await.unwrap().unwrap();
+        back.state = CaseState::Accepted;
+        assert!(
+            s.update_case(&back, CaseState::Resolved, &[])
+                .await
+                .unwrap()
+        );
+        let history = s.case_history(id).await.unwrap();
+        assert_eq!(history.len(), 2);
+        assert_eq!(history[1].from, Some(CaseState::Dispatched));
+
+        let f = |f: CaseFilter| {
+            let s = s.clone();
+            async move {
+                s.list_cases(&CaseFilter { limit: 100, ..f })
+                    .await
+                    .unwrap()
+                    .0
+            }
+        };
+        assert_eq!(f(CaseFilter::default()).await, 2);
+        assert_eq!(
+            f(CaseFilter {
+                state: Some(CaseState::Accepted),
+                ..Default::default()
+            })
+            .await,
+            1
+        );
+        assert_eq!(
+            f(CaseFilter {
+                case_type: Some(CaseType::BinFull),
+                grid: Some("G1".into()),
+                ..Default::default()
+            })
+            .await,
+            2
+        );
+        assert_eq!(
+            f(CaseFilter {
+                team: Some("nobody".into()),
+                ..Default::default()
+            })
+            .await,
+            0
+        );
+        assert_eq!(
+            f(CaseFilter {
+                overdue_at: Some(4_000),
+                ..Default::default()
+            })
+            .await,
+            0
+        );
+        assert_eq!(
+            f(CaseFilter {
+                overdue_at: Some(6_000),
+                ..Default::default()
+            })
+            .await,
+            2
+        );
+
+        // Closing frees the key; the closed case is found for the reopen window.
+        stored.state = CaseState::Closed;
+        stored.closed_ms = Some(3_000);
+        assert!(
+            s.update_case(&stored, CaseState::Accepted, &[])
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            f(CaseFilter {
+                open: Some(true),
+                ..Default::default()
+            })
+            .await,
+            1
+        );
+        assert_eq!(
+            s.recently_closed_case("device:BN-1", "alarm:bin_full", 2_500)
+                .await
+                .unwrap()
+                .map(|c| c.id),
+            Some(id)
+        );
+        assert!(
+            s.recently_closed_case("device:BN-1", "alarm:bin_full", 3_500)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(matches!(
+            s.insert_case(&c, &entry(4_000, None, CaseState::Dispatched))
+                .await
+                .unwrap(),
+            CaseInsert::Created(_)
+        ));
+        assert_eq!(s.open_cases().await.unwrap().len(), 2);
+        t.done().await;
+    }
+}
+
+#[tokio::test]
+async fn rule_state_and_dedup_index() {
+    for t in stores().await {
+        let s = t.store.clone();
+        assert!(s.load_rule_state().await.unwrap().is_none());
+        s.save_rule_state("{\"a\":1}", 5).await.unwrap();
+        s.save_rule_state("{\"a\":2}", 6).await.unwrap();
+        assert_eq!(
+            s.load_rule_state().await.unwrap(),
+            Some(("{\"a\":2}".to_owned(), 6))
+        );
+        t.raw.insert_open_case("dispatched").await.unwrap();
+        assert!(
+            t.raw.insert_open_case("registered").await.is_err(),
+            "second open case for the same key must be refused"
+        );
+        t.raw.close_all_cases().await.unwrap();
+        t.raw.insert_open_case("registered").await.unwrap();
+        assert_eq!(
+            s.open_case_counts().await.unwrap(),
+            vec![("bin_full".to_owned(), 1)]
+        );
+        t.done().await;
+    }
+}
+
+/// Two writers (two connection pools, as two gateways would have) race to open the same case
+/// many times: every round ends with exactly one case and every loser is told which.
+#[tokio::test]
+async fn two_writers_racing_open_one_case() {
+    for t in stores().await {
+        let a = t.store.clone();
+        let b = t.raw.second_writer(&t).await;
+        for round in 0..20 {
+            let c = case(
+                &format!("device:MH-{round}"),
+                "alarm:cover_open",
+                CaseState::Registered,
+            );
+            let e = entry(round, None, CaseState::Registered);
+            let (ra, rb) = tokio::join!(a.insert_case(&c, &e), b.insert_case(&c, &e));
+            let (ra, rb) = (ra.unwrap(), rb.unwrap());
+            match (ra, rb) {
+                (CaseInsert::Created(x), CaseInsert::AlreadyOpen(y))
+                | (CaseInsert::AlreadyOpen(y), CaseInsert::Created(x)) => assert_eq!(x, y),
+                other => panic!("round {round} on {}: {other:?}", a.backend()),
+            }
+        }
+        assert_eq!(a.open_cases().await.unwrap().len(), 20);
+        b.close().await;
+        t.done().await;
+    }
+}
+
+/// `streetgate store copy`: a SQLite store with something in every table arrives in
+/// PostgreSQL whole, ids kept, and PostgreSQL's ids continue after them.
+#[tokio::test]
+async fn sqlite_copies_to_postgres() {
+    let Some(url) = server_url() else {
+        eprintln!("STREETGATE_TEST_PG_URL is not set: copy to PostgreSQL not tested");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let from = SqliteStore::open(&dir.path().join("db.sqlite"))
+        .await
+        .unwrap();
+    let devices = parse_csv(CSV.as_bytes()).unwrap();
+    from.upsert_devices(&devices, 1).await.unwrap();
+    from.write_batch(&WriteBatch {
+        readings: vec![ReadingRecord {
+            device_id: "SL-1".into(),
+            reading_type: "telemetry",
+            received_ms: 7,
+            body: "{\"t\":7}".into(),
+            seq_state: Some(SeqState {
+                last_seq: 3,
+                seen: u64::MAX,
+                valid: u64::MAX,
+                missing: 1,
+                restarts: 0,
+                accepted: 3,
+            }),
+        }],
+        unregistered: vec![UnregisteredSighting {
+            device_id: "X-1".into(),
+            claimed_kind: Some("bin"),
+            at_ms: 5,
+            topic: "streetgate/v1/X-1/status".into(),
+            count: 1,
+        }],
+        rejection_deltas: vec![("malformed".into(), 2)],
+        keep_history: true,
+    })
+    .await
+    .unwrap();
+    // Case 1 closed, case 2 open with two history entries.
+    let mut first = case("device:BN-1", "alarm:bin_full", CaseState::Dispatched);
+    let CaseInsert::Created(id1) = from
+        .insert_case(&first, &entry(1, None, CaseState::Dispatched))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    first.id = id1;
+    first.state = CaseState::Closed;
+    first.closed_ms = Some(2);
+    assert!(
+        from.update_case(
+            &first,
+            CaseState::Dispatched,
+            &[entry(2, Some(CaseState::Dispatched), CaseState::Closed)]
+        )
+        .await
+        .unwrap()
+    );
+    let reopened = case("device:BN-1", "alarm:bin_full", CaseState::Dispatched);
+    let CaseInsert::Created(id2) = from
+        .insert_case(&reopened, &entry(3, None, CaseState::Dispatched))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    from.record_delivery(&DeliveryRecord {
+        id: 0,
+        sink: "mqtt".into(),
+        event_id: 1,
+        case_id: id1,
+        status: DeliveryStatus::Delivered,
+        attempts: 1,
+        response_status: None,
+        last_error: None,
+        first_attempt_ms: 1,
+        finished_ms: 1,
+    })
+    .await
+    .unwrap();
+    let cmd = from
+        .insert_command(&CommandRecord {
+            id: 0,
+            device_id: "SL-1".into(),
+            action: serde_json::json!({"action": "on"}),
+            actor: "ops".into(),
+            transport: "mqtt".into(),
+            state: CommandState::Sent,
+            detail: String::new(),
+            requested_ms: 4,
+            finished_ms: None,
+        })
+        .await
+        .unwrap();
+    from.save_rule_state("{\"v\":1}", 9).await.unwrap();
+
+    let db = ScratchDatabase::create(&url).await.unwrap();
+    let to = PgStore::connect(&db.url, 4).await.unwrap();
+    let report = super::admin::copy_sqlite_to_postgres(&from, &to)
+        .await
+        .unwrap();
+    assert_eq!(report.get("cases"), Some(&2), "{report:?}");
+    assert_eq!(report.get("case_history"), Some(&3), "{report:?}");
+
+    let mut back = to.list_devices().await.unwrap();
+    back.sort_by(|a, b| b.id.cmp(&a.id));
+    assert_eq!(back, devices);
+    assert_eq!(
+        to.latest_readings("SL-1").await.unwrap(),
+        from.latest_readings("SL-1").await.unwrap()
+    );
+    assert_eq!(
+        to.seq_states().await.unwrap(),
+        from.seq_states().await.unwrap()
+    );
+    assert_eq!(
+        to.list_unregistered(10).await.unwrap(),
+        from.list_unregistered(10).await.unwrap()
+    );
+    assert_eq!(
+        to.rejection_totals().await.unwrap(),
+        from.rejection_totals().await.unwrap()
+    );
+    for id in [id1, id2] {
+        assert_eq!(
+            to.get_case(id).await.unwrap(),
+            from.get_case(id).await.unwrap()
+        );
+        assert_eq!(
+            to.case_history(id).await.unwrap(),
+            from.case_history(id).await.unwrap()
+        );
+    }
+    assert_eq!(
+        to.list_deliveries(None, None, 10).await.unwrap(),
+        from.list_deliveries(None, None, 10).await.unwrap()
+    );
+    assert_eq!(to.alert_cursor("mqtt").await.unwrap(), 1);
+    assert_eq!(to.list_commands(None, 10).await.unwrap()[0].id, cmd);
+    assert_eq!(
+        to.load_rule_state().await.unwrap(),
+        Some(("{\"v\":1}".to_owned(), 9))
+    );
+    // New rows continue after the copied ids; the open case is still deduplicated.
+    assert_eq!(
+        to.insert_case(&reopened, &entry(5, None, CaseState::Dispatched))
+            .await
+            .unwrap(),
+        CaseInsert::AlreadyOpen(id2)
+    );
+    let other = case("device:MH-9", "alarm:cover_open", CaseState::Registered);
+    let CaseInsert::Created(id3) = to
+        .insert_case(&other, &entry(6, None, CaseState::Registered))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert!(id3 > id2);
+    // A second copy into the same (now filled) database is refused.
+    let again = super::admin::copy_sqlite_to_postgres(&from, &to)
+        .await
+        .unwrap_err();
+    assert!(again.to_string().contains("not empty"), "{again}");
+    to.close().await;
+    db.drop_database().await.unwrap();
+}
