@@ -5,7 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use streetgate_gateway::{app, config::Config};
+use streetgate_gateway::app;
+use streetgate_gateway::config::{Config, StoreBackend, redact_url};
+use streetgate_gateway::store::sql::admin::{OpenedStore, copy_sqlite_to_postgres};
+use streetgate_gateway::store::{PgStore, SqliteStore, Store};
 use tracing_subscriber::EnvFilter;
 
 /// streetgate: IoT sensing gateway for street infrastructure.
@@ -30,6 +33,35 @@ enum Command {
         /// TOML configuration file.
         file: PathBuf,
     },
+    /// Show the configured store's migrations (applied or pending); `--apply` applies the
+    /// pending ones (`run` also applies them at start).
+    Migrate {
+        /// TOML configuration file; `STREETGATE_*` environment variables override it.
+        #[arg(long, short, env = "STREETGATE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Apply the pending migrations.
+        #[arg(long)]
+        apply: bool,
+    },
+    /// Store administration.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Copy a SQLite store into a new, empty PostgreSQL database (migrated first), ids kept, in
+    /// one transaction. Stop the gateway first.
+    Copy {
+        /// The SQLite file to copy (store.path of the deployment).
+        #[arg(long)]
+        from: PathBuf,
+        /// The PostgreSQL database, `postgres://user:password@host:port/database`.
+        #[arg(long, env = "STREETGATE_STORE_URL")]
+        to: String,
+    },
 }
 
 fn init_tracing() {
@@ -45,6 +77,10 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => run(config).await,
         Command::CheckConfig { file } => check_config(&file),
+        Command::Migrate { config, apply } => migrate(config, apply).await,
+        Command::Store {
+            command: StoreCommand::Copy { from, to },
+        } => store_copy(&from, &to).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -59,6 +95,64 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(Some(file))?;
     println!("# {}: OK. Effective configuration:", file.display());
     print!("{}", config.to_toml_redacted());
+    Ok(())
+}
+
+async fn migrate(config_file: Option<PathBuf>, apply: bool) -> anyhow::Result<()> {
+    let config = Config::load(config_file.as_deref())?;
+    let location = match config.store.backend {
+        StoreBackend::Sqlite => config.store.path.display().to_string(),
+        StoreBackend::Postgres => redact_url(config.store.url.as_deref().unwrap_or_default()),
+    };
+    let store = OpenedStore::open(&config.store)
+        .await
+        .with_context(|| format!("opening the store at {location}"))?;
+    let before = store.migrations().await?;
+    let pending = before.iter().filter(|m| !m.applied).count();
+    if apply && pending > 0 {
+        store.migrate().await.context("applying the migrations")?;
+    }
+    let after = store.migrations().await?;
+    println!("{location}:");
+    for m in &after {
+        let was = before.iter().any(|b| b.version == m.version && b.applied);
+        let state = match (m.applied, was) {
+            (true, true) => "applied",
+            (true, false) => "applied now",
+            (false, _) => "pending",
+        };
+        println!("  {:04} {:<28} {state}", m.version, m.description);
+    }
+    if !apply && pending > 0 {
+        println!("{pending} pending: `streetgate migrate --apply` applies them");
+    }
+    store.into_store().close().await;
+    Ok(())
+}
+
+async fn store_copy(from: &std::path::Path, to: &str) -> anyhow::Result<()> {
+    if !from.exists() {
+        anyhow::bail!("--from {}: no such file", from.display());
+    }
+    let source = SqliteStore::open(from)
+        .await
+        .with_context(|| format!("opening the SQLite store {}", from.display()))?;
+    let target = PgStore::connect(to, 4)
+        .await
+        .with_context(|| format!("opening the PostgreSQL store {}", redact_url(to)))?;
+    let report = copy_sqlite_to_postgres(&source, &target)
+        .await
+        .context("copying")?;
+    for (table, rows) in &report {
+        println!("  {table:<24} {rows:>10} rows");
+    }
+    println!(
+        "copied {} into {}; set store.backend = \"postgres\" and store.url to use it",
+        from.display(),
+        redact_url(to)
+    );
+    source.close().await;
+    target.close().await;
     Ok(())
 }
 

@@ -236,7 +236,7 @@ async fn shutdown_drains_everything_accepted_into_the_store() {
     let Gateway { running, dir, .. } = gw;
     running.shutdown().await.unwrap();
 
-    use streetgate_gateway::store::{SqliteStore, Store};
+    use streetgate_gateway::store::{ReadingStore, SqliteStore, Store};
     let store = SqliteStore::open(&path).await.unwrap();
     let history = store.reading_history("BN-1", 1000).await.unwrap();
     assert_eq!(history.len(), n as usize);
