@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{AppState, RuntimeInfo};
 use crate::commands::{AckWaiters, Commander};
 use crate::config::{Config, StoreBackend};
+use crate::ha::{self, ActiveLease, Role, RoleCell};
 use crate::ingest::modbus::ModbusSettings;
 use crate::ingest::mqtt::MqttSettings;
 use crate::ingest::{self, IngestContext};
@@ -82,6 +83,7 @@ pub struct Running {
     housekeeping: JoinHandle<()>,
     services: Vec<JoinHandle<()>>,
     http: JoinHandle<()>,
+    lease: Option<ActiveLease>,
 }
 
 /// The address to connect to for a listener bound to `addr` (unspecified → loopback).
@@ -97,8 +99,151 @@ fn connectable(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// Start the gateway.
+/// Start the gateway (standalone: without `[ha]`).
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    start_as(config, None).await
+}
+
+/// A standby that has taken the lease and starts as the active gateway.
+#[derive(Debug)]
+pub struct Promotion {
+    /// The store it waited on.
+    pub store: Arc<dyn Store>,
+    /// Its name in the lease.
+    pub node: String,
+    /// The lease's epoch.
+    pub epoch: i64,
+    /// The lease's timing.
+    pub timing: ha::Timing,
+    /// Its role, shared with the API.
+    pub role: Arc<RoleCell>,
+}
+
+/// Run as one of an active/standby pair (`[ha]`): serve the API for reading as the standby
+/// until the lease is free, then start as the active gateway. `None` when `shutdown` came
+/// first.
+pub async fn start_ha(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<Option<Running>> {
+    config.validate().context("invalid configuration")?;
+    let store = open_store(&config.store).await?;
+    let node = config.ha.node_name();
+    let timing = config.ha.timing();
+    let role = Arc::new(RoleCell::new(Role::Standby));
+    let standby = serve_standby(&config, &store, &role, &node).await?;
+    tracing::info!(node, http = %standby.0, "standby: serving reads, waiting for the lease");
+    let stop = CancellationToken::new();
+    let epoch = tokio::select! {
+        epoch = ha::acquire(&store, &node, timing, &stop) => epoch,
+        () = shutdown => None,
+    };
+    standby.1.cancel();
+    let _ = standby.2.await;
+    let Some(epoch) = epoch else {
+        store.close().await;
+        return Ok(None);
+    };
+    let promotion = Promotion {
+        store,
+        node,
+        epoch,
+        timing,
+        role,
+    };
+    start_as(config, Some(promotion)).await.map(Some)
+}
+
+/// The API on a standby: reads answered from the shared store, changes refused with 503.
+async fn serve_standby(
+    config: &Config,
+    store: &Arc<dyn Store>,
+    role: &Arc<RoleCell>,
+    node: &str,
+) -> anyhow::Result<(SocketAddr, CancellationToken, JoinHandle<()>)> {
+    let clock = config.clock.clock();
+    let metrics = Arc::new(Metrics::default());
+    let devices = store
+        .list_devices()
+        .await
+        .context("loading the inventory")?;
+    let inventory = Arc::new(Inventory::new(devices));
+    let (_, lighting) = tokio::sync::watch::channel(crate::lighting::LightingSnapshot::default());
+    let state = AppState {
+        commander: Commander::new(
+            Arc::new(AckWaiters::default()),
+            Arc::clone(store),
+            Arc::clone(&inventory),
+            None,
+            None,
+            Arc::clone(&metrics),
+            clock,
+            Duration::from_millis(config.commands.ack_timeout_ms),
+        ),
+        clock,
+        lighting,
+        case_policy: Arc::new(config.cases.policy()),
+        router: Arc::new(config.routing.router()),
+        store: Arc::clone(store),
+        inventory,
+        metrics,
+        runtime: Arc::new(RuntimeInfo {
+            started: Instant::now(),
+            mqtt_broker: String::new(),
+            embedded_broker: None,
+            store_path: store_location(config),
+            role: Arc::clone(role),
+            node: Some(node.to_owned()),
+        }),
+    };
+    let router = api::router(state, config.http.max_body_bytes)
+        .layer(axum::middleware::from_fn(api::refuse_changes_on_standby));
+    let stop = CancellationToken::new();
+    let (addr, task) = serve_http(config, router, stop.clone()).await?;
+    Ok((addr, stop, task))
+}
+
+/// Serve `router` on `http.listen` with the connection limits until `cancel` fires; a failure
+/// of the server cancels it.
+async fn serve_http(
+    config: &Config,
+    router: axum::Router,
+    cancel: CancellationToken,
+) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("http.listen = {}: cannot listen there", config.http.listen))?;
+    let addr = listener.local_addr().context("reading the HTTP address")?;
+    let limits = (config.http.max_connections, config.http.idle_timeout_ms);
+    let task = tokio::spawn(async move {
+        let listener = api::listener::LimitedListener::new(
+            listener,
+            limits.0,
+            Duration::from_millis(limits.1),
+        );
+        let stop = cancel.clone();
+        let serve = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stop.cancelled().await });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "HTTP server failed");
+            cancel.cancel();
+        }
+    });
+    Ok((addr, task))
+}
+
+/// Where the store is, for health and logs (the PostgreSQL password masked).
+fn store_location(config: &Config) -> String {
+    match config.store.backend {
+        StoreBackend::Sqlite => config.store.path.display().to_string(),
+        StoreBackend::Postgres => {
+            crate::config::redact_url(config.store.url.as_deref().unwrap_or_default())
+        }
+    }
+}
+
+/// Start the gateway, standalone or (with a promotion) as the active one of a pair.
+async fn start_as(config: Config, promotion: Option<Promotion>) -> anyhow::Result<Running> {
     config.validate().context("invalid configuration")?;
     let started = Instant::now();
     let clock = config.clock.clock();
@@ -112,9 +257,26 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let cancel = CancellationToken::new();
     let metrics = Arc::new(Metrics::default());
 
-    // Store and inventory.
+    // Store, lease and inventory.
     let store_path = config.store.path.clone();
-    let store = open_store(&config.store).await?;
+    let (store, role, lease) = match promotion {
+        Some(p) => {
+            p.role.set(Role::Active);
+            let lease = ActiveLease::keep(
+                Arc::clone(&p.store),
+                p.node.clone(),
+                p.epoch,
+                p.timing,
+                cancel.clone(),
+            );
+            (p.store, p.role, Some((lease, p.node)))
+        }
+        None => (
+            open_store(&config.store).await?,
+            Arc::new(RoleCell::new(Role::Standalone)),
+            None,
+        ),
+    };
     let devices = store
         .list_devices()
         .await
@@ -323,35 +485,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             started,
             mqtt_broker: mqtt_broker.clone(),
             embedded_broker: broker_addr,
-            store_path: match config.store.backend {
-                StoreBackend::Sqlite => store_path.display().to_string(),
-                StoreBackend::Postgres => {
-                    crate::config::redact_url(config.store.url.as_deref().unwrap_or_default())
-                }
-            },
+            store_path: store_location(&config),
+            role,
+            node: lease.as_ref().map(|(_, node)| node.clone()),
         }),
     };
-    let listener = tokio::net::TcpListener::bind(config.http.listen)
-        .await
-        .with_context(|| format!("http.listen = {}: cannot listen there", config.http.listen))?;
-    let http_addr = listener.local_addr().context("reading the HTTP address")?;
     let router = api::router(state.clone(), config.http.max_body_bytes);
-    let http_cancel = cancel.clone();
-    let http_limits = (config.http.max_connections, config.http.idle_timeout_ms);
-    let http = tokio::spawn(async move {
-        let stop = http_cancel.clone();
-        let listener = api::listener::LimitedListener::new(
-            listener,
-            http_limits.0,
-            Duration::from_millis(http_limits.1),
-        );
-        let serve = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { stop.cancelled().await });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "HTTP server failed");
-            http_cancel.cancel();
-        }
-    });
+    let (http_addr, http) = serve_http(&config, router, cancel.clone()).await?;
 
     tracing::info!(
         http = %http_addr,
@@ -375,6 +515,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         housekeeping,
         services,
         http,
+        lease: lease.map(|(lease, _)| lease),
     })
 }
 
@@ -433,7 +574,12 @@ impl Running {
         self.cancel.clone()
     }
 
-    /// Stop ingest, drain the pipeline, flush and close the store.
+    /// The active gateway lost its lease and stopped (the standby takes over).
+    pub fn lease_lost(&self) -> bool {
+        self.lease.as_ref().is_some_and(ActiveLease::lost)
+    }
+
+    /// Stop ingest, drain the pipeline, give up the lease (if any), flush and close the store.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let Self {
             state,
@@ -446,6 +592,7 @@ impl Running {
             housekeeping,
             services,
             http,
+            lease,
             ..
         } = self;
         tracing::info!("shutting down: stopping ingest");
@@ -464,6 +611,10 @@ impl Running {
                 timeout_s = DRAIN_TIMEOUT.as_secs(),
                 "pipeline did not drain in time; closing anyway"
             );
+        }
+        // Everything taken is committed and acknowledged: the standby may take over.
+        if let Some(lease) = lease {
+            lease.release().await;
         }
         let _ = housekeeping.await;
         for s in services {

@@ -92,6 +92,8 @@ pub struct Config {
     pub mqtt: MqttConfig,
     /// Persistent store.
     pub store: StoreConfig,
+    /// Active/standby pair.
+    pub ha: crate::ha::HaConfig,
     /// Device inventory.
     pub inventory: InventoryConfig,
     /// Internal pipeline sizing.
@@ -638,6 +640,9 @@ pub const ENV_KEYS: &[(&str, EnvValueKind)] = &[
     ("store.backend", EnvValueKind::Text),
     ("store.path", EnvValueKind::Text),
     ("store.url", EnvValueKind::Text),
+    ("ha.enabled", EnvValueKind::Literal),
+    ("ha.node", EnvValueKind::Text),
+    ("ha.takeover_s", EnvValueKind::Literal),
     ("store.max_connections", EnvValueKind::Literal),
     ("store.history_per_device", EnvValueKind::Literal),
     ("store.batch_max", EnvValueKind::Literal),
@@ -888,6 +893,12 @@ impl Config {
                     "1 to 1000",
                 ));
             }
+        }
+        if let Err((key, value, allowed)) = self.ha.validate(
+            self.store.backend == StoreBackend::Postgres,
+            self.broker_embedded(),
+        ) {
+            return Err(invalid(key, value, allowed));
         }
         if self.store.batch_max == 0 {
             return Err(invalid("store.batch_max", 0, "at least 1"));
@@ -1353,6 +1364,8 @@ mod tests {
                 (_, k) if k.ends_with("listen") => "127.0.0.1:1",
                 (EnvValueKind::Text, _) => "x",
                 (EnvValueKind::Literal, "broker.embedded" | "alerts.mqtt") => "true",
+                // [ha] needs PostgreSQL and an external broker: off here.
+                (EnvValueKind::Literal, "ha.enabled") => "false",
                 (EnvValueKind::Literal, "alerts.poll_interval_ms" | "alerts.retry_max_ms") => {
                     "5000"
                 }

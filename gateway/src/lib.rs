@@ -17,6 +17,7 @@ pub mod cases;
 pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod ha;
 pub mod ingest;
 pub mod inventory;
 pub mod lighting;

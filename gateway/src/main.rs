@@ -162,13 +162,30 @@ async fn run(config_file: Option<PathBuf>) -> anyhow::Result<()> {
         Some(f) => tracing::info!(file = %f.display(), "configuration loaded"),
         None => tracing::info!("no configuration file: embedded defaults"),
     }
-    let running = app::start(config).await?;
+    let running = if config.ha.enabled {
+        let signal = async {
+            if let Err(e) = shutdown_signal().await {
+                tracing::error!(error = %e, "waiting for the shutdown signal");
+            }
+        };
+        match app::start_ha(config, signal).await? {
+            Some(running) => running,
+            None => return Ok(()),
+        }
+    } else {
+        app::start(config).await?
+    };
     let cancel = running.cancel_token();
     tokio::select! {
         r = shutdown_signal() => r.context("waiting for the shutdown signal")?,
         () = cancel.cancelled() => tracing::error!("a critical task failed"),
     }
-    running.shutdown().await
+    let lease_lost = running.lease_lost();
+    running.shutdown().await?;
+    if lease_lost {
+        anyhow::bail!("the lease was lost: this gateway stopped so that the standby takes over");
+    }
+    Ok(())
 }
 
 /// Ctrl-C or SIGTERM.

@@ -8,109 +8,15 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
+use common::mosquitto::start_mosquitto;
 use common::{Gateway, Msg, bin_telemetry, eventually, publish, topic};
 use streetgate_gateway::config::Config;
 
 /// Messages published while the gateway is down (Mosquitto's default queue keeps 1000).
 const BURST: u32 = 6000;
-
-struct Mosquitto {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Mosquitto {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_else(|e| format!("(no log: {e})"))
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// The deploy config with the listener on `port`, persistence and log in `dir`, and anonymous
-/// access (the deploy file asks for a password file).
-fn test_config(deploy: &str, dir: &Path, port: u16) -> String {
-    let mut out = String::new();
-    for line in deploy.lines() {
-        let key = line.split_whitespace().next().unwrap_or("");
-        let line = match key {
-            "listener" => format!("listener {port} 127.0.0.1"),
-            "persistence_location" => format!("persistence_location {}/", dir.display()),
-            "log_dest" => format!("log_dest file {}", dir.join("mosquitto.log").display()),
-            "allow_anonymous" => "allow_anonymous true".to_owned(),
-            "password_file" => continue,
-            _ => line.to_owned(),
-        };
-        out.push_str(&line);
-        out.push('\n');
-    }
-    out
-}
-
-fn start_mosquitto(bin: &str, dir: &Path) -> Mosquitto {
-    let deploy = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/mosquitto/streetgate.conf"),
-    )
-    .expect("deploy/mosquitto/streetgate.conf");
-    for key in [
-        "persistence true",
-        "max_queued_messages",
-        "max_inflight_messages",
-        "queue_qos0_messages false",
-        "persistent_client_expiration",
-    ] {
-        assert!(
-            deploy.lines().any(|l| l.starts_with(key)),
-            "deploy config lacks {key}"
-        );
-    }
-    // Mosquitto started as root drops to its own user: it must be able to write here.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777))
-            .expect("chmod the temp dir");
-    }
-    let port = free_port();
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(&conf, test_config(&deploy, dir, port)).expect("write the config");
-    let child = Command::new(bin)
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("STREETGATE_TEST_MOSQUITTO_BIN={bin}: cannot start it: {e}"));
-    let m = Mosquitto {
-        child,
-        port,
-        log: dir.join("mosquitto.log"),
-    };
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return m;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("Mosquitto ({bin}) did not listen on {port}:\n{}", m.log());
-}
 
 fn gateway_config(dir: &Path, port: u16) -> Config {
     let mut config = Config::default();

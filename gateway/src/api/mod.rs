@@ -78,8 +78,29 @@ pub struct RuntimeInfo {
     pub mqtt_broker: String,
     /// The embedded broker's listener, when it runs.
     pub embedded_broker: Option<SocketAddr>,
-    /// Database file.
+    /// Database file, or the PostgreSQL URL with its password masked.
     pub store_path: String,
+    /// Standalone, active or standby (`[ha]`).
+    pub role: Arc<crate::ha::RoleCell>,
+    /// Name in the lease (`[ha]`).
+    pub node: Option<String>,
+}
+
+/// On a standby, changes go to the active gateway: everything but GET and HEAD is refused with
+/// 503 `standby`.
+pub async fn refuse_changes_on_standby(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if req.method() == axum::http::Method::GET || req.method() == axum::http::Method::HEAD {
+        return next.run(req).await;
+    }
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "standby",
+        "this gateway is the standby of an active/standby pair and answers reads only; send changes to the active gateway",
+    )
+    .into_response()
 }
 
 /// An API error: status, stable code and a message saying what to fix.

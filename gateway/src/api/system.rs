@@ -18,7 +18,10 @@ pub(super) async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let sequence = state.store.seq_summary().await.unwrap_or_default();
     let mqtt_connected = state.metrics.mqtt_connected.load(Relaxed) == 1;
     let outage = state.metrics.fleet_outage_devices.load(Relaxed);
-    let status = match (&store, mqtt_connected && outage == 0) {
+    let role = state.runtime.role.get();
+    // A standby has no broker connection by design: its health is the store's.
+    let ingesting = role == crate::ha::Role::Standby || (mqtt_connected && outage == 0);
+    let status = match (&store, ingesting) {
         (Err(_), _) => "unavailable",
         (Ok(()), false) => "degraded",
         (Ok(()), true) => "ok",
@@ -32,6 +35,8 @@ pub(super) async fn health(State(state): State<AppState>) -> impl IntoResponse {
     (
         code,
         Json(json!({
+            "role": role,
+            "node": rt.node,
             "status": status,
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_s": rt.started.elapsed().as_secs(),

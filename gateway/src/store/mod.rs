@@ -8,6 +8,7 @@
 //! | [`DeliveryStore`] | alert sinks' cursors and delivery records |
 //! | [`CommandStore`] | lamp commands |
 //! | [`RuleStateStore`] | the rule engine's snapshot |
+//! | [`LeaseStore`] | the active gateway's lease (`[ha]`) |
 //!
 //! [`Store`] is all of them. [`sql::SqlStore`] implements them once, in SQL both databases
 //! accept, for SQLite ([`SqliteStore`], the embedded default: one file in WAL mode) and
@@ -17,6 +18,7 @@ pub mod cases;
 pub mod commands;
 pub mod deliveries;
 pub mod devices;
+pub mod lease;
 pub mod readings;
 pub mod rule_state;
 pub mod sql;
@@ -29,6 +31,7 @@ pub use cases::{
 pub use commands::{CommandRecord, CommandState, CommandStore};
 pub use deliveries::{DeliveryRecord, DeliveryStatus, DeliveryStore};
 pub use devices::{DeviceStore, UnregisteredDevice};
+pub use lease::{LeaseHeld, LeaseState, LeaseStore};
 pub use readings::{
     ReadingRecord, ReadingStore, SeqSummary, StoredReading, UnregisteredSighting, WriteBatch,
     reading_json, reading_type,
@@ -89,6 +92,7 @@ pub trait Store:
     + DeliveryStore
     + CommandStore
     + RuleStateStore
+    + LeaseStore
     + std::fmt::Debug
     + 'static
 {

@@ -2,6 +2,7 @@
 //! a small HTTP client and an MQTT publisher.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod mosquitto;
 pub mod process;
 
 use std::future::Future;

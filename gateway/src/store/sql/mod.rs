@@ -14,6 +14,7 @@ mod cases;
 mod commands;
 mod deliveries;
 mod devices;
+mod lease;
 pub mod postgres;
 mod readings;
 mod rule_state;
@@ -54,6 +55,8 @@ impl<DB: Database> SqlStore<DB> {
 pub trait Dialect: Database {
     /// `sqlite` or `postgres`.
     const NAME: &'static str;
+    /// SQL for the database's clock now, Unix milliseconds, as a BIGINT.
+    const NOW_MS: &'static str;
     /// Rows a statement changed.
     fn rows_affected(result: &Self::QueryResult) -> u64;
 }

@@ -13,6 +13,7 @@ pub type PgStore = SqlStore<sqlx::Postgres>;
 
 impl Dialect for sqlx::Postgres {
     const NAME: &'static str = "postgres";
+    const NOW_MS: &'static str = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)";
 
     fn rows_affected(result: &PgQueryResult) -> u64 {
         result.rows_affected()

@@ -16,6 +16,7 @@ pub type SqliteStore = SqlStore<sqlx::Sqlite>;
 
 impl Dialect for sqlx::Sqlite {
     const NAME: &'static str = "sqlite";
+    const NOW_MS: &'static str = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
 
     fn rows_affected(result: &SqliteQueryResult) -> u64 {
         result.rows_affected()

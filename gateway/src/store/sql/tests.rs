@@ -724,3 +724,45 @@ async fn sqlite_copies_to_postgres() {
     to.close().await;
     db.drop_database().await.unwrap();
 }
+
+/// The lease: one holder at a time, renewed only by its holder and epoch, taken over once it
+/// has expired, released at once on an orderly stop.
+#[tokio::test]
+async fn lease_has_one_holder_and_expires() {
+    for t in stores().await {
+        let s = t.store.clone();
+        assert_eq!(s.lease_state().await.unwrap().held, None);
+        let a = s
+            .acquire_lease("a", 400)
+            .await
+            .unwrap()
+            .expect("free lease");
+        assert_eq!(s.acquire_lease("b", 400).await.unwrap(), None, "held by a");
+        assert!(s.renew_lease("a", a, 400).await.unwrap());
+        assert!(!s.renew_lease("b", a, 400).await.unwrap());
+        let state = s.lease_state().await.unwrap();
+        let held = state.held.expect("held");
+        assert_eq!((held.holder.as_str(), held.epoch), ("a", a));
+        assert!(
+            held.expires_ms > state.now_ms,
+            "{held:?} at {}",
+            state.now_ms
+        );
+        // a stops renewing: b takes over after the expiry, with a new epoch; a cannot renew.
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+        let b = s
+            .acquire_lease("b", 400)
+            .await
+            .unwrap()
+            .expect("expired lease");
+        assert!(b > a);
+        assert!(
+            !s.renew_lease("a", a, 400).await.unwrap(),
+            "a was fenced out"
+        );
+        // An orderly stop frees it at once.
+        s.release_lease("b", b).await.unwrap();
+        assert!(s.acquire_lease("a", 60_000).await.unwrap().is_some());
+        t.done().await;
+    }
+}
