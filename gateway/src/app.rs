@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{AppState, RuntimeInfo};
+use crate::cases::CaseService;
 use crate::commands::{AckWaiters, Commander};
 use crate::config::{Config, StoreBackend};
 use crate::ha::{self, ActiveLease, Role, RoleCell};
@@ -182,8 +183,7 @@ async fn serve_standby(
         ),
         clock,
         lighting,
-        case_policy: Arc::new(config.cases.policy()),
-        router: Arc::new(config.routing.router()),
+        cases: case_service(config, store),
         store: Arc::clone(store),
         inventory,
         metrics,
@@ -230,6 +230,15 @@ async fn serve_http(
         }
     });
     Ok((addr, task))
+}
+
+/// The case service with the configuration's time limits and routing table.
+fn case_service(config: &Config, store: &Arc<dyn Store>) -> CaseService {
+    CaseService::new(
+        Arc::clone(store),
+        Arc::new(config.cases.policy()),
+        Arc::new(config.routing.router()),
+    )
 }
 
 /// Where the store is, for health and logs (the PostgreSQL password masked).
@@ -316,8 +325,7 @@ async fn start_as(config: Config, promotion: Option<Promotion>) -> anyhow::Resul
         Arc::clone(&store),
         Arc::clone(&inventory),
         config.rules.clone(),
-        config.cases.policy(),
-        config.routing.router(),
+        case_service(&config, &store),
         lighting_tx,
     )
     .await
@@ -476,8 +484,7 @@ async fn start_as(config: Config, promotion: Option<Promotion>) -> anyhow::Resul
         commander,
         clock,
         lighting: lighting_rx,
-        case_policy: Arc::new(config.cases.policy()),
-        router: Arc::new(config.routing.router()),
+        cases: case_service(&config, &store),
         store: Arc::clone(&store),
         inventory: Arc::clone(&inventory),
         metrics: Arc::clone(&metrics),

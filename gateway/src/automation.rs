@@ -12,19 +12,16 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use streetgate_protocols::DeviceId;
 
-use crate::cases::{
-    Case, CaseAction, CasePolicy, Decision, Incident, Incidents, Router, Transition, decide,
-};
+use crate::cases::service::{CaseService, Opened, from_record};
+use crate::cases::{Case, CaseAction, Decision, Incident, Incidents, Transition, decide};
 use crate::inventory::Inventory;
 use crate::lighting::LightingSnapshot;
 use crate::model::{CaseSource, CaseState, ConditionEvent, Device, Reading, Subject, UnixMs};
 use crate::rules::{RulesConfig, RulesEngine, RulesSnapshot};
-use crate::store::{CaseFilter, CaseHistoryEntry, CaseInsert, CaseRecord, Store, StoreResult};
+use crate::store::{CaseFilter, Store, StoreResult};
 
-/// Actor recorded for automatic transitions.
-pub const SYSTEM: &str = "system";
+pub use crate::cases::service::SYSTEM;
 
 /// Everything the automation persists between runs.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -55,83 +52,12 @@ pub struct AutomationStats {
 pub struct Automation {
     rules: RulesEngine,
     incidents: Incidents,
-    policy: CasePolicy,
-    router: Router,
+    cases: CaseService,
     store: Arc<dyn Store>,
     inventory: Arc<Inventory>,
     lighting: tokio::sync::watch::Sender<LightingSnapshot>,
     /// What it did.
     pub stats: AutomationStats,
-}
-
-fn subject_from_key(key: &str) -> Option<Subject> {
-    if let Some(id) = key.strip_prefix("device:") {
-        return DeviceId::new(id).ok().map(Subject::Device);
-    }
-    key.strip_prefix("segment:")
-        .map(|s| Subject::Segment(s.to_owned()))
-}
-
-/// A stored case as the pure machine's case (its history stays in the store).
-pub fn from_record(r: &CaseRecord) -> Option<Case> {
-    Some(Case {
-        id: r.id,
-        case_type: r.case_type,
-        source: r.source,
-        subject: subject_from_key(&r.subject_key)?,
-        condition: r.condition_key.as_deref().and_then(|c| c.parse().ok()),
-        grid: r.grid.clone(),
-        team: r.team.clone(),
-        state: r.state,
-        urgent: r.urgent,
-        devices: r.devices.clone(),
-        detail: r.detail.clone(),
-        opened_ms: r.opened_ms,
-        due_ms: r.due_ms.unwrap_or(i64::MAX),
-        updated_ms: r.updated_ms,
-        closed_ms: r.closed_ms,
-        condition_active: r.condition_active,
-        clear_since_ms: r.clear_since_ms,
-        rework_count: r.rework_count,
-        returned_count: r.returned_count,
-        history: Vec::new(),
-    })
-}
-
-/// The machine's case as a store record.
-pub fn to_record(c: &Case) -> CaseRecord {
-    CaseRecord {
-        id: c.id,
-        case_type: c.case_type,
-        source: c.source,
-        subject_key: c.subject.key(),
-        condition_key: c.condition.map(|k| k.key()),
-        grid: c.grid.clone(),
-        team: c.team.clone(),
-        state: c.state,
-        urgent: c.urgent,
-        devices: c.devices.clone(),
-        detail: c.detail.clone(),
-        opened_ms: c.opened_ms,
-        due_ms: Some(c.due_ms),
-        updated_ms: c.updated_ms,
-        closed_ms: c.closed_ms,
-        condition_active: c.condition_active,
-        clear_since_ms: c.clear_since_ms,
-        rework_count: c.rework_count,
-        returned_count: c.returned_count,
-    }
-}
-
-/// A transition as a history entry.
-pub fn to_entry(t: &Transition) -> CaseHistoryEntry {
-    CaseHistoryEntry {
-        at_ms: t.at_ms,
-        actor: t.actor.clone(),
-        from: t.from,
-        to: t.to,
-        note: t.note.clone(),
-    }
 }
 
 impl Automation {
@@ -140,8 +66,7 @@ impl Automation {
         store: Arc<dyn Store>,
         inventory: Arc<Inventory>,
         rules: RulesConfig,
-        policy: CasePolicy,
-        router: Router,
+        cases: CaseService,
         lighting: tokio::sync::watch::Sender<LightingSnapshot>,
     ) -> StoreResult<Self> {
         let mut engine = RulesEngine::new(rules);
@@ -160,8 +85,7 @@ impl Automation {
         Ok(Self {
             rules: engine,
             incidents,
-            policy,
-            router,
+            cases,
             store,
             inventory,
             lighting,
@@ -218,7 +142,7 @@ impl Automation {
             let Some(mut case) = from_record(&record) else {
                 continue;
             };
-            let done = case.on_tick(&self.policy, now);
+            let done = case.on_tick(self.cases.policy(), now);
             if !done.is_empty() {
                 if done.last().is_some_and(|t| t.to == CaseState::Closed) {
                     self.stats.verified += 1;
@@ -250,18 +174,7 @@ impl Automation {
         expected: CaseState,
         transitions: &[Transition],
     ) -> StoreResult<bool> {
-        let entries: Vec<CaseHistoryEntry> = transitions.iter().map(to_entry).collect();
-        let saved = self
-            .store
-            .update_case(&to_record(case), expected, &entries)
-            .await?;
-        if !saved {
-            tracing::info!(
-                case = case.id,
-                "case changed concurrently; automatic update skipped"
-            );
-        }
-        Ok(saved)
+        self.cases.save(case, expected, transitions).await
     }
 
     /// Feed the condition edges of one reading (or one tick) to the incident grouping; returns
@@ -314,7 +227,7 @@ impl Automation {
                     .recently_closed_case(
                         &subject_key,
                         &condition_key,
-                        now - self.policy.reopen_window_ms,
+                        now - self.cases.policy().reopen_window_ms,
                     )
                     .await?
             }
@@ -326,7 +239,7 @@ impl Automation {
             incident,
             open_case.as_ref(),
             closed_case.as_ref(),
-            &self.policy,
+            self.cases.policy(),
             now,
         ) {
             Decision::Register(i) => self.register(&i, now).await?,
@@ -335,7 +248,7 @@ impl Automation {
                     self.stats.deduplicated += 1;
                     let expected = case.state;
                     let noted: Vec<Transition> = case
-                        .update_from(&i, &self.policy, now)
+                        .update_from(&i, self.cases.policy(), now)
                         .into_iter()
                         .collect();
                     saved = self.save(&case, expected, &noted).await?;
@@ -375,7 +288,7 @@ impl Automation {
     }
 
     async fn register(&mut self, i: &Incident, now: UnixMs) -> StoreResult<()> {
-        let mut case = Case::register(
+        let case = Case::register(
             i.case_type,
             CaseSource::Sensor,
             i.subject.clone(),
@@ -384,40 +297,16 @@ impl Automation {
             i.urgent,
             i.devices.clone(),
             i.detail.clone(),
-            &self.policy,
+            self.cases.policy(),
             "sensor",
             now,
         );
-        let first = case
-            .history
-            .first()
-            .map(to_entry)
-            .unwrap_or(CaseHistoryEntry {
-                at_ms: now,
-                actor: "sensor".into(),
-                from: None,
-                to: CaseState::Registered,
-                note: i.detail.clone(),
-            });
-        match self.store.insert_case(&to_record(&case), &first).await? {
-            CaseInsert::AlreadyOpen(id) => {
+        match self.cases.open(case, now).await? {
+            Opened::AlreadyOpen(id) => {
                 self.stats.deduplicated += 1;
                 tracing::debug!(case = id, "already open");
             }
-            CaseInsert::Created(id) => {
-                self.stats.registered += 1;
-                case.id = id;
-                tracing::info!(case = id, case_type = ?case.case_type, subject = %case.subject.key(), urgent = case.urgent, "case registered");
-                if let Some(team) = self
-                    .router
-                    .route(&case.grid, case.case_type)
-                    .map(str::to_owned)
-                {
-                    if let Ok(t) = case.apply(CaseAction::Dispatch { team }, SYSTEM, now) {
-                        self.save(&case, CaseState::Registered, &[t]).await?;
-                    }
-                }
-            }
+            Opened::Created(_) => self.stats.registered += 1,
         }
         Ok(())
     }

@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, ApiQuery, ApiResult, AppState};
+use crate::cases::service::ActError;
 use crate::model::{CaseState, CaseType};
 use crate::store::CaseFilter;
 
@@ -115,46 +116,13 @@ pub(super) async fn transition(
             "actor: who performs the transition",
         ));
     }
-    // The sensor side of the case (condition, clear since) may change between reading the
-    // case and writing it back; the transition is then made again on the case as it is now.
-    let actor = body.actor.trim().to_owned();
-    let mut saved = false;
-    for _ in 0..5 {
-        let record = state
-            .store
-            .get_case(id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("case_not_found", format!("no case {id}")))?;
-        let mut case = crate::automation::from_record(&record).ok_or_else(|| {
-            ApiError::bad_request(
-                "case_unreadable",
-                format!("case {id} has an unknown subject"),
-            )
-        })?;
-        let now = state.clock.now_ms();
-        let transition = case.apply(body.action.clone(), &actor, now).map_err(|e| {
-            ApiError::new(
-                axum::http::StatusCode::CONFLICT,
-                "transition_refused",
-                e.to_string(),
-            )
-        })?;
-        let entry = crate::automation::to_entry(&transition);
-        saved = state
-            .store
-            .update_case_from(&crate::automation::to_record(&case), &record, &[entry])
-            .await?;
-        if saved {
-            break;
-        }
-    }
-    if !saved {
-        return Err(ApiError::new(
-            axum::http::StatusCode::CONFLICT,
-            "case_changed",
-            format!("case {id} changed while this transition was made; reload it and retry"),
-        ));
-    }
+    let actor = body.actor.trim();
+    let now = state.clock.now_ms();
+    state
+        .cases
+        .act(id, body.action, actor, now)
+        .await
+        .map_err(act_error)?;
     get(State(state), Path(id.to_string())).await
 }
 
@@ -180,7 +148,7 @@ pub(super) async fn create(
     State(state): State<AppState>,
     super::ApiJson(body): super::ApiJson<NewCase>,
 ) -> ApiResult<Json<Value>> {
-    use crate::cases::{Case, CaseAction};
+    use crate::cases::{Case, Opened};
     use crate::model::{CaseSource, Subject};
     if body.source == CaseSource::Sensor {
         return Err(ApiError::bad_request(
@@ -210,8 +178,7 @@ pub(super) async fn create(
         }
     };
     let now = state.clock.now_ms();
-    let policy = state.case_policy.as_ref().clone();
-    let mut case = Case::register(
+    let case = Case::register(
         body.case_type,
         body.source,
         subject,
@@ -220,49 +187,26 @@ pub(super) async fn create(
         body.urgent,
         Vec::new(),
         body.detail,
-        &policy,
+        state.cases.policy(),
         body.actor.trim(),
         now,
     );
-    let first = case
-        .history
-        .first()
-        .map(crate::automation::to_entry)
-        .ok_or_else(|| {
-            ApiError::new(
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "case without history",
-            )
-        })?;
-    let id = match state
-        .store
-        .insert_case(&crate::automation::to_record(&case), &first)
-        .await?
-    {
-        crate::store::CaseInsert::Created(id) | crate::store::CaseInsert::AlreadyOpen(id) => id,
+    let id = match state.cases.open(case, now).await? {
+        Opened::Created(case) => case.id,
+        Opened::AlreadyOpen(id) => id,
     };
-    case.id = id;
-    if let Some(team) = state
-        .router
-        .route(&case.grid, case.case_type)
-        .map(str::to_owned)
-    {
-        if let Ok(t) = case.apply(
-            CaseAction::Dispatch { team },
-            crate::automation::SYSTEM,
-            now,
-        ) {
-            let entry = crate::automation::to_entry(&t);
-            state
-                .store
-                .update_case(
-                    &crate::automation::to_record(&case),
-                    crate::model::CaseState::Registered,
-                    &[entry],
-                )
-                .await?;
-        }
-    }
     get(State(state), Path(id.to_string())).await
+}
+
+fn act_error(e: ActError) -> ApiError {
+    use axum::http::StatusCode;
+    match e {
+        ActError::NotFound(id) => ApiError::not_found("case_not_found", format!("no case {id}")),
+        ActError::Unreadable(_) => ApiError::bad_request("case_unreadable", e.to_string()),
+        ActError::Refused(_) => {
+            ApiError::new(StatusCode::CONFLICT, "transition_refused", e.to_string())
+        }
+        ActError::Changed(_) => ApiError::new(StatusCode::CONFLICT, "case_changed", e.to_string()),
+        ActError::Store(e) => e.into(),
+    }
 }

@@ -61,10 +61,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Facts about this process for `/api/health`.
     pub runtime: Arc<RuntimeInfo>,
-    /// Case time limits (`[cases]`), for cases reported through the API.
-    pub case_policy: Arc<crate::cases::CasePolicy>,
-    /// Dispatch routing (`[routing]`), for cases reported through the API.
-    pub router: Arc<crate::cases::Router>,
+    /// Registers, routes and transitions cases (time limits `[cases]`, routing `[routing]`).
+    pub cases: crate::cases::CaseService,
     /// Lighting rate, refreshed by the automation's tick.
     pub lighting: tokio::sync::watch::Receiver<crate::lighting::LightingSnapshot>,
 }

@@ -8,11 +8,13 @@
 
 mod incident;
 mod machine;
+pub mod service;
 
 pub use incident::{Incident, Incidents};
 pub use machine::{
     ActionKind, Case, CaseAction, CasePolicy, Router, Transition, TransitionError, case_type_for,
 };
+pub use service::{CaseService, Opened};
 
 use crate::model::{CaseState, UnixMs};
 
