@@ -2,7 +2,7 @@
 //! HTTP API and embedded defaults (broker, SQLite) so one command runs the whole thing.
 //!
 //! Modules follow the data flow: [`ingest`] (transports → readings), [`pipeline`] (readings →
-//! rules → store writes), [`store`], [`api`]; [`app`] wires them, [`config`] configures them,
+//! rules → store writes), [`store`], [`outputs`] (committed readings elsewhere: a time-series database), [`api`]; [`app`] wires them, [`config`] configures them,
 //! [`broker`] is the embedded MQTT broker.
 #![warn(missing_docs)]
 
@@ -22,6 +22,7 @@ pub mod ingest;
 pub mod inventory;
 pub mod lighting;
 pub mod metrics;
+pub mod outputs;
 pub mod pipeline;
 pub mod publisher;
 pub mod rules;
