@@ -391,8 +391,8 @@ async fn outage_every_reading_arrives_exactly_once() {
     let Some(mut vm) = Vm::own("outage_every_reading_arrives_exactly_once").await else {
         return;
     };
-    const DEVICES: usize = 10;
-    const ROUNDS: u32 = 8;
+    const DEVICES: usize = 20;
+    const ROUNDS: u32 = 60;
     let p = unique("o");
     let gw = gateway(&vm.url, |c| {
         c.timeseries.batch_lines = 25;
@@ -404,43 +404,57 @@ async fn outage_every_reading_arrives_exactly_once() {
         csv.push_str(&format!("{p}-{d},bin,31.3,120.6,320508001001001,1200\n"));
     }
     import(&gw, &csv).await;
-    let t0 = now_ms() - 600_000;
+    let t0 = now_ms() - 3_600_000;
+    // Load: a round of one reading per device every 50 ms, all through the outage.
     let broker = gw.broker();
-    for round in 1..=ROUNDS {
-        let msgs: Vec<Msg> = (0..DEVICES)
-            .map(|d| {
-                let id = format!("{p}-{d}");
-                let ts = t0 + i64::from(round) * 1000 + d as i64;
-                Msg::new(
-                    topic(&id, "telemetry"),
-                    bin_payload(&id, round, ts, round as f32),
-                )
-            })
-            .collect();
-        publish(&broker, msgs).await;
-        if round == 2 {
-            eventually("the first rounds sent", Duration::from_secs(20), || async {
-                gw.metric("streetgate_timeseries_sent_lines_total").await >= 20.0
-            })
-            .await;
-            vm.own_mut().stop().await;
+    let prefix = p.clone();
+    let load = tokio::spawn(async move {
+        for round in 1..=ROUNDS {
+            let msgs: Vec<Msg> = (0..DEVICES)
+                .map(|d| {
+                    let id = format!("{prefix}-{d}");
+                    let ts = t0 + i64::from(round) * 1000 + d as i64;
+                    Msg::new(
+                        topic(&id, "telemetry"),
+                        bin_payload(&id, round, ts, round as f32),
+                    )
+                })
+                .collect();
+            publish(&broker, msgs).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        if round == 6 {
-            eventually(
-                "batches spooled during the outage",
-                Duration::from_secs(20),
-                || async {
-                    gw.metric("streetgate_timeseries_spooled_batches_total")
-                        .await
-                        > 0.0
-                },
-            )
-            .await;
-            assert!(gw.metric("streetgate_timeseries_retries_total").await > 0.0);
-            vm.own_mut().start().await;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    });
+    eventually(
+        "the first readings sent",
+        Duration::from_secs(20),
+        || async { gw.metric("streetgate_timeseries_sent_lines_total").await >= 100.0 },
+    )
+    .await;
+    vm.own_mut().stop().await;
+    let sent_before = gw.metric("streetgate_timeseries_sent_lines_total").await;
+    eventually(
+        "batches spooled during the outage",
+        Duration::from_secs(20),
+        || async {
+            gw.metric("streetgate_timeseries_spooled_batches_total")
+                .await
+                >= 4.0
+        },
+    )
+    .await;
+    assert!(gw.metric("streetgate_timeseries_retries_total").await > 0.0);
+    assert!(
+        !load.is_finished(),
+        "the outage should fall inside the load (make ROUNDS larger)"
+    );
+    vm.own_mut().start().await;
+    load.await.expect("publisher");
+    eprintln!(
+        "outage: {sent_before} lines sent before it, {} batches spooled, {} retries",
+        gw.metric("streetgate_timeseries_spooled_batches_total")
+            .await,
+        gw.metric("streetgate_timeseries_retries_total").await
+    );
     let total = (DEVICES as f64) * f64::from(ROUNDS);
     eventually("every line sent", Duration::from_secs(60), || async {
         gw.metric("streetgate_timeseries_sent_lines_total").await >= total
