@@ -796,9 +796,15 @@ async fn collect(
             }
             _ = flush.tick() => seal(&mut pending, &queue).await,
             _ = series.tick(), if config.series_interval_s > 0 => {
-                let lighting = ctx.lighting.borrow().clone();
                 let open = (ctx.open_cases)().await;
-                let n = series_lines(&mut pending.buf, &lighting, open.as_deref(), ctx.clock.now_ms(), config.precision);
+                // Written under the watch's borrow (no await): the snapshot is not copied.
+                let n = series_lines(
+                    &mut pending.buf,
+                    &ctx.lighting.borrow(),
+                    open.as_deref(),
+                    ctx.clock.now_ms(),
+                    config.precision,
+                );
                 pending.lines += n;
                 metrics.queued_lines.fetch_add(n, Relaxed);
                 if pending.lines >= batch_lines {
@@ -1123,6 +1129,47 @@ mod tests {
         let text = String::from_utf8(buf).expect("utf-8");
         assert!(text.contains("open_cases,type=bin_full count=3i 1000\n"));
         assert!(text.contains("open_cases,type=lamp_fault count=0i 1000\n"));
+    }
+
+    #[test]
+    fn lighting_series_per_segment_and_grid() {
+        let rate = |segment: &str, class| crate::lighting::Rate {
+            segment: segment.into(),
+            grid: "320508001001001".into(),
+            road_class: class,
+            lit: 49,
+            expected: 50,
+            rate: 0.98,
+            target: 0.99,
+            below_target: true,
+            dark: vec![],
+        };
+        let snapshot = crate::lighting::LightingSnapshot {
+            at_ms: 5000,
+            now: crate::lighting::LightingReport {
+                segments: vec![rate("S-1", Some(crate::model::RoadClass::Main))],
+                grids: vec![rate("320508001001001", None)],
+                city: None,
+            },
+            history: Default::default(),
+        };
+        let mut buf = Vec::new();
+        let n = series_lines(&mut buf, &snapshot, None, 7000, Precision::Seconds);
+        assert_eq!(n, 2);
+        assert_eq!(
+            String::from_utf8(buf).expect("utf-8"),
+            "lighting_segment,grid=320508001001001,road_class=main,segment=S-1 rate=0.98,lit=49i,\
+             expected=50i,target=0.99,below_target=true 7\n\
+             lighting_grid,grid=320508001001001 rate=0.98,lit=49i,expected=50i,target=0.99,\
+             below_target=true 7\n"
+        );
+        // Not computed yet: no lighting lines.
+        let mut buf = Vec::new();
+        let empty = crate::lighting::LightingSnapshot::default();
+        assert_eq!(
+            series_lines(&mut buf, &empty, None, 7000, Precision::Seconds),
+            0
+        );
     }
 
     #[test]
