@@ -1173,6 +1173,38 @@ mod tests {
     }
 
     #[test]
+    fn a_full_hand_off_counts_instead_of_waiting() {
+        let metrics = Arc::new(TimeseriesMetrics::default());
+        let (tx, mut rx) = mpsc::channel(1);
+        let output = InfluxOutput {
+            tx,
+            metrics: Arc::clone(&metrics),
+            last_full_log: AtomicI64::new(0),
+        };
+        let r = reading(
+            "MH-1",
+            DeviceKind::Manhole,
+            ReadingBody::Status {
+                online: true,
+                battery_pct: None,
+                fw_version: None,
+            },
+        );
+        let batch: Arc<[Reading]> = vec![r.clone(), r].into();
+        output.offer(&batch);
+        output.offer(&batch);
+        assert_eq!(metrics.dropped_queue_full.load(Relaxed), 2);
+        assert_eq!(rx.try_recv().expect("the first batch").len(), 2);
+        drop(rx);
+        output.offer(&batch);
+        assert_eq!(
+            metrics.dropped_queue_full.load(Relaxed),
+            4,
+            "closed: counted too"
+        );
+    }
+
+    #[test]
     fn config_checks_name_the_key() {
         let c = TimeseriesConfig {
             url: Some("ftp://x".into()),
