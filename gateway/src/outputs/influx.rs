@@ -17,9 +17,9 @@
 //! adds `lighting_segment`, `lighting_grid` and `open_cases` lines.
 //!
 //! A batch the server answers with 2xx is done; 429, 5xx and network errors are retried with
-//! exponential back-off (a `Retry-After` in seconds is honoured) while later batches wait in the
-//! spool; any other 4xx refuses that batch for good: it is counted as failed and logged with
-//! the server's answer, and the next batch goes.
+//! exponential back-off (a `Retry-After`, in seconds or as a date, is honoured) while later
+//! batches wait in the spool; any other 4xx refuses that batch for good: it is counted as failed
+//! and logged with the server's answer, and the next batch goes.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -838,6 +838,20 @@ enum Outcome {
 /// The longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
+/// A `Retry-After` value: seconds, or an HTTP date (RFC 9110 §10.2.3); at most
+/// [`MAX_RETRY_AFTER`].
+fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(s) => Duration::from_secs(s),
+        Err(_) => httpdate::parse_http_date(value)
+            .ok()?
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO),
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
 async fn post(
     client: &reqwest::Client,
     url: &reqwest::Url,
@@ -864,8 +878,7 @@ async fn post(
         .headers()
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
+        .and_then(|v| retry_after(v, std::time::SystemTime::now()));
     let text = resp.text().await.unwrap_or_default();
     let excerpt: String = text.chars().take(300).collect();
     if status.as_u16() == 429 || status.is_server_error() {
@@ -1202,6 +1215,18 @@ mod tests {
             4,
             "closed: counted too"
         );
+    }
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(retry_after(" 7 ", now), Some(Duration::from_secs(7)));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(retry_after(&later, now), Some(Duration::from_secs(30)));
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        assert_eq!(retry_after(&past, now), Some(Duration::ZERO));
+        assert_eq!(retry_after("99999", now), Some(MAX_RETRY_AFTER));
+        assert_eq!(retry_after("soon", now), None);
     }
 
     #[test]
