@@ -1,9 +1,8 @@
 //! Wiring: start every task of the gateway from a [`Config`], and stop them in order.
 //!
 //! Start: store (migrations) → inventory (+ optional CSV import) → outputs (time-series, replaying
-//! its spool) → store writer → pipeline →
-//! decode workers → embedded broker with the workers attached (or the MQTT client of an external
-//! broker) → publisher → housekeeping → HTTP.
+//! its spool) → store writer → pipeline → decode workers → embedded broker with the workers
+//! attached (or the MQTT client of an external broker) → publisher → housekeeping → HTTP.
 //! Stop ([`Running::shutdown`]): cancel → the broker closes its connections (or the client
 //! disconnects) and drops the worker inputs → workers, pipeline and writer drain in turn (each
 //! committed message is acknowledged) → the outputs spool what they have not sent → HTTP
