@@ -211,7 +211,7 @@ impl Drop for OwnVm {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Gateway helpers
+// The gateway under test
 
 /// A gateway writing to `url` with short batching intervals.
 async fn gateway(url: &str, tweak: impl FnOnce(&mut Config)) -> Gateway {
