@@ -1,11 +1,12 @@
 //! Wiring: start every task of the gateway from a [`Config`], and stop them in order.
 //!
-//! Start: store (migrations) → inventory (+ optional CSV import) → store writer → pipeline →
-//! decode workers → embedded broker with the workers attached (or the MQTT client of an external
-//! broker) → publisher → housekeeping → HTTP.
+//! Start: store (migrations) → inventory (+ optional CSV import) → outputs (time-series, replaying
+//! its spool) → store writer → pipeline → decode workers → embedded broker with the workers
+//! attached (or the MQTT client of an external broker) → publisher → housekeeping → HTTP.
 //! Stop ([`Running::shutdown`]): cancel → the broker closes its connections (or the client
 //! disconnects) and drops the worker inputs → workers, pipeline and writer drain in turn (each
-//! committed message is acknowledged) → HTTP finishes in-flight requests → store closes.
+//! committed message is acknowledged) → the outputs spool what they have not sent → HTTP
+//! finishes in-flight requests → store closes.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -83,6 +84,7 @@ pub struct Running {
     writer: JoinHandle<()>,
     housekeeping: JoinHandle<()>,
     services: Vec<JoinHandle<()>>,
+    outputs: Vec<JoinHandle<()>>,
     http: JoinHandle<()>,
     lease: Option<ActiveLease>,
 }
@@ -303,6 +305,38 @@ async fn start_as(config: Config, promotion: Option<Promotion>) -> anyhow::Resul
         inventory.upsert(devices);
     }
 
+    // Outputs: committed readings to a time-series database.
+    let (lighting_tx, lighting_rx) =
+        tokio::sync::watch::channel(crate::lighting::LightingSnapshot::default());
+    let outputs = if config.timeseries.enabled() {
+        let cases_store = Arc::clone(&store);
+        let open_cases: crate::outputs::OpenCaseCounts = Arc::new(move || {
+            let store = Arc::clone(&cases_store);
+            Box::pin(async move {
+                store
+                    .open_case_counts()
+                    .await
+                    .map_err(|e| tracing::warn!(error = %e, "reading open cases for the time-series output"))
+                    .ok()
+            })
+        });
+        crate::outputs::influx::start(
+            &config.timeseries,
+            store_path.with_file_name("timeseries-spool"),
+            crate::outputs::OutputContext {
+                inventory: Arc::clone(&inventory),
+                lighting: lighting_rx.clone(),
+                open_cases,
+                clock,
+                cancel: cancel.clone(),
+            },
+            Arc::clone(&metrics.timeseries),
+        )
+        .await?
+    } else {
+        crate::outputs::Started::default()
+    };
+
     // Pipeline, from the store backwards.
     let capacity = config.pipeline.channel_capacity;
     let (write_tx, write_rx) = mpsc::channel::<WriteOp>(capacity);
@@ -317,10 +351,9 @@ async fn start_as(config: Config, promotion: Option<Promotion>) -> anyhow::Resul
                 keep_history: config.store.history_per_device > 0,
             },
         )
+        .with_outputs(outputs.outputs)
         .run(write_rx),
     );
-    let (lighting_tx, lighting_rx) =
-        tokio::sync::watch::channel(crate::lighting::LightingSnapshot::default());
     let automation = crate::automation::Automation::new(
         Arc::clone(&store),
         Arc::clone(&inventory),
@@ -521,6 +554,7 @@ async fn start_as(config: Config, promotion: Option<Promotion>) -> anyhow::Resul
         writer,
         housekeeping,
         services,
+        outputs: outputs.tasks,
         http,
         lease: lease.map(|(lease, _)| lease),
     })
@@ -598,6 +632,7 @@ impl Running {
             writer,
             housekeeping,
             services,
+            outputs,
             http,
             lease,
             ..
@@ -622,6 +657,15 @@ impl Running {
         // Everything taken is committed and acknowledged: the standby may take over.
         if let Some(lease) = lease {
             lease.release().await;
+        }
+        // The writer has handed over its last readings: the outputs seal and spool the rest.
+        for o in outputs {
+            if tokio::time::timeout(Duration::from_secs(10), o)
+                .await
+                .is_err()
+            {
+                tracing::warn!("an output did not stop within 10 s; closing anyway");
+            }
         }
         let _ = housekeeping.await;
         for s in services {

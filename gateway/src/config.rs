@@ -112,6 +112,8 @@ pub struct Config {
     pub commands: CommandsConfig,
     /// The clock: wall time, or a simulation's faster clock.
     pub clock: ClockConfig,
+    /// Readings to a time-series database (InfluxDB v2 write API); off unless `url` is set.
+    pub timeseries: crate::outputs::influx::TimeseriesConfig,
 }
 
 /// `[alerts]`: every case event (each recorded transition) is delivered to each sink in order,
@@ -663,6 +665,10 @@ pub const ENV_KEYS: &[(&str, EnvValueKind)] = &[
     ("clock.speed", EnvValueKind::Literal),
     ("clock.start_ms", EnvValueKind::Literal),
     ("clock.anchor_wall_ms", EnvValueKind::Literal),
+    ("timeseries.url", EnvValueKind::Text),
+    ("timeseries.org", EnvValueKind::Text),
+    ("timeseries.bucket", EnvValueKind::Text),
+    ("timeseries.token", EnvValueKind::Text),
 ];
 
 /// The environment variable that overrides `key` (`http.listen` → `STREETGATE_HTTP_LISTEN`).
@@ -919,7 +925,8 @@ impl Config {
                 "1..=64",
             ));
         }
-        self.validate_automation()
+        self.validate_automation()?;
+        self.timeseries.validate()
     }
 
     fn validate_services(&self) -> Result<(), ConfigError> {
@@ -1167,6 +1174,9 @@ impl Config {
         if let Some(url) = &shown.store.url {
             shown.store.url = Some(redact_url(url));
         }
+        if shown.timeseries.token.is_some() {
+            shown.timeseries.token = Some("***".to_owned());
+        }
         toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
 }
@@ -1361,6 +1371,7 @@ mod tests {
             let value = match (kind, *key) {
                 (_, "store.backend") => "sqlite",
                 (_, "mqtt.url") => "mqtt://h:1",
+                (_, "timeseries.url") => "http://h:1",
                 (_, k) if k.ends_with("listen") => "127.0.0.1:1",
                 (EnvValueKind::Text, _) => "x",
                 (EnvValueKind::Literal, "broker.embedded" | "alerts.mqtt") => "true",

@@ -2,8 +2,9 @@
 //! HTTP API and embedded defaults (broker, SQLite) so one command runs the whole thing.
 //!
 //! Modules follow the data flow: [`ingest`] (transports → readings), [`pipeline`] (readings →
-//! rules → store writes), [`store`], [`api`]; [`app`] wires them, [`config`] configures them,
-//! [`broker`] is the embedded MQTT broker.
+//! rules → store writes), [`store`], [`outputs`] (committed readings to a time-series
+//! database), [`api`]; [`app`] wires them, [`config`] configures them, [`broker`] is the
+//! embedded MQTT broker.
 #![warn(missing_docs)]
 
 pub mod model;
@@ -22,6 +23,7 @@ pub mod ingest;
 pub mod inventory;
 pub mod lighting;
 pub mod metrics;
+pub mod outputs;
 pub mod pipeline;
 pub mod publisher;
 pub mod rules;

@@ -64,6 +64,8 @@ pub struct Metrics {
     modbus_errors: [AtomicU64; ModbusErrorKind::ALL.len()],
     /// The embedded broker's counters.
     pub broker: std::sync::Arc<crate::broker::BrokerMetrics>,
+    /// The time-series output's counters.
+    pub timeseries: std::sync::Arc<crate::outputs::influx::TimeseriesMetrics>,
     /// Messages lost between two accepted sequence numbers.
     pub seq_gaps: AtomicU64,
     /// Device counters that restarted (reboots), told apart from losses.
@@ -246,6 +248,7 @@ impl Metrics {
         }
         let _ = writeln!(out, "streetgate_open_cases{{type=\"all\"}} {total}");
         self.broker.render(&mut out);
+        self.timeseries.render(&mut out);
         gauge(
             &mut out,
             "streetgate_mqtt_connected",

@@ -9,7 +9,8 @@
 //!
 //! A reading's [`Ack`] rides along: the pipeline task writes any case the reading causes before
 //! passing it on, and the writer settles the acks of a batch only after its transaction
-//! committed, so an acknowledged message is always in the store.
+//! committed, so an acknowledged message is always in the store. After a commit the writer hands
+//! the batch's readings to the [`Outputs`] (a time-series database), which never wait.
 //!
 //! Shutdown needs no signal here: when the transports stop, their senders drop, each task drains
 //! its input and ends, and the writer commits what is left.
@@ -28,6 +29,7 @@ use crate::ingest::AckedReading;
 use crate::ingest::ack::Ack;
 use crate::metrics::Metrics;
 use crate::model::{Reading, ReadingBody};
+use crate::outputs::Outputs;
 use crate::store::{ReadingRecord, Store, UnregisteredSighting, WriteBatch, reading_type};
 use streetgate_protocols::DeviceId;
 
@@ -165,6 +167,7 @@ pub struct StoreWriter {
     metrics: Arc<Metrics>,
     settings: WriterSettings,
     flushed_rejections: HashMap<&'static str, u64>,
+    outputs: Outputs,
 }
 
 impl StoreWriter {
@@ -175,7 +178,14 @@ impl StoreWriter {
             metrics,
             settings,
             flushed_rejections: HashMap::new(),
+            outputs: Outputs::default(),
         }
+    }
+
+    /// Hand every committed reading to these outputs too (never waiting on them).
+    pub fn with_outputs(mut self, outputs: Outputs) -> Self {
+        self.outputs = outputs;
+        self
     }
 
     /// Run until the input closes, then commit what is left.
@@ -238,25 +248,29 @@ impl StoreWriter {
         };
         let mut unregistered: HashMap<String, UnregisteredSighting> = HashMap::new();
         // Without history only the newest reading per (device, type) is stored: pick those
-        // before serialising, so a chatty device costs one JSON document per batch.
+        // before serialising, so a chatty device costs one JSON document per batch. Every
+        // reading is kept for the outputs.
         let mut newest: HashMap<(DeviceId, &'static str), usize> = HashMap::new();
-        let mut readings: Vec<Box<Reading>> = Vec::new();
+        let mut stored: Vec<usize> = Vec::new();
+        let mut readings: Vec<Box<Reading>> = Vec::with_capacity(reading_ops as usize);
         for op in ops.drain(..) {
             match op {
                 WriteOp::Reading(r, ack) if self.settings.keep_history => {
                     acks.push(ack);
                     batch.readings.push(ReadingRecord::from_reading(&r));
+                    readings.push(r);
                 }
                 WriteOp::Reading(r, ack) => {
                     acks.push(ack);
                     let key = (r.device_id.clone(), reading_type(&r.body));
                     match newest.get(&key) {
-                        Some(&i) => readings[i] = r,
+                        Some(&i) => stored[i] = readings.len(),
                         None => {
-                            newest.insert(key, readings.len());
-                            readings.push(r);
+                            newest.insert(key, stored.len());
+                            stored.push(readings.len());
                         }
                     }
+                    readings.push(r);
                 }
                 WriteOp::Unregistered(s) => match unregistered.get_mut(&s.device_id) {
                     Some(u) => {
@@ -271,9 +285,11 @@ impl StoreWriter {
                 },
             }
         }
-        batch
-            .readings
-            .extend(readings.iter().map(|r| ReadingRecord::from_reading(r)));
+        batch.readings.extend(
+            stored
+                .iter()
+                .map(|&i| ReadingRecord::from_reading(&readings[i])),
+        );
         batch.unregistered = unregistered.into_values().collect();
 
         let mut attempt = 0u32;
@@ -288,6 +304,7 @@ impl StoreWriter {
                     for (reason, delta) in deltas {
                         *self.flushed_rejections.entry(reason).or_default() += delta;
                     }
+                    self.outputs.offer(readings);
                     return;
                 }
                 Err(e) if attempt < 3 => {
