@@ -8,6 +8,8 @@
 //! with the cursor's move, in one transaction. A gateway stopped mid-retry delivers that event
 //! again after the restart: receivers deduplicate on `event_id`.
 
+mod config;
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -16,10 +18,11 @@ use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use config::{AlertsConfig, WebhookConfig};
+
 use crate::clock::Clock;
-use crate::config::{AlertsConfig, WebhookConfig};
-use crate::ingest::mqtt::Backoff;
 use crate::metrics::Metrics;
+use crate::mqtt::Backoff;
 use crate::publisher::{PublishError, Publisher};
 use crate::store::{CaseEvent, DeliveryRecord, DeliveryStatus, Store};
 

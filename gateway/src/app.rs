@@ -24,11 +24,11 @@ use crate::commands::{AckWaiters, Commander};
 use crate::config::{Config, StoreBackend};
 use crate::ha::{self, ActiveLease, Role, RoleCell};
 use crate::ingest::modbus::ModbusSettings;
-use crate::ingest::mqtt::MqttSettings;
 use crate::ingest::{self, IngestContext};
 use crate::inventory::{Inventory, parse_csv};
 use crate::metrics::Metrics;
 use crate::model::Reading;
+use crate::mqtt::MqttSettings;
 use crate::pipeline::{self, StoreWriter, WriteOp, WriterSettings};
 use crate::publisher::Publisher;
 use crate::store::Store;
@@ -54,7 +54,7 @@ pub async fn open_store(config: &crate::config::StoreConfig) -> anyhow::Result<A
                 .with_context(|| {
                     format!(
                         "opening the PostgreSQL store at {} (store.url)",
-                        crate::config::redact_url(url)
+                        crate::settings::redact_url(url)
                     )
                 })?;
             Arc::new(store)
@@ -248,7 +248,7 @@ fn store_location(config: &Config) -> String {
     match config.store.backend {
         StoreBackend::Sqlite => config.store.path.display().to_string(),
         StoreBackend::Postgres => {
-            crate::config::redact_url(config.store.url.as_deref().unwrap_or_default())
+            crate::settings::redact_url(config.store.url.as_deref().unwrap_or_default())
         }
     }
 }

@@ -6,7 +6,11 @@
 //! in a minute at 720×). A simulator and the gateway given the same three numbers agree on the
 //! time, so holds, offline timers, due times and verify windows all run on simulated time.
 
+mod config;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use config::ClockConfig;
 
 use crate::model::UnixMs;
 

@@ -9,6 +9,8 @@
 //! through the endpoint's poller, serialised with its polls, and the acknowledgement block
 //! (input registers 90–92) is read back.
 
+mod config;
+
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -20,6 +22,8 @@ use streetgate_protocols::modbus::AckResult;
 use streetgate_protocols::topic::Topic;
 use streetgate_protocols::{Action, Channel, Command, DeviceId, DeviceKind};
 use tokio::sync::oneshot;
+
+pub use config::CommandsConfig;
 
 use crate::clock::Clock;
 use crate::ingest::modbus::{CommandError, Supervisor};

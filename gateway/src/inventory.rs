@@ -10,6 +10,8 @@
 //! A file is imported whole or not at all: every problem is reported with its line and column
 //! name, and nothing is stored while any remains.
 
+mod config;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -18,6 +20,8 @@ use serde::Serialize;
 use streetgate_protocols::{ComponentCode, DeviceId, DeviceKind};
 
 use crate::model::{Device, RoadClass, ThresholdOverrides, ToiletClass, Transport};
+
+pub use config::InventoryConfig;
 
 /// Columns of the inventory CSV, in the documented order.
 pub const COLUMNS: [&str; 12] = [

@@ -15,6 +15,8 @@
 //! Shutdown needs no signal here: when the transports stop, their senders drop, each task drains
 //! its input and ends, and the writer commits what is left.
 
+mod config;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -32,6 +34,8 @@ use crate::model::{Reading, ReadingBody};
 use crate::outputs::Outputs;
 use crate::store::{ReadingRecord, Store, UnregisteredSighting, WriteBatch, reading_type};
 use streetgate_protocols::DeviceId;
+
+pub use config::PipelineConfig;
 
 /// A write for the store writer.
 #[derive(Debug)]

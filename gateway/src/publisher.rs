@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{AsyncClient, Event, Outgoing, Packet, QoS};
 use tokio::sync::{Mutex, broadcast};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::ingest::mqtt::{Backoff, MqttSettings};
+use crate::mqtt::{Backoff, MqttSettings};
 
 /// Why a publish failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,9 +55,7 @@ pub struct Publisher {
 }
 
 /// The publisher's MQTT client id: `{mqtt.client_id}-pub`.
-pub fn client_id(mqtt: &crate::config::MqttConfig) -> String {
-    format!("{}-pub", mqtt.client_id)
-}
+pub use crate::mqtt::publisher_client_id as client_id;
 
 impl Publisher {
     /// Connect (in the background) and return the publisher and its event-loop task, which
@@ -70,13 +68,7 @@ impl Publisher {
     ) -> (Arc<Self>, JoinHandle<()>) {
         let c = &settings.config;
         let client_id = client_id(c);
-        let mut o = MqttOptions::new(client_id.clone(), settings.host.clone(), settings.port);
-        o.set_clean_session(true)
-            .set_keep_alive(Duration::from_secs(c.keep_alive_s))
-            .set_max_packet_size(c.max_packet_bytes, c.max_packet_bytes);
-        if let Some(user) = &c.username {
-            o.set_credentials(user.clone(), c.password.clone().unwrap_or_default());
-        }
+        let o = settings.publisher_options();
         let (client, mut eventloop) = AsyncClient::new(o, 16);
         eventloop.network_options.set_tcp_nodelay(true);
         let (wire, _) = broadcast::channel(64);

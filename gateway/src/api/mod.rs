@@ -23,6 +23,7 @@
 
 mod cases;
 mod commands;
+mod config;
 mod devices;
 mod lighting;
 pub mod listener;
@@ -41,6 +42,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde_json::json;
+
+pub use config::{DEFAULT_HTTP_LISTEN, HttpConfig};
 
 use crate::inventory::Inventory;
 use crate::metrics::Metrics;

@@ -24,6 +24,7 @@
 //!
 //! [`Ack`]: crate::ingest::ack::Ack
 
+mod config;
 mod conn;
 mod router;
 pub mod topic;
@@ -41,10 +42,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::config::BrokerConfig;
 use crate::ingest::{RawUplink, shard_for};
 
 use router::Router;
+
+pub use config::{BrokerConfig, DEFAULT_BROKER_LISTEN};
 
 /// The embedded broker failed to start.
 #[derive(Debug, thiserror::Error)]

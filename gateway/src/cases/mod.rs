@@ -6,10 +6,12 @@
 //! says what an incident edge does to the case for its key: register, nothing (already open:
 //! no alert storm), close as self-recovered, start verification, or reopen as rework.
 
+mod config;
 mod incident;
 mod machine;
 pub mod service;
 
+pub use config::{CasesConfig, RoutingConfig};
 pub use incident::{Incident, Incidents};
 pub use machine::{
     ActionKind, Case, CaseAction, CasePolicy, Router, Transition, TransitionError, case_type_for,

@@ -10,6 +10,8 @@
 //! identification block is read: a unit whose kind or map version differs from the inventory is
 //! reported and never misread. The telemetry block is read in one request per poll.
 
+mod config;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -20,6 +22,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_modbus::client::{Context, Reader, Writer};
+
+pub use config::ModbusConfig;
 use tokio_modbus::prelude::{Slave, SlaveContext};
 use tokio_util::sync::CancellationToken;
 

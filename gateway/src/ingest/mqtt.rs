@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, Publish, QoS, SubscribeFilter};
+use rumqttc::{AsyncClient, Event, Outgoing, Packet, Publish, QoS, SubscribeFilter};
 use streetgate_protocols::Channel;
 use streetgate_protocols::topic::PREFIX;
 use tokio::sync::mpsc;
@@ -28,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 use super::ack::{Ack, AckPacket};
 use super::{RawUplink, shard_for};
 use crate::clock::Clock;
-use crate::config::{MqttConfig, MqttUrl};
 use crate::metrics::Metrics;
+use crate::mqtt::{Backoff, MqttSettings};
 
 /// Capacity of rumqttc's request channel (acknowledgements, subscriptions, the disconnect).
 const REQUEST_CAPACITY: usize = 4096;
@@ -55,86 +55,6 @@ pub fn subscription_filters(shared_group: Option<&str>) -> Vec<String> {
             None => format!("{PREFIX}/+/{ch}"),
         })
         .collect()
-}
-
-/// Exponential back-off with jitter: `min·2ⁿ` capped at `max`, each delay drawn uniformly from
-/// its upper half so that many gateways do not reconnect in step.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    attempt: u32,
-}
-
-impl Backoff {
-    /// A back-off between `min` and `max`.
-    pub fn new(min: Duration, max: Duration) -> Self {
-        Self {
-            min,
-            max: max.max(min),
-            attempt: 0,
-        }
-    }
-
-    /// The next delay.
-    pub fn next_delay(&mut self) -> Duration {
-        let factor = 2u32.saturating_pow(self.attempt.min(30));
-        self.attempt = self.attempt.saturating_add(1);
-        let ceiling = self.min.saturating_mul(factor).min(self.max);
-        let ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
-        let half = ms / 2;
-        Duration::from_millis(half + rand::random_range(0..=ms - half))
-    }
-
-    /// After a successful connection.
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-}
-
-/// Where and how to connect.
-#[derive(Debug, Clone)]
-pub struct MqttSettings {
-    /// Broker host.
-    pub host: String,
-    /// Broker port.
-    pub port: u16,
-    /// Client options from the config.
-    pub config: MqttConfig,
-}
-
-impl MqttSettings {
-    /// Settings for an `mqtt://` URL.
-    pub fn from_url(url: &str, config: &MqttConfig) -> Result<Self, String> {
-        let parsed = MqttUrl::parse(url)?;
-        let mut config = config.clone();
-        if config.username.is_none() {
-            config.username = parsed.username;
-        }
-        if config.password.is_none() {
-            config.password = parsed.password;
-        }
-        Ok(Self {
-            host: parsed.host,
-            port: parsed.port,
-            config,
-        })
-    }
-
-    fn options(&self) -> MqttOptions {
-        let c = &self.config;
-        let mut o = MqttOptions::new(c.client_id.clone(), self.host.clone(), self.port);
-        o.set_clean_session(false)
-            .set_keep_alive(Duration::from_secs(c.keep_alive_s))
-            .set_max_packet_size(c.max_packet_bytes, 64 * 1024)
-            .set_inflight(c.inflight)
-            // Acknowledged after the commit (see the module doc).
-            .set_manual_acks(true);
-        if let Some(user) = &c.username {
-            o.set_credentials(user.clone(), c.password.clone().unwrap_or_default());
-        }
-        o
-    }
 }
 
 /// The acknowledgement `a` as rumqttc takes it (it needs only the packet id and QoS).
@@ -205,7 +125,7 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     let filters = subscription_filters(settings.config.shared_group.as_deref());
-    let (client, mut eventloop) = AsyncClient::new(settings.options(), REQUEST_CAPACITY);
+    let (client, mut eventloop) = AsyncClient::new(settings.ingest_options(), REQUEST_CAPACITY);
     // PUBACKs and pings are small writes: do not let Nagle's algorithm hold them back.
     eventloop.network_options.set_tcp_nodelay(true);
     let mut backoff = Backoff::new(
@@ -352,6 +272,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mqtt::MqttConfig;
 
     #[test]
     fn filters() {

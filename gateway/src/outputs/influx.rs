@@ -34,7 +34,6 @@ use tokio::task::JoinHandle;
 
 use super::spool::{Batch, Queue};
 use super::{OutputContext, ReadingOutput, Started};
-use crate::config::ConfigError;
 use crate::model::{CaseType, Device, Reading, ReadingBody, UnixMs};
 use streetgate_protocols::TelemetryData;
 
@@ -145,14 +144,13 @@ impl TimeseriesConfig {
     }
 
     /// Check ranges and relations; errors name the key (`timeseries.url`).
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        fn invalid(key: &str, value: impl std::fmt::Display, allowed: &str) -> ConfigError {
-            ConfigError::Invalid {
-                key: format!("timeseries.{key}"),
-                value: value.to_string(),
-                allowed: allowed.to_owned(),
-                env_var: None,
-            }
+    pub fn validate(&self) -> crate::settings::Checked {
+        fn invalid(
+            key: &str,
+            value: impl std::fmt::Display,
+            allowed: &str,
+        ) -> crate::settings::Invalid {
+            crate::settings::invalid(format!("timeseries.{key}"), value, allowed)
         }
         let Some(url) = &self.url else {
             return Ok(());

@@ -11,6 +11,8 @@
 //! raw samples whenever the device reports one). The whole state serialises ([`RulesSnapshot`]) so a restart
 //! resumes durations, offline timers and lighting windows where they were.
 
+mod validate;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};

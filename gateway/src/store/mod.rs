@@ -16,6 +16,7 @@
 
 pub mod cases;
 pub mod commands;
+pub mod config;
 pub mod deliveries;
 pub mod devices;
 pub mod lease;
@@ -29,6 +30,7 @@ pub use cases::{
     CaseEvent, CaseFilter, CaseHistoryEntry, CaseInsert, CaseRecord, CaseStore, UNRESOLVED_STATES,
 };
 pub use commands::{CommandRecord, CommandState, CommandStore};
+pub use config::{StoreBackend, StoreConfig};
 pub use deliveries::{DeliveryRecord, DeliveryStatus, DeliveryStore};
 pub use devices::{DeviceStore, UnregisteredDevice};
 pub use lease::{LeaseHeld, LeaseState, LeaseStore};

@@ -10,8 +10,8 @@ use sqlx::migrate::{Migrate, Migrator};
 use sqlx::{Connection, QueryBuilder, Row};
 
 use super::{PgStore, SqliteStore, corrupt, postgres, sqlite};
-use crate::config::{StoreBackend, StoreConfig};
 use crate::store::{Store, StoreResult};
+use crate::store::{StoreBackend, StoreConfig};
 
 /// A store opened without applying its migrations.
 #[derive(Debug, Clone)]
