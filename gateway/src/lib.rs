@@ -1,10 +1,19 @@
-//! The streetgate gateway: ingest (MQTT, Modbus) → normalise → rules → cases → notify, with an
-//! HTTP API and embedded defaults (broker, SQLite) so one command runs the whole thing.
+//! The streetgate gateway: ingest (MQTT, Modbus) → normalise → rules → cases → store and
+//! outputs → API and alerts, with embedded defaults (broker, SQLite) so one command runs the
+//! whole thing.
 //!
-//! Modules follow the data flow: [`ingest`] (transports → readings), [`pipeline`] (readings →
-//! rules → store writes), [`store`], [`outputs`] (committed readings to a time-series
-//! database), [`api`]; [`app`] wires them, [`config`] configures them, [`broker`] is the
-//! embedded MQTT broker.
+//! The modules, in the order data flows through them:
+//!
+//! | step | modules |
+//! |---|---|
+//! | transports | [`broker`] (embedded MQTT broker), [`mqtt`] (client of an external broker), [`ingest`] (decode, validate, sequence numbers; Modbus polling) |
+//! | readings → conditions | [`pipeline`] (the task chain and the store writer), [`rules`] (thresholds, holds, offline timers), [`lighting`] (lighting rate) |
+//! | conditions → cases | [`automation`] (rules and incidents against the store), [`cases`] (the case machine, incidents, and the case service the automation and the API share) |
+//! | persistence and outputs | [`store`] (one trait per entity; SQLite and PostgreSQL), [`outputs`] (committed readings to a time-series database), [`ha`] (active/standby lease) |
+//! | people and systems | [`api`] (HTTP), [`alerts`] (case events to MQTT and webhooks), [`publisher`] and [`commands`] (downlink to lamps) |
+//!
+//! [`app`] wires them; [`config`] assembles the sections each module defines and checks
+//! ([`settings`]); [`model`], [`clock`], [`inventory`] and [`metrics`] are shared by all.
 #![warn(missing_docs)]
 
 pub mod model;
