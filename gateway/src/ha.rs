@@ -1,5 +1,5 @@
 //! Active and standby (`[ha]`): two gateways on one PostgreSQL and one external broker. The
-//! active holds a lease in the store ([`LeaseStore`]) and renews it; the standby serves the API
+//! active holds a lease in the store ([`LeaseStore`](crate::store::LeaseStore)) and renews it; the standby serves the API
 //! for reading, holds no device state, and takes the lease once it has expired: then it starts
 //! as the active, loading the rule state and taking over the broker session (same
 //! `mqtt.client_id`, persistent), whose unacknowledged messages the broker delivers again.

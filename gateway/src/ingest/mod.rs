@@ -461,9 +461,9 @@ impl LogLimiter {
 }
 
 /// Spawn `n` decode workers; returns their inputs (index with [`shard_for`]) and handles.
-/// `seeds` are the devices' sequence states as last committed ([`Store::seq_states`]).
+/// `seeds` are the devices' sequence states as last committed ([`ReadingStore::seq_states`]).
 ///
-/// [`Store::seq_states`]: crate::store::Store::seq_states
+/// [`ReadingStore::seq_states`]: crate::store::ReadingStore::seq_states
 ///
 /// A worker ends when its input closes (the transport stopped) after draining it.
 #[allow(clippy::too_many_arguments)] // wiring: each argument is a separate piece of app state
