@@ -28,6 +28,9 @@ pub use crate::cases::service::SYSTEM;
 struct Persisted {
     rules: RulesSnapshot,
     incidents: Incidents,
+    /// Incident edges whose case could not be written yet.
+    #[serde(default)]
+    pending: Vec<(Incident, UnixMs)>,
 }
 
 /// Counters of what the automation did.
@@ -52,6 +55,9 @@ pub struct AutomationStats {
 pub struct Automation {
     rules: RulesEngine,
     incidents: Incidents,
+    /// Incident edges (with their time) whose case could not be written yet, oldest first:
+    /// kept, in order, until the store takes them.
+    pending: Vec<(Incident, UnixMs)>,
     cases: CaseService,
     store: Arc<dyn Store>,
     inventory: Arc<Inventory>,
@@ -71,11 +77,13 @@ impl Automation {
     ) -> StoreResult<Self> {
         let mut engine = RulesEngine::new(rules);
         let mut incidents = Incidents::default();
+        let mut pending = Vec::new();
         if let Some((json, _)) = store.load_rule_state().await? {
             match serde_json::from_str::<Persisted>(&json) {
                 Ok(p) => {
                     engine.restore(p.rules);
                     incidents = p.incidents;
+                    pending = p.pending;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "stored rule state unreadable; starting fresh")
@@ -85,6 +93,7 @@ impl Automation {
         Ok(Self {
             rules: engine,
             incidents,
+            pending,
             cases,
             store,
             inventory,
@@ -105,14 +114,32 @@ impl Automation {
         };
         let events = self.rules.on_reading(&device, reading);
         let incidents = self.group(events.iter().map(|ev| (ev, Some(device.as_ref()))));
-        for incident in incidents {
-            self.on_incident(&incident, reading.received_ms).await?;
+        self.pending
+            .extend(incidents.into_iter().map(|i| (i, reading.received_ms)));
+        self.write_pending().await
+    }
+
+    /// Incident edges whose case is not written yet (the store failed).
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Write the cases of the pending incident edges, oldest first; on a store error the
+    /// failed edge and those after it stay pending (nothing is lost, the order is kept) and
+    /// the error is returned.
+    pub async fn write_pending(&mut self) -> StoreResult<()> {
+        while let Some((incident, at)) = self.pending.first().cloned() {
+            self.on_incident(&incident, at).await?;
+            self.pending.remove(0);
         }
         Ok(())
     }
 
     /// Time passes: rule timers and lighting, sensor verification, state persistence.
     pub async fn tick(&mut self, now: UnixMs) -> StoreResult<()> {
+        // Cases that could not be written before go first; a store that still fails leaves
+        // them (and this tick's) pending, while the lighting rate is evaluated all the same.
+        let mut failed = self.write_pending().await.err();
         let devices = self.inventory.snapshot();
         let events = self.rules.on_tick(now, devices.values().map(AsRef::as_ref));
         let incidents = self.group(events.iter().map(|ev| {
@@ -122,8 +149,9 @@ impl Automation {
             };
             (ev, device)
         }));
-        for incident in incidents {
-            self.on_incident(&incident, now).await?;
+        self.pending.extend(incidents.into_iter().map(|i| (i, now)));
+        if failed.is_none() {
+            failed = self.write_pending().await.err();
         }
         let report = self
             .rules
@@ -133,6 +161,9 @@ impl Automation {
             now: report,
             history: self.rules.lighting_history().clone(),
         });
+        if let Some(e) = failed {
+            return Err(e);
+        }
         let filter = CaseFilter {
             state: Some(CaseState::Resolved),
             limit: 1000,
@@ -158,6 +189,7 @@ impl Automation {
         let state = Persisted {
             rules: self.rules.snapshot(),
             incidents: self.incidents.clone(),
+            pending: self.pending.clone(),
         };
         match serde_json::to_string(&state) {
             Ok(json) => self.store.save_rule_state(&json, now).await,

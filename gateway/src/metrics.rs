@@ -87,6 +87,11 @@ pub struct Metrics {
     pub store_batches: AtomicU64,
     /// Store writes that failed.
     pub store_errors: AtomicU64,
+    /// The store is refusing writes now (1): readings and the cases they cause are held and
+    /// retried, not acknowledged.
+    pub store_write_failing: AtomicU64,
+    /// Why the last store write failed, while it is failing.
+    pub store_write_error: std::sync::Mutex<Option<String>>,
     /// Time spent in the rules per reading.
     pub rule_latency: Histogram,
     /// Condition events the rules emitted.
@@ -120,6 +125,38 @@ pub struct StoreGauges {
 }
 
 impl Metrics {
+    /// A store write failed (it will be retried).
+    pub fn store_write_failed(&self, error: &dyn std::fmt::Display) {
+        self.store_errors.fetch_add(1, Relaxed);
+        self.store_write_failing.store(1, Relaxed);
+        *self
+            .store_write_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error.to_string());
+    }
+
+    /// A store write succeeded.
+    pub fn store_write_ok(&self) {
+        if self.store_write_failing.swap(0, Relaxed) == 1 {
+            *self
+                .store_write_error
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+            tracing::info!("the store takes writes again");
+        }
+    }
+
+    /// Why the store refuses writes, while it does.
+    pub fn store_write_error(&self) -> Option<String> {
+        if self.store_write_failing.load(Relaxed) == 0 {
+            return None;
+        }
+        self.store_write_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// A reading accepted from `transport` (`mqtt`, `modbus-tcp`, `modbus-rtu`).
     pub fn ingested(&self, transport: &str) {
         if let Some(i) = TRANSPORTS.iter().position(|t| *t == transport) {
@@ -290,6 +327,12 @@ impl Metrics {
             "streetgate_store_errors_total",
             "Store writes that failed.",
             self.store_errors.load(Relaxed),
+        );
+        gauge(
+            &mut out,
+            "streetgate_store_write_failing",
+            "1 while the store refuses writes (readings and cases are held and retried, not acknowledged).",
+            i64::try_from(self.store_write_failing.load(Relaxed)).unwrap_or(1),
         );
         counter(
             &mut out,

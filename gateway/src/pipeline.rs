@@ -140,11 +140,26 @@ async fn on_reading(
     }
     let started = std::time::Instant::now();
     let conditions_before = automation.stats.conditions;
-    if let Err(e) = automation.on_reading(&reading).await {
-        metrics.store_errors.fetch_add(1, Relaxed);
-        tracing::error!(device = %reading.device_id, error = %e, "rules/cases: store error");
-    }
+    let mut result = automation.on_reading(&reading).await;
     metrics.rule_latency.observe(started.elapsed());
+    // A case the reading causes is written before the reading is passed on (and acknowledged):
+    // while the store refuses it, the reading waits here, and so does ingest behind it.
+    let mut backoff = StoreBackoff::default();
+    while let Err(e) = result {
+        if !e.is_transient() {
+            metrics.store_errors.fetch_add(1, Relaxed);
+            tracing::error!(device = %reading.device_id, error = %e, "rules/cases: the store refused a case for good");
+            break;
+        }
+        metrics.store_write_failed(&e);
+        backoff
+            .wait(
+                &e,
+                "writing a case failed; the reading waits until it is written",
+            )
+            .await;
+        result = automation.write_pending().await;
+    }
     metrics
         .condition_events
         .fetch_add(automation.stats.conditions - conditions_before, Relaxed);
@@ -152,6 +167,37 @@ async fn on_reading(
         .send(WriteOp::Reading(Box::new(reading), ack))
         .await
         .is_ok()
+}
+
+/// Waiting between attempts at a store that refuses writes: 100 ms doubling to 5 s, logged
+/// at the first failure and then once per 30 s.
+#[derive(Debug)]
+struct StoreBackoff {
+    delay: Duration,
+    logged: Option<std::time::Instant>,
+}
+
+impl Default for StoreBackoff {
+    fn default() -> Self {
+        Self {
+            delay: Duration::from_millis(100),
+            logged: None,
+        }
+    }
+}
+
+impl StoreBackoff {
+    async fn wait(&mut self, error: &crate::store::StoreError, what: &str) {
+        if self
+            .logged
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(30))
+        {
+            tracing::error!(error = %error, retry_in_ms = self.delay.as_millis() as u64, "{what}");
+            self.logged = Some(std::time::Instant::now());
+        }
+        tokio::time::sleep(self.delay).await;
+        self.delay = (self.delay * 2).min(Duration::from_secs(5));
+    }
 }
 
 /// Batching settings of the store writer.
@@ -296,10 +342,11 @@ impl StoreWriter {
         );
         batch.unregistered = unregistered.into_values().collect();
 
-        let mut attempt = 0u32;
+        let mut backoff = StoreBackoff::default();
         loop {
             match self.store.write_batch(&batch).await {
                 Ok(()) => {
+                    self.metrics.store_write_ok();
                     for ack in acks {
                         ack.settle();
                     }
@@ -311,15 +358,18 @@ impl StoreWriter {
                     self.outputs.offer(readings);
                     return;
                 }
-                Err(e) if attempt < 3 => {
-                    attempt += 1;
-                    tracing::warn!(error = %e, attempt, "store write failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                // Held and retried: nothing is acknowledged meanwhile, and the queues in front
+                // of the writer fill up, so devices are slowed down rather than dropped.
+                Err(e) if e.is_transient() => {
+                    self.metrics.store_write_failed(&e);
+                    backoff
+                        .wait(&e, "store write failed; the batch is held and retried")
+                        .await;
                 }
                 Err(e) => {
                     self.metrics.store_errors.fetch_add(1, Relaxed);
                     // Not acknowledged: the senders keep these messages and deliver them again.
-                    tracing::error!(error = %e, readings = batch.readings.len(), "store write failed; batch not acknowledged");
+                    tracing::error!(error = %e, readings = batch.readings.len(), "the store refused the batch for good; not acknowledged");
                     return;
                 }
             }

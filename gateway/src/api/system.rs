@@ -21,12 +21,15 @@ pub(super) async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let role = state.runtime.role.get();
     // A standby has no broker connection by design: its health is the store's.
     let ingesting = role == crate::ha::Role::Standby || (mqtt_connected && outage == 0);
+    // A store that answers but refuses writes (read-only, full) holds ingest back.
+    let write_error = state.metrics.store_write_error();
     let status = match (&store, ingesting) {
         (Err(_), _) => "unavailable",
+        _ if write_error.is_some() => "unavailable",
         (Ok(()), false) => "degraded",
         (Ok(()), true) => "ok",
     };
-    let code = if store.is_ok() {
+    let code = if store.is_ok() && write_error.is_none() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -50,10 +53,11 @@ pub(super) async fn health(State(state): State<AppState>) -> impl IntoResponse {
                 "embedded_broker": rt.embedded_broker.map(|a| a.to_string()),
             },
             "store": {
-                "ok": store.is_ok(),
+                "ok": store.is_ok() && write_error.is_none(),
+                "writable": write_error.is_none(),
                 "backend": state.store.backend(),
                 "path": rt.store_path,
-                "error": store.err().map(|e| e.to_string()),
+                "error": store.err().map(|e| e.to_string()).or(write_error),
             },
         })),
     )

@@ -82,6 +82,25 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
     }
 }
 
+impl StoreError {
+    /// Whether trying again later can succeed (the database is away, read-only, locked or out
+    /// of space), as opposed to a write the database will always refuse (a constraint, a row
+    /// that cannot be read).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Database(sqlx::Error::Database(e)) => !matches!(
+                e.kind(),
+                sqlx::error::ErrorKind::UniqueViolation
+                    | sqlx::error::ErrorKind::ForeignKeyViolation
+                    | sqlx::error::ErrorKind::NotNullViolation
+                    | sqlx::error::ErrorKind::CheckViolation
+            ),
+            Self::Database(_) | Self::Io { .. } => true,
+            Self::Migrate(_) | Self::Corrupt { .. } => false,
+        }
+    }
+}
+
 /// Result of a store operation.
 pub type StoreResult<T> = Result<T, StoreError>;
 
