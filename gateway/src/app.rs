@@ -46,6 +46,9 @@ pub struct Running {
     pub mqtt_broker: String,
     /// Shared state (store, inventory, metrics).
     pub state: AppState,
+    /// The first start on an empty store created the administrator `admin` with this random
+    /// password (printed once; change it with `POST /api/session/password`).
+    pub first_admin_password: Option<String>,
     ingest: IngestContext,
     cancel: CancellationToken,
     mqtt: JoinHandle<()>,
@@ -95,6 +98,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         )
     })?;
     let store: Arc<dyn Store> = Arc::new(sqlite);
+    // Secure by default: no user, no access; the first start creates the administrator.
+    let first_admin_password =
+        crate::auth::bootstrap_admin(store.as_ref(), crate::clock::wall_ms())
+            .await
+            .context("creating the first administrator")?;
+    if let Some(password) = &first_admin_password {
+        tracing::warn!(
+            user = crate::auth::FIRST_ADMIN,
+            password = %password,
+            "no user in the store: created the administrator; sign in with POST /api/session and change this password (shown only now)"
+        );
+    }
     let devices = store
         .list_devices()
         .await
@@ -296,6 +311,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         lighting: lighting_rx,
         case_policy: Arc::new(config.cases.policy()),
         router: Arc::new(config.routing.router()),
+        auth: Arc::new(config.auth.clone()),
         store: Arc::clone(&store),
         inventory: Arc::clone(&inventory),
         metrics: Arc::clone(&metrics),
@@ -320,7 +336,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             http_limits.0,
             Duration::from_millis(http_limits.1),
         );
-        let serve = axum::serve(listener, router)
+        // With the peer address of each connection (the audit log records it).
+        let app = router.into_make_service_with_connect_info::<api::listener::ClientAddr>();
+        let serve = axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await });
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "HTTP server failed");
@@ -341,6 +359,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         broker_addr,
         mqtt_broker,
         state,
+        first_admin_password,
         ingest,
         cancel,
         mqtt,

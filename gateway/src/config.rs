@@ -110,6 +110,37 @@ pub struct Config {
     pub commands: CommandsConfig,
     /// The clock: wall time, or a simulation's faster clock.
     pub clock: ClockConfig,
+    /// Sign-in sessions, cookies, and what is served without signing in.
+    pub auth: AuthConfig,
+}
+
+/// `[auth]`: sign-in sessions and the cookie. Users, roles and API tokens live in the store
+/// (`streetgate user ...`, `/api/users`, `/api/tokens`); see docs/access.md.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// A session unused for this long ends, s (wall time, whatever the clock's speed).
+    pub session_idle_s: u64,
+    /// A session ends this long after sign-in however much it is used, s.
+    pub session_absolute_s: u64,
+    /// Mark the session cookie `Secure` (sent over HTTPS only). Turn it on when the API is
+    /// served over TLS (a reverse proxy in front of it); off by default because the embedded
+    /// defaults serve plain HTTP on 127.0.0.1.
+    pub cookie_secure: bool,
+    /// Serve `GET /metrics` without signing in (a Prometheus on a trusted network). Off by
+    /// default: it then takes a bearer token with the `system_read` permission (a viewer's).
+    pub metrics_public: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            session_idle_s: 12 * 3600,
+            session_absolute_s: 24 * 3600,
+            cookie_secure: false,
+            metrics_public: false,
+        }
+    }
 }
 
 /// `[alerts]`: every case event (each recorded transition) is delivered to each sink in order,
@@ -646,6 +677,10 @@ pub const ENV_KEYS: &[(&str, EnvValueKind)] = &[
     ("clock.speed", EnvValueKind::Literal),
     ("clock.start_ms", EnvValueKind::Literal),
     ("clock.anchor_wall_ms", EnvValueKind::Literal),
+    ("auth.session_idle_s", EnvValueKind::Literal),
+    ("auth.session_absolute_s", EnvValueKind::Literal),
+    ("auth.cookie_secure", EnvValueKind::Literal),
+    ("auth.metrics_public", EnvValueKind::Literal),
 ];
 
 /// The environment variable that overrides `key` (`http.listen` → `STREETGATE_HTTP_LISTEN`).
@@ -964,6 +999,14 @@ impl Config {
                 c.speed,
                 "above 0 and at most 100000 (clock seconds per wall second)",
             ));
+        }
+        for (key, value) in [
+            ("auth.session_idle_s", self.auth.session_idle_s),
+            ("auth.session_absolute_s", self.auth.session_absolute_s),
+        ] {
+            if !(1..=366 * 86_400).contains(&value) {
+                return Err(invalid(key, value, "1..=31622400 s (at most a year)"));
+            }
         }
         Ok(())
     }
@@ -1287,7 +1330,13 @@ mod tests {
                 (_, "mqtt.url") => "mqtt://h:1",
                 (_, k) if k.ends_with("listen") => "127.0.0.1:1",
                 (EnvValueKind::Text, _) => "x",
-                (EnvValueKind::Literal, "broker.embedded" | "alerts.mqtt") => "true",
+                (
+                    EnvValueKind::Literal,
+                    "broker.embedded"
+                    | "alerts.mqtt"
+                    | "auth.cookie_secure"
+                    | "auth.metrics_public",
+                ) => "true",
                 (EnvValueKind::Literal, "alerts.poll_interval_ms" | "alerts.retry_max_ms") => {
                     "5000"
                 }

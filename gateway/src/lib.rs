@@ -11,6 +11,7 @@ pub mod model;
 pub mod alerts;
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod automation;
 pub mod broker;
 pub mod cases;

@@ -1,10 +1,25 @@
 //! The HTTP API (axum). Every error is JSON `{"code": "...", "message": "..."}` with a fitting
 //! status code.
 //!
+//! Every route but `/api/health` (anonymous callers: status only), `/api/openapi.json` and
+//! `POST /api/session` (sign-in) takes an [`access::Identity`]: a bearer API token, or the
+//! session cookie (with `X-CSRF-Token` on mutating requests). Anonymous → 401, a role without
+//! the route's permission → 403. Every mutating call is recorded in the audit log.
+//!
 //! | route | |
 //! |---|---|
-//! | `GET /api/health` | liveness, store and MQTT status |
-//! | `GET /metrics` | Prometheus text exposition |
+//! | `GET /api/health` | liveness; store and MQTT status when signed in |
+//! | `GET /metrics` | Prometheus text exposition (`system_read`, or `auth.metrics_public`) |
+//! | `POST /api/session` | sign in (sets the session cookie, returns the CSRF token) |
+//! | `GET /api/session` | who am I, with my permissions |
+//! | `DELETE /api/session` | sign out |
+//! | `POST /api/session/password` | change my password |
+//! | `GET /api/users`, `POST /api/users` | users (admin) |
+//! | `DELETE /api/users/{name}` | disable a user (admin) |
+//! | `POST /api/users/{name}/password` | set a user's password (admin) |
+//! | `GET /api/tokens`, `POST /api/tokens` | API tokens (admin; a new token is shown once) |
+//! | `DELETE /api/tokens/{id}` | revoke a token (admin) |
+//! | `GET /api/audit` | the audit log of mutating calls (admin) |
 //! | `GET /api/devices` | inventory (filters `kind`, `grid`, `segment`; `limit`, `offset`) |
 //! | `POST /api/devices` | upsert one device or an array (JSON) |
 //! | `POST /api/devices/import` | CSV import, all or nothing |
@@ -18,9 +33,10 @@
 //! | `GET /api/cases` | cases (filters `state`, `open`, `type`, `grid`, `team`, `overdue`) |
 //! | `POST /api/cases` | a case reported by a patrol or the hotline, dispatched by `[routing]` |
 //! | `GET /api/cases/{id}` | one case with its history |
-//! | `POST /api/cases/{id}/transitions` | act on a case (accept, return, resolve...) with an actor |
+//! | `POST /api/cases/{id}/transitions` | act on a case (accept, return, resolve...); the actor is the caller |
 //! | `GET /api/lighting` | lighting rate per segment, grid and city; over a period with `from_ms`/`to_ms` |
 
+pub mod access;
 mod cases;
 mod commands;
 mod devices;
@@ -67,6 +83,8 @@ pub struct AppState {
     pub router: Arc<crate::cases::Router>,
     /// Lighting rate, refreshed by the automation's tick.
     pub lighting: tokio::sync::watch::Receiver<crate::lighting::LightingSnapshot>,
+    /// Sessions and cookies (`[auth]`).
+    pub auth: Arc<crate::config::AuthConfig>,
 }
 
 /// Facts about the running gateway.
@@ -237,6 +255,39 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         )
         .route("/api/commands", get(commands::list))
         .route("/api/alerts/deliveries", get(commands::deliveries))
+        .route(
+            "/api/session",
+            get(access::whoami)
+                .post(access::sign_in)
+                .delete(access::sign_out),
+        )
+        .route(
+            "/api/session/password",
+            axum::routing::post(access::change_password),
+        )
+        .route("/api/users", get(access::list_users).post(access::add_user))
+        .route(
+            "/api/users/{name}",
+            axum::routing::delete(access::disable_user),
+        )
+        .route(
+            "/api/users/{name}/password",
+            axum::routing::post(access::reset_password),
+        )
+        .route(
+            "/api/tokens",
+            get(access::list_tokens).post(access::create_token),
+        )
+        .route(
+            "/api/tokens/{id}",
+            axum::routing::delete(access::revoke_token),
+        )
+        .route("/api/audit", get(access::audit_log))
+        // After every route: the audit sees the matched route template.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::audit,
+        ))
         .fallback(|| async {
             ApiError::not_found(
                 "no_route",

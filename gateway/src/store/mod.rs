@@ -6,6 +6,10 @@
 //! the SQL is kept portable so a PostgreSQL store (`migrations_postgres/`) can follow.
 
 pub mod sqlite;
+mod sqlite_users;
+pub mod users;
+
+pub use users::{AuditEntry, AuditFilter, SessionRecord, TokenRecord, UserRecord, UserStore};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -387,7 +391,7 @@ pub struct CommandRecord {
 
 /// The persistent store.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+pub trait Store: UserStore + Send + Sync + std::fmt::Debug + 'static {
     /// Check the database answers.
     async fn ping(&self) -> StoreResult<()>;
 
