@@ -60,6 +60,20 @@ async fn anonymous_callers_are_refused_and_health_says_little() {
     assert_eq!(health, json!({"status": "ok"}));
     let (_, full) = gw.http.get("/api/health").await;
     assert!(full["store"]["path"].is_string(), "{full}");
+    // No answer is sniffed into markup.
+    let r = reqwest::get(format!(
+        "http://{}/api/cases?grid=<script>",
+        gw.running.http_addr
+    ))
+    .await
+    .unwrap();
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
     // A made-up token is refused, naming why.
     let forged = common::Http::new(gw.running.http_addr).with_token("sgt_0000");
     let (status, body) = forged.get("/api/cases").await;

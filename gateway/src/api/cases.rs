@@ -148,7 +148,7 @@ fn action_text(action: &crate::cases::CaseAction) -> ApiResult<()> {
         A::Dispatch { team } => ("team", team),
         A::Accept | A::Close => return Ok(()),
     };
-    crate::auth::check_text(field, text, 2000)
+    crate::auth::check_text(field, text, 10_000)
         .map_err(|e| ApiError::bad_request("invalid_text", e.0))
 }
 
@@ -255,8 +255,9 @@ pub(super) async fn create(
             "detail and grid are required",
         ));
     }
+    // The detail's length is bounded by http.max_body_bytes only (a description may be long).
     for (field, text, max) in [
-        ("detail", Some(&body.detail), 2000),
+        ("detail", Some(&body.detail), usize::MAX),
         ("location", body.location.as_ref(), 200),
         ("grid", Some(&body.grid), 64),
     ] {

@@ -221,6 +221,20 @@ async fn openapi() -> Response {
         .into_response()
 }
 
+/// No answer is ever read as markup: JSON, CSV and text stay what their content type says
+/// (browsers do not sniff them into HTML), and nothing is cached that carries a session.
+async fn no_sniff(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        axum::http::header::X_CONTENT_TYPE_OPTIONS,
+        axum::http::HeaderValue::from_static("nosniff"),
+    );
+    headers
+        .entry(axum::http::header::CACHE_CONTROL)
+        .or_insert(axum::http::HeaderValue::from_static("no-store"));
+    response
+}
+
 /// The router with every route.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
@@ -302,6 +316,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::map_response(no_sniff))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }
