@@ -193,6 +193,20 @@ async fn roles_limit_what_a_caller_does() {
     assert_eq!(devices["total"], 2, "{devices}");
     assert_eq!(grid_viewer.get("/api/devices/SL-1").await.0, 403);
     assert_eq!(grid_viewer.get("/api/devices/BN-1").await.0, 200);
+    let (status, lighting) = grid_viewer.get("/api/lighting").await;
+    assert_eq!(
+        (status, &lighting["city"]),
+        (200, &Value::Null),
+        "{lighting}"
+    );
+    assert_eq!(grid_viewer.get("/api/lighting?segment=S-1").await.0, 403);
+    assert_eq!(
+        grid_viewer
+            .get("/api/lighting?grid=320508001001001")
+            .await
+            .0,
+        403
+    );
     let csv = grid_viewer.get_text("/api/devices/export").await;
     assert!(csv.contains("BN-1") && !csv.contains("SL-1"), "{csv}");
     gw.running.shutdown().await.unwrap();
@@ -374,6 +388,9 @@ async fn sessions_need_the_csrf_header_and_expire() {
         (status, body["code"].as_str()),
         (401, Some("session_ended"))
     );
+    // Liveness answers whatever cookie comes with it.
+    let (status, body) = browser.get("/api/health").await;
+    assert_eq!((status, body), (200, json!({"status": "ok"})));
 
     // Sign-out ends the session for good.
     let (_, _, browser) = Browser::sign_in(&gw, "centre.1", "a long enough password").await;

@@ -317,15 +317,19 @@ impl FromRequestParts<AppState> for Identity {
 }
 
 /// The caller if signed in, for routes that serve anonymous callers less (`/api/health`,
-/// `/metrics`). A credential that is presented but invalid is still refused.
+/// `/metrics`). A credential that does not hold (an expired cookie) counts as none: liveness
+/// answers whatever the caller sends.
 #[derive(Debug, Clone)]
 pub struct MaybeIdentity(pub Option<Identity>);
 
 impl FromRequestParts<AppState> for MaybeIdentity {
-    type Rejection = ApiError;
+    type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        Ok(Self(resolve(parts, state).await?))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(resolve(parts, state).await.ok().flatten()))
     }
 }
 

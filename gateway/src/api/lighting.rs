@@ -32,6 +32,21 @@ pub(super) async fn rates(
         }
         q.grid = Some(g.clone());
     }
+    let snapshot_grid_of = |segment: &str| {
+        state
+            .lighting
+            .borrow()
+            .now
+            .segments
+            .iter()
+            .find(|s| s.segment == segment)
+            .map(|s| s.grid.clone())
+    };
+    if let (Some(g), Some(segment)) = (&id.grid, &q.segment) {
+        if snapshot_grid_of(segment).as_ref() != Some(g) {
+            return Err(super::access::out_of_scope(&format!("grid {g}")));
+        }
+    }
     let snapshot = state.lighting.borrow().clone();
     let segments: Vec<_> = snapshot
         .now
