@@ -312,6 +312,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         case_policy: Arc::new(config.cases.policy()),
         router: Arc::new(config.routing.router()),
         auth: Arc::new(config.auth.clone()),
+        sign_in_throttle: Arc::default(),
         store: Arc::clone(&store),
         inventory: Arc::clone(&inventory),
         metrics: Arc::clone(&metrics),

@@ -526,3 +526,60 @@ async fn metrics_take_a_token_unless_public() {
     assert!(text.contains("streetgate_"), "{text}");
     gw.running.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failed_sign_ins_are_throttled_per_name() {
+    let gw = Gateway::start(|_| {}).await;
+    let body = json!({"name": "centre.2", "role": "dispatcher", "password": "the right password"});
+    assert_eq!(gw.http.post_json("/api/users", &body).await.0, 200);
+    let anon = gw.anonymous();
+    let attempt = |password: &'static str| {
+        let anon = anon.clone();
+        async move {
+            anon.post_json(
+                "/api/session",
+                &json!({"username": "centre.2", "password": password}),
+            )
+            .await
+        }
+    };
+    // A success clears the count.
+    for _ in 0..9 {
+        assert_eq!(attempt("a wrong password").await.0, 401);
+    }
+    assert_eq!(attempt("the right password").await.0, 200);
+    for _ in 0..10 {
+        assert_eq!(attempt("a wrong password").await.0, 401);
+    }
+    let (status, body) = attempt("the right password").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (429, Some("too_many_attempts")),
+        "{body}"
+    );
+    // Other names are not held back, and an unknown name is throttled alike.
+    let (status, _) = anon
+        .post_json(
+            "/api/session",
+            &json!({"username": "admin", "password": "not it at all"}),
+        )
+        .await;
+    assert_eq!(status, 401);
+    for _ in 0..10 {
+        let (status, _) = anon
+            .post_json(
+                "/api/session",
+                &json!({"username": "ghost", "password": "whatever it is"}),
+            )
+            .await;
+        assert_eq!(status, 401);
+    }
+    let (status, _) = anon
+        .post_json(
+            "/api/session",
+            &json!({"username": "ghost", "password": "whatever it is"}),
+        )
+        .await;
+    assert_eq!(status, 429);
+    gw.running.shutdown().await.unwrap();
+}

@@ -447,6 +447,50 @@ async fn hash_blocking(password: String) -> ApiResult<String> {
         .map_err(|e| ApiError::bad_request("weak_password", e.0))
 }
 
+/// Failed sign-ins per user name: after [`MAX_FAILURES`] within [`FAILURE_WINDOW_MS`] the name
+/// is refused (429) until the window has passed since the first of them, whatever the password
+/// (unknown names count alike, so the answer does not tell whether a user exists).
+#[derive(Debug, Default)]
+pub struct SignInThrottle(Mutex<std::collections::HashMap<String, (u32, UnixMs)>>);
+
+/// Failed sign-ins allowed per name and window.
+pub const MAX_FAILURES: u32 = 10;
+/// The window, ms (15 minutes).
+pub const FAILURE_WINDOW_MS: UnixMs = 15 * 60_000;
+
+impl SignInThrottle {
+    fn key(name: &str) -> String {
+        name.chars().take(64).collect::<String>().to_lowercase()
+    }
+
+    /// Seconds to wait before this name may try again, if it may not now.
+    fn blocked(&self, name: &str, now: UnixMs) -> Option<i64> {
+        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let (count, first) = map.get(&Self::key(name))?;
+        let left = first + FAILURE_WINDOW_MS - now;
+        (*count >= MAX_FAILURES && left > 0).then(|| (left + 999) / 1000)
+    }
+
+    fn failed(&self, name: &str, now: UnixMs) {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.len() > 100_000 {
+            map.retain(|_, (_, first)| now - *first < FAILURE_WINDOW_MS);
+        }
+        let entry = map.entry(Self::key(name)).or_insert((0, now));
+        if now - entry.1 >= FAILURE_WINDOW_MS {
+            *entry = (0, now);
+        }
+        entry.0 += 1;
+    }
+
+    fn succeeded(&self, name: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&Self::key(name));
+    }
+}
+
 /// Body of `POST /api/session`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -468,6 +512,17 @@ pub(super) async fn sign_in(
             "wrong user name or password (or the user is disabled)",
         )
     };
+    let now = wall_ms();
+    if let Some(wait_s) = state.sign_in_throttle.blocked(&body.username, now) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            format!(
+                "{MAX_FAILURES} failed sign-ins for this name in {} minutes; try again in {wait_s} s",
+                FAILURE_WINDOW_MS / 60_000
+            ),
+        ));
+    }
     let user = if auth::check_user_name(&body.username).is_ok() {
         if let Some(slot) = &slot {
             slot.set(&body.username, "password");
@@ -483,9 +538,10 @@ pub(super) async fn sign_in(
     )
     .await;
     let Some(user) = user.filter(|_| ok) else {
+        state.sign_in_throttle.failed(&body.username, now);
         return Err(refused());
     };
-    let now = wall_ms();
+    state.sign_in_throttle.succeeded(&body.username);
     let idle_before = now - secs_ms(state.auth.session_idle_s);
     let created_before = now - secs_ms(state.auth.session_absolute_s);
     if let Err(e) = state

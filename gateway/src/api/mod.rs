@@ -85,6 +85,8 @@ pub struct AppState {
     pub lighting: tokio::sync::watch::Receiver<crate::lighting::LightingSnapshot>,
     /// Sessions and cookies (`[auth]`).
     pub auth: Arc<crate::config::AuthConfig>,
+    /// Failed sign-ins by user name.
+    pub sign_in_throttle: Arc<access::SignInThrottle>,
 }
 
 /// Facts about the running gateway.
