@@ -76,6 +76,9 @@ pub struct Running {
     pub mqtt_broker: String,
     /// Shared state (store, inventory, metrics).
     pub state: AppState,
+    /// The first start on an empty store created the administrator `admin` with this random
+    /// password (printed once; change it with `POST /api/session/password`).
+    pub first_admin_password: Option<String>,
     ingest: IngestContext,
     cancel: CancellationToken,
     mqtt: JoinHandle<()>,
@@ -131,6 +134,13 @@ pub async fn start_ha(
 ) -> anyhow::Result<Option<Running>> {
     config.validate().context("invalid configuration")?;
     let store = open_store(&config.store).await?;
+    // A standby that starts first on a new database creates the administrator.
+    if let Some(password) = bootstrap_admin(&store).await? {
+        println!(
+            "first administrator: {} / {password}",
+            crate::auth::FIRST_ADMIN
+        );
+    }
     let node = config.ha.node_name();
     let timing = config.ha.timing();
     let role = Arc::new(RoleCell::new(Role::Standby));
@@ -186,6 +196,8 @@ async fn serve_standby(
         clock,
         lighting,
         cases: case_service(config, store),
+        auth: Arc::new(config.auth.clone()),
+        sign_in_throttle: Arc::default(),
         store: Arc::clone(store),
         inventory,
         metrics,
@@ -224,7 +236,9 @@ async fn serve_http(
             Duration::from_millis(limits.1),
         );
         let stop = cancel.clone();
-        let serve = axum::serve(listener, router)
+        // With the peer address of each connection (the audit log records it).
+        let app = router.into_make_service_with_connect_info::<api::listener::ClientAddr>();
+        let serve = axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await });
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "HTTP server failed");
@@ -232,6 +246,21 @@ async fn serve_http(
         }
     });
     Ok((addr, task))
+}
+
+/// Create the administrator on a store without users; the one-time password, when created.
+async fn bootstrap_admin(store: &Arc<dyn Store>) -> anyhow::Result<Option<String>> {
+    let password = crate::auth::bootstrap_admin(store.as_ref(), crate::clock::wall_ms())
+        .await
+        .context("creating the first administrator")?;
+    if let Some(password) = &password {
+        tracing::warn!(
+            user = crate::auth::FIRST_ADMIN,
+            password = %password,
+            "no user in the store: created the administrator; sign in with POST /api/session and change this password (shown only now)"
+        );
+    }
+    Ok(password)
 }
 
 /// The case service with the configuration's time limits and routing table.
@@ -288,6 +317,8 @@ async fn start_as(config: Config, promotion: Option<Promotion>) -> anyhow::Resul
             None,
         ),
     };
+    // Secure by default: no user, no access; the first start creates the administrator.
+    let first_admin_password = bootstrap_admin(&store).await?;
     let devices = store
         .list_devices()
         .await
@@ -518,6 +549,8 @@ async fn start_as(config: Config, promotion: Option<Promotion>) -> anyhow::Resul
         clock,
         lighting: lighting_rx,
         cases: case_service(&config, &store),
+        auth: Arc::new(config.auth.clone()),
+        sign_in_throttle: Arc::default(),
         store: Arc::clone(&store),
         inventory: Arc::clone(&inventory),
         metrics: Arc::clone(&metrics),
@@ -546,6 +579,7 @@ async fn start_as(config: Config, promotion: Option<Promotion>) -> anyhow::Resul
         broker_addr,
         mqtt_broker,
         state,
+        first_admin_password,
         ingest,
         cancel,
         mqtt,

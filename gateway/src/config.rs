@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::alerts::{AlertsConfig, WebhookConfig};
 pub use crate::api::{DEFAULT_HTTP_LISTEN, HttpConfig};
+pub use crate::auth::AuthConfig;
 pub use crate::broker::{BrokerConfig, DEFAULT_BROKER_LISTEN};
 pub use crate::cases::{CasesConfig, RoutingConfig};
 pub use crate::clock::ClockConfig;
@@ -125,6 +126,8 @@ pub struct Config {
     pub clock: ClockConfig,
     /// Readings to a time-series database (InfluxDB v2 write API); off unless `url` is set.
     pub timeseries: crate::outputs::influx::TimeseriesConfig,
+    /// Sign-in sessions, cookies, and what is served without signing in.
+    pub auth: AuthConfig,
 }
 
 /// How an environment value is turned into a TOML value.
@@ -187,6 +190,10 @@ pub const ENV_KEYS: &[(&str, EnvValueKind)] = &[
     ("clock.speed", EnvValueKind::Literal),
     ("clock.start_ms", EnvValueKind::Literal),
     ("clock.anchor_wall_ms", EnvValueKind::Literal),
+    ("auth.session_idle_s", EnvValueKind::Literal),
+    ("auth.session_absolute_s", EnvValueKind::Literal),
+    ("auth.cookie_secure", EnvValueKind::Literal),
+    ("auth.metrics_public", EnvValueKind::Literal),
     ("timeseries.url", EnvValueKind::Text),
     ("timeseries.org", EnvValueKind::Text),
     ("timeseries.bucket", EnvValueKind::Text),
@@ -297,6 +304,7 @@ impl Config {
         self.commands.validate()?;
         self.clock.validate()?;
         self.timeseries.validate()?;
+        self.auth.validate()?;
         // …and what spans sections is checked here.
         if self.mqtt.url.is_none() && !self.broker_embedded() {
             return Err(invalid(
@@ -498,7 +506,13 @@ mod tests {
                 (_, "timeseries.url") => "http://h:1",
                 (_, k) if k.ends_with("listen") => "127.0.0.1:1",
                 (EnvValueKind::Text, _) => "x",
-                (EnvValueKind::Literal, "broker.embedded" | "alerts.mqtt") => "true",
+                (
+                    EnvValueKind::Literal,
+                    "broker.embedded"
+                    | "alerts.mqtt"
+                    | "auth.cookie_secure"
+                    | "auth.metrics_public",
+                ) => "true",
                 // [ha] needs PostgreSQL and an external broker: off here.
                 (EnvValueKind::Literal, "ha.enabled") => "false",
                 (EnvValueKind::Literal, "alerts.poll_interval_ms" | "alerts.retry_max_ms") => {

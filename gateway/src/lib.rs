@@ -21,6 +21,7 @@ pub mod model;
 pub mod alerts;
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod automation;
 pub mod broker;
 pub mod cases;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use streetgate_gateway::app;
+use streetgate_gateway::auth::{self, Role};
 use streetgate_gateway::config::{Config, StoreBackend, redact_url};
 use streetgate_gateway::store::sql::admin::{OpenedStore, copy_sqlite_to_postgres};
 use streetgate_gateway::store::{PgStore, SqliteStore, Store};
@@ -48,6 +49,14 @@ enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
+    /// Users and API tokens in the configured store (docs/access.md).
+    User {
+        /// TOML configuration file (its store.path is used); `STREETGATE_*` override it.
+        #[arg(long, short, env = "STREETGATE_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: UserCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,6 +70,49 @@ enum StoreCommand {
         /// The PostgreSQL database, `postgres://user:password@host:port/database`.
         #[arg(long, env = "STREETGATE_STORE_URL")]
         to: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Add a user; prints a random password unless --password-stdin.
+    Add {
+        /// Sign-in name (letters, digits, . _ - @).
+        name: String,
+        /// admin, dispatcher, team_member, lamp_operator or viewer.
+        #[arg(long)]
+        role: Role,
+        /// The team of a team member.
+        #[arg(long)]
+        team: Option<String>,
+        /// The grid a viewer is limited to.
+        #[arg(long)]
+        grid: Option<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a user's password (a random one, printed, unless --password-stdin); their sessions
+    /// end.
+    Passwd {
+        /// The user.
+        name: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List the users.
+    List,
+    /// Issue an API token acting as a user, with the user's role and scope; printed once.
+    Token {
+        /// The user the token acts as.
+        name: String,
+        /// What the token is for.
+        #[arg(long, default_value = "cli")]
+        label: String,
+        /// Days until it stops working; without it, until revoked.
+        #[arg(long)]
+        expires_days: Option<u32>,
     },
 }
 
@@ -81,6 +133,7 @@ async fn main() -> ExitCode {
         Command::Store {
             command: StoreCommand::Copy { from, to },
         } => store_copy(&from, &to).await,
+        Command::User { config, command } => user(config, command).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -175,6 +228,15 @@ async fn run(config_file: Option<PathBuf>) -> anyhow::Result<()> {
     } else {
         app::start(config).await?
     };
+    if let Some(password) = &running.first_admin_password {
+        println!(
+            "First start: created the administrator {}. Sign in at http://{}/api/session with\n  user:     {}\n  password: {password}\n(shown only now; change it with POST /api/session/password or `streetgate user passwd {}`)",
+            auth::FIRST_ADMIN,
+            running.http_addr,
+            auth::FIRST_ADMIN,
+            auth::FIRST_ADMIN,
+        );
+    }
     let cancel = running.cancel_token();
     tokio::select! {
         r = shutdown_signal() => r.context("waiting for the shutdown signal")?,
@@ -184,6 +246,97 @@ async fn run(config_file: Option<PathBuf>) -> anyhow::Result<()> {
     running.shutdown().await?;
     if lease_lost {
         anyhow::bail!("the lease was lost: this gateway stopped so that the standby takes over");
+    }
+    Ok(())
+}
+
+fn read_password(stdin: bool) -> anyhow::Result<Option<String>> {
+    if !stdin {
+        return Ok(None);
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    auth::check_password(&password)?;
+    Ok(Some(password))
+}
+
+async fn user(config_file: Option<PathBuf>, command: UserCommand) -> anyhow::Result<()> {
+    let config = Config::load(config_file.as_deref())?;
+    let store = app::open_store(&config.store).await?;
+    let now = streetgate_gateway::clock::wall_ms();
+    let result = user_command(store.as_ref(), command, now).await;
+    store.close().await;
+    result
+}
+
+async fn user_command(store: &dyn Store, command: UserCommand, now: i64) -> anyhow::Result<()> {
+    match command {
+        UserCommand::Add {
+            name,
+            role,
+            team,
+            grid,
+            password_stdin,
+        } => {
+            let given = read_password(password_stdin)?;
+            let generated = given.is_none();
+            let (user, password) =
+                auth::add_user(store, &name, role, team, grid, given, now).await?;
+            println!("added {} ({})", user.name, user.role);
+            if generated {
+                println!("password: {password}");
+            }
+        }
+        UserCommand::Passwd {
+            name,
+            password_stdin,
+        } => {
+            let user = store
+                .user_by_name(&name)
+                .await?
+                .with_context(|| format!("no user named {name:?}"))?;
+            let given = read_password(password_stdin)?;
+            let generated = given.is_none();
+            let password = given.unwrap_or_else(auth::random_password);
+            store
+                .set_password(user.id, &auth::hash_password(&password)?, now)
+                .await?;
+            store.delete_user_sessions(user.id, None).await?;
+            println!("password of {} changed; their sessions ended", user.name);
+            if generated {
+                println!("password: {password}");
+            }
+        }
+        UserCommand::List => {
+            for u in store.list_users().await? {
+                let scope = match (&u.team, &u.grid) {
+                    (Some(t), _) => format!(" team {t}"),
+                    (None, Some(g)) => format!(" grid {g}"),
+                    (None, None) => String::new(),
+                };
+                let disabled = if u.disabled { " (disabled)" } else { "" };
+                println!("{}\t{}{scope}{disabled}", u.name, u.role);
+            }
+        }
+        UserCommand::Token {
+            name,
+            label,
+            expires_days,
+        } => {
+            let expires_ms = expires_days.map(|d| now + i64::from(d) * 86_400_000);
+            let (record, token) = auth::issue_token(
+                store, &name, &label, None, None, None, expires_ms, "cli", now,
+            )
+            .await?;
+            println!(
+                "token {} for {} ({}); send it as Authorization: Bearer <token>. Shown only now:",
+                record.id, record.user, record.role
+            );
+            println!("{token}");
+        }
     }
     Ok(())
 }

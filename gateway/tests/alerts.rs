@@ -255,11 +255,19 @@ async fn case_events_reach_mqtt_and_webhooks_with_retries_and_records() {
 
     // A transition through the API is a case event too.
     let case_id = first["case_id"].as_i64().unwrap();
-    let (status, body) = gw
-        .http
+    // Made by the operations centre's wang: the recorded actor is the caller.
+    let wang = gw
+        .http_as(
+            "wang",
+            streetgate_gateway::auth::Role::Dispatcher,
+            None,
+            None,
+        )
+        .await;
+    let (status, body) = wang
         .post_json(
             &format!("/api/cases/{case_id}/transitions"),
-            &serde_json::json!({"action": "accept", "actor": "wang"}),
+            &serde_json::json!({"action": "accept"}),
         )
         .await;
     assert_eq!(status, 200, "{body}");

@@ -109,3 +109,104 @@ fn run_reports_a_taken_broker_port() {
     // The default store location was created under the working directory.
     assert!(dir.path().join("streetgate-data/streetgate.db").exists());
 }
+
+/// `streetgate user ...` on the store named by the environment; the token it prints works
+/// against a gateway on that store, and the first start on it creates no second administrator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_commands_manage_the_configured_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data/streetgate.db");
+    let run = |args: &[&str], stdin: Option<&str>| {
+        use std::io::Write;
+        let mut c = streetgate();
+        c.args(args)
+            .env("STREETGATE_STORE_PATH", &db)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        if let Some(text) = stdin {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = run(&["user", "add", "ops", "--role", "admin"], None);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("password: "), "{out}");
+    let (ok, out, err) = run(
+        &[
+            "user",
+            "add",
+            "li.wei",
+            "--role",
+            "team_member",
+            "--team",
+            "lighting",
+            "--password-stdin",
+        ],
+        Some("a long enough password\n"),
+    );
+    assert!(ok, "{out}{err}");
+    assert!(!out.contains("password:"), "{out}");
+    let (ok, _, err) = run(&["user", "add", "<script>", "--role", "viewer"], None);
+    assert!(!ok && err.contains("name"), "{err}");
+    let (ok, _, err) = run(&["user", "add", "x", "--role", "mayor"], None);
+    assert!(!ok && err.contains("mayor"), "{err}");
+    let (ok, _, err) = run(&["user", "add", "li.wei", "--role", "viewer"], None);
+    assert!(!ok && err.contains("exists"), "{err}");
+    let (ok, out, _) = run(&["user", "list"], None);
+    assert!(ok);
+    assert!(out.contains("li.wei\tteam_member team lighting"), "{out}");
+    assert!(out.contains("ops\tadmin"), "{out}");
+    let (ok, out, err) = run(&["user", "passwd", "li.wei"], None);
+    assert!(ok && out.contains("password: "), "{out}{err}");
+    let (ok, out, err) = run(
+        &[
+            "user",
+            "token",
+            "ops",
+            "--label",
+            "ci",
+            "--expires-days",
+            "1",
+        ],
+        None,
+    );
+    assert!(ok, "{out}{err}");
+    let token = out.lines().last().unwrap().trim().to_owned();
+    assert!(token.starts_with("sgt_"), "{out}");
+
+    // A gateway on that store: the token works, and no `admin` was made (there are users).
+    let mut config = streetgate_gateway::config::Config::default();
+    config.http.listen = "127.0.0.1:0".parse().unwrap();
+    config.broker.listen = "127.0.0.1:0".parse().unwrap();
+    config.store.path = db.clone();
+    let running = streetgate_gateway::app::start(config).await.unwrap();
+    assert!(running.first_admin_password.is_none());
+    let r = reqwest::Client::new()
+        .get(format!("http://{}/api/users", running.http_addr))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let users: serde_json::Value = r.json().await.unwrap();
+    let names: Vec<&str> = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["li.wei", "ops"]);
+    running.shutdown().await.unwrap();
+}

@@ -218,11 +218,19 @@ async fn lamps_and_segments_are_commanded_over_mqtt_and_modbus() {
     .await;
 
     // One lamp.
-    let (status, r) = gw
-        .http
+    // By the lamp operator ops-li (an actor in the body is ignored).
+    let ops_li = gw
+        .http_as(
+            "ops-li",
+            streetgate_gateway::auth::Role::LampOperator,
+            None,
+            None,
+        )
+        .await;
+    let (status, r) = ops_li
         .post_json(
             "/api/devices/SL-1/command",
-            &json!({"action": "dim", "dim_pct": 40, "actor": "ops-li"}),
+            &json!({"action": "dim", "dim_pct": 40, "actor": "mayor"}),
         )
         .await;
     assert_eq!(status, 200, "{r}");
@@ -279,7 +287,7 @@ async fn lamps_and_segments_are_commanded_over_mqtt_and_modbus() {
     let (_, list) = gw.http.get("/api/commands?device=SL-2").await;
     let rec = &list["commands"][0];
     assert_eq!(rec["state"], "rejected");
-    assert_eq!(rec["actor"], "api");
+    assert_eq!(rec["actor"], "admin");
     assert_eq!(rec["transport"], "mqtt");
     let (_, list) = gw.http.get("/api/commands").await;
     assert_eq!(list["commands"].as_array().unwrap().len(), 5);

@@ -213,7 +213,8 @@ async fn kill_9_under_load_on_the_embedded_broker_loses_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("inventory.csv"), bins("KE", 4)).expect("inventory");
     let (http_port, broker_port) = (free_port(), free_port());
-    let http = Http::new(format!("127.0.0.1:{http_port}").parse().expect("addr"));
+    let http = Http::new(format!("127.0.0.1:{http_port}").parse().expect("addr"))
+        .with_token(&common::process::admin_token(dir.path()).await);
     let env = [("STREETGATE_STORE_HISTORY_PER_DEVICE", "10000".to_owned())];
     let gw = Process::start(dir.path(), http_port, broker_port, &env);
     healthy(http_port).await;
@@ -273,7 +274,8 @@ async fn kill_9_under_load_with_mosquitto_loses_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("inventory.csv"), bins(&prefix, 4)).expect("inventory");
     let (http_port, broker_port) = (free_port(), free_port());
-    let http = Http::new(format!("127.0.0.1:{http_port}").parse().expect("addr"));
+    let http = Http::new(format!("127.0.0.1:{http_port}").parse().expect("addr"))
+        .with_token(&common::process::admin_token(dir.path()).await);
     let client_id = format!("streetgate-k9-{run}");
     let env = [
         ("STREETGATE_MQTT_URL", url.clone()),

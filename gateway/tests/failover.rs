@@ -14,9 +14,11 @@ use std::time::{Duration, Instant};
 
 use common::mosquitto::start_mosquitto;
 use common::process::{Process, free_port};
-use common::{Http, Msg, bin_telemetry, eventually, publish, topic};
+use common::{Http, Msg, bin_telemetry, eventually, publish, token_in, topic};
 use serde_json::Value;
+use streetgate_gateway::auth;
 use streetgate_gateway::store::sql::postgres::scratch::{ScratchDatabase, server_url};
+use streetgate_gateway::store::{PgStore, Store};
 
 /// `ha.takeover_s` for the test.
 const TAKEOVER_S: u64 = 4;
@@ -32,19 +34,25 @@ fn cover_open(seq: u32) -> Msg {
     )
 }
 
-/// `/api/health` of the process on `port`; null while it does not answer.
-async fn health(port: u16) -> Value {
+/// `/api/health` of the process on `port` as the administrator; null while it does not
+/// answer.
+async fn health(port: u16, token: &str) -> Value {
     let url = format!("http://127.0.0.1:{port}/api/health");
-    match reqwest::get(&url).await {
+    match reqwest::Client::new()
+        .get(&url)
+        .bearer_auth(token)
+        .send()
+        .await
+    {
         Ok(r) => r.json().await.unwrap_or(Value::Null),
         Err(_) => Value::Null,
     }
 }
 
-async fn wait_role(port: u16, role: &str, within: Duration) -> Duration {
+async fn wait_role(port: u16, token: &str, role: &str, within: Duration) -> Duration {
     let started = Instant::now();
     eventually(&format!("role {role} on {port}"), within, || async {
-        let h = health(port).await;
+        let h = health(port, token).await;
         h["role"] == role && (role != "active" || h["mqtt"]["subscribed"] == true)
     })
     .await;
@@ -64,6 +72,15 @@ async fn the_standby_takes_over_with_nothing_lost_or_doubled() {
     let db = ScratchDatabase::create(&pg)
         .await
         .unwrap_or_else(|e| panic!("STREETGATE_TEST_PG_URL={pg}: {e}"));
+    // The administrator's token, in the shared database before either gateway starts.
+    let token = {
+        let store = PgStore::connect(&db.url, 2)
+            .await
+            .expect("migrate the database");
+        let token = token_in(&store, auth::FIRST_ADMIN, auth::Role::Admin, None, None).await;
+        store.close().await;
+        token
+    };
     let broker_dir = tempfile::tempdir().expect("temp dir");
     let mosquitto = start_mosquitto(&mosquitto_bin, broker_dir.path());
     let broker = ("127.0.0.1".to_owned(), mosquitto.port);
@@ -92,14 +109,16 @@ async fn the_standby_takes_over_with_nothing_lost_or_doubled() {
         std::fs::write(d.path().join("inventory.csv"), inventory).expect("inventory");
     }
     let ports = [free_port(), free_port()];
-    let http = |i: usize| Http::new(format!("127.0.0.1:{}", ports[i]).parse().expect("addr"));
+    let http = |i: usize| {
+        Http::new(format!("127.0.0.1:{}", ports[i]).parse().expect("addr")).with_token(&token)
+    };
     let (a_http, b_http) = (http(0), http(1));
 
     let a = Process::start(dirs[0].path(), ports[0], free_port(), &env("gw-a"));
-    wait_role(ports[0], "active", Duration::from_secs(30)).await;
+    wait_role(ports[0], &token, "active", Duration::from_secs(30)).await;
     let b = Process::start(dirs[1].path(), ports[1], free_port(), &env("gw-b"));
-    wait_role(ports[1], "standby", Duration::from_secs(30)).await;
-    let h = health(ports[1]).await;
+    wait_role(ports[1], &token, "standby", Duration::from_secs(30)).await;
+    let h = health(ports[1], &token).await;
     assert_eq!(
         (h["node"].as_str(), h["status"].as_str()),
         (Some("gw-b"), Some("ok")),
@@ -144,7 +163,13 @@ async fn the_standby_takes_over_with_nothing_lost_or_doubled() {
     })
     .await;
     a.kill9();
-    let took = wait_role(ports[1], "active", Duration::from_secs(TAKEOVER_S + 20)).await;
+    let took = wait_role(
+        ports[1],
+        &token,
+        "active",
+        Duration::from_secs(TAKEOVER_S + 20),
+    )
+    .await;
     eprintln!("the standby was active {took:?} after the kill (ha.takeover_s = {TAKEOVER_S})");
     assert!(
         took <= Duration::from_secs(TAKEOVER_S + 5),

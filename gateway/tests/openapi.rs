@@ -117,6 +117,16 @@ async fn document_and_router_agree() {
             !documented_status.is_null(),
             "{method} {path} answered {status}, which the document does not list: {body}"
         );
+        // Anonymous: every route but the public ones refuses with 401.
+        let public = matches!(
+            (method.as_str(), path.as_str()),
+            ("get", "/api/health" | "/api/openapi.json") | ("post", "/api/session")
+        );
+        assert_eq!(
+            status == 401,
+            !public,
+            "{method} {path} answered {status} to an anonymous caller: {body}"
+        );
     }
     gw.running.shutdown().await.unwrap();
 }
@@ -151,13 +161,13 @@ fn request_schema<'a>(doc: &'a Value, method: &str, path: &str) -> &'a Value {
 /// against the documented response for its status; returns the status and body.
 async fn call(
     doc: &Value,
-    gw: &Gateway,
+    http: &common::Http,
     method: &str,
     (path, concrete): (&str, &str),
     body: Option<&Value>,
 ) -> (u16, Value) {
-    let client = reqwest::Client::new();
-    let url = format!("http://{}{concrete}", gw.running.http_addr);
+    let (client, base) = http.client();
+    let url = format!("{base}{concrete}");
     let req = match method {
         "get" => client.get(&url),
         "delete" => client.delete(&url),
@@ -276,8 +286,9 @@ async fn every_response_and_request_body_matches_the_document() {
     .await;
     let mut seen: BTreeSet<(String, String, u16)> = BTreeSet::new();
     macro_rules! call {
-        ($method:expr, $path:expr, $concrete:expr, $body:expr) => {{
-            let (status, body) = call(&doc, &gw, $method, ($path, $concrete), $body).await;
+        ($method:expr, $path:expr, $concrete:expr, $body:expr) => {{ call!(&gw.http, $method, $path, $concrete, $body) }};
+        ($http:expr, $method:expr, $path:expr, $concrete:expr, $body:expr) => {{
+            let (status, body) = call(&doc, $http, $method, ($path, $concrete), $body).await;
             seen.insert(($method.to_string(), $path.to_string(), status));
             (status, body)
         }};
@@ -438,6 +449,101 @@ async fn every_response_and_request_body_matches_the_document() {
     let (status, _) = call!("delete", "/api/devices/{id}", "/api/devices/SL-2", None);
     assert!(status < 300);
     call!("delete", "/api/devices/{id}", "/api/devices/SL-2", None);
+
+    // People's access: users, tokens, sessions, the audit log.
+    let new_user = json!({"name": "li.wei", "role": "team_member", "team": "lighting"});
+    let (status, added) = call!("post", "/api/users", "/api/users", Some(&new_user));
+    assert_eq!(status, 200, "{added}");
+    let password = added["password"].as_str().unwrap().to_owned();
+    let (status, _) = call!("post", "/api/users", "/api/users", Some(&new_user));
+    assert_eq!(status, 409);
+    let weak = json!({"name": "wang.fang", "role": "viewer", "password": "short"});
+    let (status, _) = gw.http.post_json("/api/users", &weak).await;
+    assert_eq!(status, 400);
+    call!("get", "/api/users", "/api/users", None);
+    let new_token = json!({"user": "li.wei", "name": "app", "expires_in_s": 3600});
+    let (status, token) = call!("post", "/api/tokens", "/api/tokens", Some(&new_token));
+    assert_eq!(status, 200, "{token}");
+    let li = common::Http::new(gw.running.http_addr).with_token(token["token"].as_str().unwrap());
+    let (_, me) = call!(&li, "get", "/api/session", "/api/session", None);
+    assert_eq!(
+        (me["user"].as_str(), me["via"].as_str()),
+        (Some("li.wei"), Some("token"))
+    );
+    call!(
+        &li,
+        "get",
+        "/api/cases/{id}",
+        &format!("/api/cases/{id}"),
+        None
+    );
+    let change = json!({"current_password": password, "new_password": "a new long password"});
+    let (status, _) = call!(
+        &li,
+        "post",
+        "/api/session/password",
+        "/api/session/password",
+        Some(&change)
+    );
+    assert_eq!(status, 204);
+    let (status, _) = call!(
+        &li,
+        "post",
+        "/api/session/password",
+        "/api/session/password",
+        Some(&change)
+    );
+    assert_eq!(status, 403);
+    let sign_in = json!({"username": "li.wei", "password": "a new long password"});
+    let (status, session) = call!("post", "/api/session", "/api/session", Some(&sign_in));
+    assert_eq!(status, 200, "{session}");
+    assert!(session["csrf_token"].is_string());
+    let wrong = json!({"username": "li.wei", "password": "not the password"});
+    let (status, _) = call!("post", "/api/session", "/api/session", Some(&wrong));
+    assert_eq!(status, 401);
+    let (status, _) = call!("delete", "/api/session", "/api/session", None);
+    assert_eq!(status, 204);
+    call!("get", "/api/tokens", "/api/tokens", None);
+    let (status, _) = call!(
+        "delete",
+        "/api/tokens/{id}",
+        &format!("/api/tokens/{}", token["id"]),
+        None
+    );
+    assert_eq!(status, 204);
+    call!("delete", "/api/tokens/{id}", "/api/tokens/99999", None);
+    let (status, _) = call!(&li, "get", "/api/session", "/api/session", None);
+    assert_eq!(status, 401);
+    let reset = json!({});
+    call!(
+        "post",
+        "/api/users/{name}/password",
+        "/api/users/li.wei/password",
+        Some(&reset)
+    );
+    call!("delete", "/api/users/{name}", "/api/users/li.wei", None);
+    call!("delete", "/api/users/{name}", "/api/users/admin", None);
+    call!("delete", "/api/users/{name}", "/api/users/nobody", None);
+    let (_, audit) = call!("get", "/api/audit", "/api/audit?limit=5", None);
+    assert_eq!(audit["entries"].as_array().map(Vec::len), Some(5));
+    call!(
+        "get",
+        "/api/audit",
+        "/api/audit?min_status=400&method=post",
+        None
+    );
+    let viewer = gw
+        .http_as(
+            "v.grid",
+            streetgate_gateway::auth::Role::Viewer,
+            None,
+            Some("320508001001001"),
+        )
+        .await;
+    let (status, _) = call!(&viewer, "post", "/api/cases", "/api/cases", Some(&new_case));
+    assert_eq!(status, 403);
+    call!(&viewer, "get", "/api/health", "/api/health", None);
+    call!(&gw.anonymous(), "get", "/api/health", "/api/health", None);
 
     // Every documented operation answered successfully at least once.
     let missing: Vec<_> = documented(&doc)

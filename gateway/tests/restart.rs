@@ -27,7 +27,8 @@ async fn cases_and_rule_state_survive_kill_9() {
     )
     .expect("inventory");
     let (http_port, broker_port) = (free_port(), free_port());
-    let http = Http::new(format!("127.0.0.1:{http_port}").parse().expect("addr"));
+    let http = Http::new(format!("127.0.0.1:{http_port}").parse().expect("addr"))
+        .with_token(&common::process::admin_token(dir.path()).await);
     let broker = ("127.0.0.1".to_owned(), broker_port);
 
     let gw = Process::start(dir.path(), http_port, broker_port, &[]);

@@ -102,12 +102,35 @@ pub fn run(devices: usize, speed: f64) -> anyhow::Result<()> {
             .context("starting the demo")?;
         let http = run.gw.http_addr;
         let broker = run.gw.broker_addr.context("the demo needs the embedded broker")?;
-        println!("Where to look (no sign-in yet: the API is open on this machine):");
+        println!("Sign in (every route but health and the API doc needs it):");
+        match &run.gw.first_admin_password {
+            Some(password) => println!(
+                "  administrator  user {admin}, password {password}   (made at this first start, shown only now)\n                 curl -i -H 'content-type: application/json' -d '{{\"username\":\"{admin}\",\"password\":\"{password}\"}}' http://{http}/api/session",
+                admin = streetgate_gateway::auth::FIRST_ADMIN,
+            ),
+            None => println!(
+                "  administrator  the store had users already: sign in as one of them (streetgate user passwd NAME sets a password)"
+            ),
+        }
+        println!(
+            "  read-only      curl -H 'Authorization: Bearer {}' http://{http}/api/cases",
+            run.api_token
+        );
+        let members: Vec<String> = run
+            .members
+            .iter()
+            .map(|m| format!("{} ({})", m.name, m.team))
+            .collect();
+        if !members.is_empty() {
+            println!("  the teams work as their members: {}", members.join(", "));
+        }
+        println!("Where to look (send the token, or the cookie and X-CSRF-Token of a sign-in):");
         println!("  cases     http://{http}/api/cases   (one case and its history: /api/cases/ID)");
         println!("  health    http://{http}/api/health");
         println!("  devices   http://{http}/api/devices");
         println!("  lighting  http://{http}/api/lighting");
         println!("  metrics   http://{http}/metrics");
+        println!("  audit     http://{http}/api/audit   (administrator)");
         println!("  API doc   http://{http}/api/openapi.json");
         println!(
             "  broker    mqtt://{broker}   (mosquitto_sub -h {} -p {} -t 'streetgate/v1/#' -v)",

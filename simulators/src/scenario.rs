@@ -501,11 +501,18 @@ type Struck = Arc<Mutex<BTreeMap<String, i64>>>;
 /// Per bin, the spans (simulated Unix ms, end open while still full) when it was really full.
 type FullSpans = Arc<Mutex<BTreeMap<String, Vec<(i64, Option<i64>)>>>>;
 
+/// The read-only user whose token reads the counts through the API.
+pub const DISPLAY_USER: &str = "centre.display";
+
 /// A scenario running against a gateway in this process: its fleet, its script and its teams.
 #[derive(Debug)]
 pub struct Running {
     /// The gateway.
     pub gw: app::Running,
+    /// A read-only (viewer) API token of the gateway.
+    pub api_token: String,
+    /// The teams' members the simulated teams act as.
+    pub members: Vec<teams::Member>,
     /// The fleet.
     fleet: Fleet,
     teams: Option<tokio::task::JoinHandle<()>>,
@@ -552,7 +559,46 @@ pub async fn launch(s: &Scenario, mut config: Config) -> anyhow::Result<Running>
         // line for the whole timeout, as on a real half-duplex bus.
         config.modbus.request_timeout_ms = 300;
     }
+    let team_names: Vec<String> = config
+        .routing
+        .router()
+        .routes
+        .values()
+        .flat_map(|r| r.values().cloned())
+        .collect();
     let gw = app::start(config).await.context("starting the gateway")?;
+    // Who reads and works the cases through the API: a read-only display for the counts, and
+    // one member per team.
+    let now = streetgate_gateway::clock::wall_ms();
+    let store = gw.state.store.as_ref();
+    if store.user_by_name(DISPLAY_USER).await?.is_none() {
+        streetgate_gateway::auth::add_user(
+            store,
+            DISPLAY_USER,
+            streetgate_gateway::auth::Role::Viewer,
+            None,
+            None,
+            None,
+            now,
+        )
+        .await?;
+    }
+    let (_, api_token) = streetgate_gateway::auth::issue_token(
+        store,
+        DISPLAY_USER,
+        "status line",
+        None,
+        None,
+        None,
+        None,
+        "streetgate-sim",
+        now,
+    )
+    .await?;
+    let members = match &s.teams {
+        Some(_) => teams::enlist(store, team_names, now).await?,
+        None => Vec::new(),
+    };
     let city = City::generate(&CityConfig {
         devices: s.devices,
         seed: s.seed,
@@ -694,6 +740,7 @@ pub async fn launch(s: &Scenario, mut config: Config) -> anyhow::Result<Running>
             format!("http://{}", gw.http_addr),
             gw.state.clock,
             crews,
+            members.clone(),
         ))
     });
     // Simulated time starts at the anchor.
@@ -714,6 +761,8 @@ pub async fn launch(s: &Scenario, mut config: Config) -> anyhow::Result<Running>
     }
     Ok(Running {
         gw,
+        api_token,
+        members,
         fleet,
         teams,
         struck,
@@ -753,7 +802,7 @@ impl Counts {
     }
 
     /// From the HTTP API (`GET /api/cases`), as anyone checking the line would.
-    pub async fn from_api(api: &str) -> anyhow::Result<Self> {
+    pub async fn from_api(api: &str, token: &str) -> anyhow::Result<Self> {
         let client = reqwest::Client::new();
         let get = |q: &'static str| {
             let client = client.clone();
@@ -762,6 +811,7 @@ impl Counts {
                 anyhow::Ok(
                     client
                         .get(&url)
+                        .bearer_auth(token)
                         .send()
                         .await?
                         .error_for_status()?
@@ -842,7 +892,7 @@ impl Running {
         for _ in 0..5 {
             counts = (
                 Counts::from_store(gw.state.store.as_ref()).await?,
-                Counts::from_api(&api).await?,
+                Counts::from_api(&api, &self.api_token).await?,
             );
             if counts.0 == counts.1 {
                 break;
@@ -876,6 +926,19 @@ impl Running {
             if !names_it {
                 event_problems.push(format!(
                     "event line without its case, type, place or transition: {line}"
+                ));
+            }
+            // A team's part of the case is done by its member, under the member's own name.
+            let teams_part = matches!(e.entry.to, CaseState::Accepted | CaseState::Resolved)
+                && e.entry.from != Some(e.entry.to);
+            let member = self
+                .members
+                .iter()
+                .find(|m| Some(&m.team) == e.case.team.as_ref());
+            if teams_part && member.is_none_or(|m| m.name != e.entry.actor) {
+                event_problems.push(format!(
+                    "case {} moved to {:?} by {:?}, not by a member of its team {:?}",
+                    e.case.id, e.entry.to, e.entry.actor, e.case.team
                 ));
             }
         }

@@ -9,6 +9,10 @@
 //! repair and closes the case. A device listed in `futile_first_visit` gets a first visit that
 //! fixes nothing (the crew cleans the toilet but has no spare fan): the team reports it resolved
 //! all the same, verification fails, and the case comes back as rework.
+//!
+//! Each team acts as one of its members, a `team_member` user of the gateway with an API token
+//! ([`enlist`]): the case history shows the member's name, and a member sees and works their
+//! own team's cases only.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -16,7 +20,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
+use streetgate_gateway::auth::{self, Role};
 use streetgate_gateway::clock::Clock;
+use streetgate_gateway::store::Store;
 
 use crate::node::{SimNode, World};
 
@@ -56,6 +62,71 @@ fn work_s() -> u64 {
 
 fn report_s() -> u64 {
     60
+}
+
+/// A team's member the simulated team acts as.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// The team.
+    pub team: String,
+    /// The member's user name (the actor in the case history).
+    pub name: String,
+    /// The member's API token.
+    pub token: String,
+}
+
+/// Names of the teams' members, one per team in the order of the team names.
+const NAMES: [&str; 8] = [
+    "li.wei",
+    "zhang.min",
+    "wang.fang",
+    "liu.yang",
+    "chen.jie",
+    "yang.lei",
+    "zhao.hui",
+    "huang.ting",
+];
+
+/// One member per team: a `team_member` user (created if missing) and an API token, made in
+/// the gateway's store as `streetgate user add` and `user token` would.
+pub async fn enlist(
+    store: &dyn Store,
+    teams: impl IntoIterator<Item = String>,
+    now_ms: i64,
+) -> anyhow::Result<Vec<Member>> {
+    let teams: std::collections::BTreeSet<String> = teams.into_iter().collect();
+    let mut members = Vec::new();
+    for (i, team) in teams.into_iter().enumerate() {
+        let name = NAMES
+            .get(i)
+            .map_or_else(|| format!("crew.{team}"), |n| (*n).to_owned());
+        if store.user_by_name(&name).await?.is_none() {
+            auth::add_user(
+                store,
+                &name,
+                Role::TeamMember,
+                Some(team.clone()),
+                None,
+                None,
+                now_ms,
+            )
+            .await?;
+        }
+        let (_, token) = auth::issue_token(
+            store,
+            &name,
+            "simulated team",
+            None,
+            None,
+            None,
+            None,
+            "streetgate-sim",
+            now_ms,
+        )
+        .await?;
+        members.push(Member { team, name, token });
+    }
+    Ok(members)
 }
 
 /// A crew's job in the world: the devices of one case, repaired (or not) at the fleet's next
@@ -143,12 +214,14 @@ pub fn carry_out(jobs: &std::sync::mpsc::Receiver<CrewJob>, nodes: &mut [SimNode
 }
 
 /// The teams, working the cases of the gateway whose HTTP API is at `api`
-/// (`http://host:port`) until the task is aborted. `clock` is the gateway's (simulated) clock.
+/// (`http://host:port`) until the task is aborted, each as its member. `clock` is the
+/// gateway's (simulated) clock.
 pub async fn work(
     cfg: TeamsConfig,
     api: String,
     clock: Clock,
     crews: std::sync::mpsc::Sender<CrewJob>,
+    members: Vec<Member>,
 ) {
     let client = reqwest::Client::new();
     let busy: Arc<Mutex<HashSet<i64>>> = Arc::default();
@@ -157,15 +230,36 @@ pub async fn work(
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         poll.tick().await;
+        for member in &members {
+            work_once(&cfg, &api, clock, &crews, member, &client, &busy, &visits).await;
+        }
+    }
+}
+
+/// One member's look at their team's dispatched cases.
+#[allow(clippy::too_many_arguments)]
+async fn work_once(
+    cfg: &TeamsConfig,
+    api: &str,
+    clock: Clock,
+    crews: &std::sync::mpsc::Sender<CrewJob>,
+    member: &Member,
+    client: &reqwest::Client,
+    busy: &Arc<Mutex<HashSet<i64>>>,
+    visits: &Arc<Mutex<HashMap<String, u32>>>,
+) {
+    {
+        // The member sees their team's cases only.
         let Ok(response) = client
             .get(format!("{api}/api/cases?state=dispatched&limit=10000"))
+            .bearer_auth(&member.token)
             .send()
             .await
         else {
-            continue;
+            return;
         };
         let Ok(body) = response.json::<Value>().await else {
-            continue;
+            return;
         };
         let now = clock.now_ms();
         for case in body["cases"].as_array().into_iter().flatten() {
@@ -182,11 +276,11 @@ pub async fn work(
             {
                 continue;
             }
-            let team = case["team"].as_str().unwrap_or("team").to_owned();
-            let actor = format!("team:{team}");
+            let token = member.token.clone();
             let accepted = client
                 .post(format!("{api}/api/cases/{id}/transitions"))
-                .json(&json!({ "actor": actor, "action": "accept" }))
+                .bearer_auth(&token)
+                .json(&json!({ "action": "accept" }))
                 .send()
                 .await
                 .is_ok_and(|r| r.status().is_success());
@@ -216,7 +310,7 @@ pub async fn work(
             let on_road = clock.wall_duration(Duration::from_secs(cfg.travel_s + cfg.work_s));
             let calling_in = clock.wall_duration(Duration::from_secs(cfg.report_s));
             let (client, api, crews, busy) =
-                (client.clone(), api.clone(), crews.clone(), busy.clone());
+                (client.clone(), api.to_owned(), crews.clone(), busy.clone());
             tokio::spawn(async move {
                 tokio::time::sleep(on_road).await;
                 let (done, did) = tokio::sync::oneshot::channel();
@@ -236,7 +330,8 @@ pub async fn work(
                 for _ in 0..20 {
                     let r = client
                         .post(format!("{api}/api/cases/{id}/transitions"))
-                        .json(&json!({ "actor": actor, "action": "resolve", "note": note }))
+                        .bearer_auth(&token)
+                        .json(&json!({ "action": "resolve", "note": note }))
                         .send()
                         .await;
                     match r {

@@ -109,8 +109,16 @@ async fn simulated_devices_report_through_the_broker() {
     // The team works it through the API; refused transitions name the allowed ones.
     let id = case["id"].as_i64().unwrap();
     let path = format!("/api/cases/{id}/transitions");
+    // As a member of the municipal team; the actor in the body is not who is recorded.
+    let wang = gw
+        .token(
+            "wang",
+            streetgate_gateway::auth::Role::TeamMember,
+            Some("municipal"),
+        )
+        .await;
     let (status, err) = gw
-        .post(&path, json!({"actor": "wang", "action": "resolve"}))
+        .post_as(&wang, &path, json!({"actor": "li", "action": "resolve"}))
         .await;
     assert_eq!(status, 409, "{err}");
     assert!(
@@ -121,7 +129,7 @@ async fn simulated_devices_report_through_the_broker() {
         "{err}"
     );
     let (status, accepted) = gw
-        .post(&path, json!({"actor": "wang", "action": "accept"}))
+        .post_as(&wang, &path, json!({"actor": "li", "action": "accept"}))
         .await;
     assert_eq!(status, 200, "{accepted}");
     assert_eq!(accepted["state"], "accepted");

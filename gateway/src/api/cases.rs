@@ -5,7 +5,9 @@ use axum::extract::{Path, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::access::{Identity, out_of_scope};
 use super::{ApiError, ApiQuery, ApiResult, AppState};
+use crate::auth::{Permission, Role};
 use crate::cases::service::ActError;
 use crate::model::{CaseState, CaseType};
 use crate::store::CaseFilter;
@@ -33,17 +35,31 @@ fn default_limit() -> u32 {
     100
 }
 
+/// Narrow a filter to the caller's scope: a team member lists their team's cases, a grid
+/// viewer their grid's; asking for another team or grid is refused.
+fn scoped(asked: Option<String>, mine: Option<&String>, what: &str) -> ApiResult<Option<String>> {
+    match (asked, mine) {
+        (Some(a), Some(m)) if a != *m => Err(out_of_scope(&format!("{what} {m}"))),
+        (_, Some(m)) => Ok(Some(m.clone())),
+        (a, None) => Ok(a),
+    }
+}
+
 pub(super) async fn list(
     State(state): State<AppState>,
+    who: Identity,
     ApiQuery(q): ApiQuery<CaseQuery>,
 ) -> ApiResult<Json<Value>> {
+    who.require(Permission::CasesRead)?;
+    let team = scoped(q.team, who.team.as_ref(), "team")?;
+    let grid = scoped(q.grid, who.grid.as_ref(), "grid")?;
     let now = state.clock.now_ms();
     let filter = CaseFilter {
         state: q.state,
         open: q.open,
         case_type: q.case_type,
-        grid: q.grid,
-        team: q.team,
+        grid,
+        team,
         overdue_at: q.overdue.then_some(now),
         limit: q.limit.min(10_000),
         offset: q.offset,
@@ -68,16 +84,12 @@ pub(super) fn case_json(c: &crate::store::CaseRecord, now: i64) -> Value {
 
 pub(super) async fn get(
     State(state): State<AppState>,
+    who: Identity,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let id: i64 = id.parse().map_err(|_| {
-        ApiError::bad_request("invalid_case_id", format!("{id:?} is not a case number"))
-    })?;
-    let case = state
-        .store
-        .get_case(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("case_not_found", format!("no case {id}")))?;
+    who.require(Permission::CasesRead)?;
+    let id = parse_id(&id)?;
+    let case = visible_case(&state, &who, id).await?;
     let history = state.store.case_history(id).await?;
     let mut body = case_json(&case, state.clock.now_ms());
     if let Some(obj) = body.as_object_mut() {
@@ -89,48 +101,100 @@ pub(super) async fn get(
     Ok(Json(body))
 }
 
+/// A case the caller may see: their team's (team member), their grid's (grid viewer).
+async fn visible_case(
+    state: &AppState,
+    who: &Identity,
+    id: i64,
+) -> ApiResult<crate::store::CaseRecord> {
+    let case = state
+        .store
+        .get_case(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("case_not_found", format!("no case {id}")))?;
+    if !who.sees_case(&case) {
+        let scope = match (&who.team, &who.grid) {
+            (Some(t), _) => format!("the cases of team {t}"),
+            (None, Some(g)) => format!("the cases of grid {g}"),
+            (None, None) => "every case".to_owned(),
+        };
+        return Err(out_of_scope(&scope));
+    }
+    Ok(case)
+}
+
 fn parse_id(id: &str) -> ApiResult<i64> {
     id.parse().map_err(|_| {
         ApiError::bad_request("invalid_case_id", format!("{id:?} is not a case number"))
     })
 }
 
-/// Body of `POST /api/cases/{id}/transitions`: who acts, and the action with its fields, e.g.
-/// `{"actor":"li.wei","action":"accept"}` or `{"actor":"centre","action":"dispatch","team":"lighting"}`.
+/// Body of `POST /api/cases/{id}/transitions`: the action with its fields, e.g.
+/// `{"action":"accept"}` or `{"action":"dispatch","team":"lighting"}`. The actor recorded is
+/// the caller; an `actor` field is ignored.
 #[derive(Debug, Deserialize)]
 pub(super) struct TransitionBody {
-    actor: String,
     #[serde(flatten)]
     action: crate::cases::CaseAction,
 }
 
+/// The free text of an action (reason, note), checked like any text the API stores.
+fn action_text(action: &crate::cases::CaseAction) -> ApiResult<()> {
+    use crate::cases::CaseAction as A;
+    let (field, text) = match action {
+        A::Return { reason } | A::Void { reason } => ("reason", reason),
+        A::Resolve { note } | A::Verify { note } | A::Rework { note } | A::Reopen { note } => {
+            ("note", note)
+        }
+        A::Dispatch { team } => ("team", team),
+        A::Accept | A::Close => return Ok(()),
+    };
+    crate::auth::check_text(field, text, 10_000)
+        .map_err(|e| ApiError::bad_request("invalid_text", e.0))
+}
+
 pub(super) async fn transition(
     State(state): State<AppState>,
+    who: Identity,
     Path(id): Path<String>,
     super::ApiJson(body): super::ApiJson<TransitionBody>,
 ) -> ApiResult<Json<Value>> {
+    use crate::cases::CaseAction as A;
+    who.require(Permission::CasesTransition)?;
     let id = parse_id(&id)?;
-    if body.actor.trim().is_empty() {
-        return Err(ApiError::bad_request(
-            "actor_required",
-            "actor: who performs the transition",
+    action_text(&body.action)?;
+    // A team member does the team's part: accept, hand back, report fixed.
+    if who.role == Role::TeamMember
+        && !matches!(
+            body.action,
+            A::Accept | A::Return { .. } | A::Resolve { .. }
+        )
+    {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "forbidden",
+            "a team member may accept, return or resolve a case; the operations centre does the rest",
         ));
     }
-    let actor = body.actor.trim();
+    // Only a case the caller may see can be worked on.
+    visible_case(&state, &who, id).await?;
     let now = state.clock.now_ms();
     state
         .cases
-        .act(id, body.action, actor, now)
+        .act(id, body.action, &who.name, now)
         .await
         .map_err(act_error)?;
-    get(State(state), Path(id.to_string())).await
+    get(State(state), who, Path(id.to_string())).await
 }
 
 /// Body of `POST /api/cases`: a case reported by a patrol or the hotline.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct NewCase {
-    actor: String,
+    /// Ignored: the reporter recorded is the caller.
+    #[serde(default)]
+    #[allow(dead_code)]
+    actor: Option<String>,
     source: crate::model::CaseSource,
     #[serde(rename = "type")]
     case_type: CaseType,
@@ -146,8 +210,10 @@ pub(super) struct NewCase {
 
 pub(super) async fn create(
     State(state): State<AppState>,
+    who: Identity,
     super::ApiJson(body): super::ApiJson<NewCase>,
 ) -> ApiResult<Json<Value>> {
+    who.require(Permission::CasesReport)?;
     use crate::cases::{Case, Opened};
     use crate::model::{CaseSource, Subject};
     if body.source == CaseSource::Sensor {
@@ -156,12 +222,22 @@ pub(super) async fn create(
             "source: patrol or hotline (sensor cases are raised by the gateway)",
         ));
     }
-    if body.actor.trim().is_empty() || body.detail.trim().is_empty() || body.grid.trim().is_empty()
-    {
+    if body.detail.trim().is_empty() || body.grid.trim().is_empty() {
         return Err(ApiError::bad_request(
             "missing_field",
-            "actor, detail and grid are required",
+            "detail and grid are required",
         ));
+    }
+    // The detail's length is bounded by http.max_body_bytes only (a description may be long).
+    for (field, text, max) in [
+        ("detail", Some(&body.detail), usize::MAX),
+        ("location", body.location.as_ref(), 200),
+        ("grid", Some(&body.grid), 64),
+    ] {
+        if let Some(text) = text {
+            crate::auth::check_text(field, text, max)
+                .map_err(|e| ApiError::bad_request("invalid_text", e.0))?;
+        }
     }
     let subject = match (&body.device_id, &body.location) {
         (Some(d), _) => {
@@ -188,14 +264,14 @@ pub(super) async fn create(
         Vec::new(),
         body.detail,
         state.cases.policy(),
-        body.actor.trim(),
+        &who.name,
         now,
     );
     let id = match state.cases.open(case, now).await? {
         Opened::Created(case) => case.id,
         Opened::AlreadyOpen(id) => id,
     };
-    get(State(state), Path(id.to_string())).await
+    get(State(state), who, Path(id.to_string())).await
 }
 
 fn act_error(e: ActError) -> ApiError {

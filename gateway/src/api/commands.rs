@@ -7,20 +7,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use streetgate_protocols::{DeviceId, DeviceKind};
 
+use super::access::Identity;
 use super::{ApiError, ApiJson, ApiQuery, ApiResult, AppState};
+use crate::auth::Permission;
 use crate::commands::{CommandOutcome, LampCommand};
 use crate::store::{CommandState, DeliveryStatus};
-
-fn actor(cmd: &LampCommand) -> ApiResult<String> {
-    let actor = cmd.actor.clone().unwrap_or_else(|| "api".to_owned());
-    if actor.is_empty() || actor.len() > 64 {
-        return Err(ApiError::bad_request(
-            "invalid_actor",
-            "actor: 1 to 64 characters naming who sends the command",
-        ));
-    }
-    Ok(actor)
-}
 
 fn summary(outcomes: &[CommandOutcome]) -> Value {
     let count = |s: CommandState| outcomes.iter().filter(|o| o.state == s).count();
@@ -35,15 +26,18 @@ fn summary(outcomes: &[CommandOutcome]) -> Value {
 }
 
 /// One lamp: answers when the lamp acknowledged, refused, or the acknowledgement timed out.
+/// The command's `actor` is the caller (an `actor` in the body is ignored).
 pub(super) async fn device(
     State(state): State<AppState>,
+    who: Identity,
     Path(id): Path<String>,
     ApiJson(cmd): ApiJson<LampCommand>,
 ) -> ApiResult<Json<Value>> {
+    who.require(Permission::LampCommand)?;
     let action = cmd
         .action()
         .map_err(|e| ApiError::bad_request("invalid_command", e))?;
-    let actor = actor(&cmd)?;
+    let actor = who.name.clone();
     let device = DeviceId::new(&id)
         .ok()
         .and_then(|id| state.inventory.get(&id))
@@ -64,13 +58,15 @@ pub(super) async fn device(
 /// Every lamp of a road segment at once.
 pub(super) async fn segment(
     State(state): State<AppState>,
+    who: Identity,
     Path(segment): Path<String>,
     ApiJson(cmd): ApiJson<LampCommand>,
 ) -> ApiResult<Json<Value>> {
+    who.require(Permission::LampCommand)?;
     let action = cmd
         .action()
         .map_err(|e| ApiError::bad_request("invalid_command", e))?;
-    let actor = actor(&cmd)?;
+    let actor = who.name.clone();
     let lamps = state.commander.segment_lamps(&segment);
     if lamps.is_empty() {
         return Err(ApiError::not_found(
@@ -101,8 +97,10 @@ fn default_limit() -> u32 {
 /// Recent commands, newest first.
 pub(super) async fn list(
     State(state): State<AppState>,
+    id: Identity,
     ApiQuery(q): ApiQuery<CommandsQuery>,
 ) -> ApiResult<Json<Value>> {
+    id.require(Permission::CommandsRead)?;
     let commands = state
         .store
         .list_commands(q.device.as_deref(), q.limit.min(1000))
@@ -122,8 +120,10 @@ pub(super) struct DeliveriesQuery {
 /// Alert delivery records, newest first.
 pub(super) async fn deliveries(
     State(state): State<AppState>,
+    id: Identity,
     ApiQuery(q): ApiQuery<DeliveriesQuery>,
 ) -> ApiResult<Json<Value>> {
+    id.require(Permission::SystemRead)?;
     let deliveries = state
         .store
         .list_deliveries(q.sink.as_deref(), q.status, q.limit.min(1000))

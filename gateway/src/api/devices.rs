@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use streetgate_protocols::{DeviceId, DeviceKind};
 
+use super::access::{Identity, out_of_scope};
 use super::{ApiError, ApiJson, ApiQuery, ApiResult, AppState};
+use crate::auth::Permission;
 use crate::inventory::{parse_csv, to_csv, validate_device};
 use crate::model::Device;
 
@@ -20,13 +22,21 @@ fn device_id(id: &str) -> ApiResult<DeviceId> {
         .map_err(|e| ApiError::bad_request("invalid_device_id", format!("{id:?}: {e}")))
 }
 
-fn known(state: &AppState, id: &str) -> ApiResult<DeviceId> {
+/// A device of the inventory that the caller may read (in their grid, if they have one).
+fn known(state: &AppState, who: &Identity, id: &str) -> ApiResult<DeviceId> {
+    who.require(Permission::DevicesRead)?;
     let id = device_id(id)?;
-    if state.inventory.get(&id).is_none() {
+    let Some(device) = state.inventory.get(&id) else {
         return Err(ApiError::not_found(
             "device_not_found",
             format!("device {id} is not in the inventory"),
         ));
+    };
+    if !who.sees_grid(&device.grid) {
+        return Err(out_of_scope(&format!(
+            "grid {}",
+            who.grid.as_deref().unwrap_or_default()
+        )));
     }
     Ok(id)
 }
@@ -57,12 +67,15 @@ pub(super) struct DeviceList {
 
 pub(super) async fn list(
     State(state): State<AppState>,
+    who: Identity,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<DeviceList>> {
+    who.require(Permission::DevicesRead)?;
     let snapshot = state.inventory.snapshot();
     let mut matching: Vec<&Device> = snapshot
         .values()
         .map(AsRef::as_ref)
+        .filter(|d| who.sees_grid(&d.grid))
         .filter(|d| q.kind.is_none_or(|k| d.kind == k))
         .filter(|d| q.grid.as_ref().is_none_or(|g| &d.grid == g))
         .filter(|d| {
@@ -101,9 +114,10 @@ pub(super) struct DeviceView {
 
 pub(super) async fn get(
     State(state): State<AppState>,
+    who: Identity,
     Path(id): Path<String>,
 ) -> ApiResult<Json<DeviceView>> {
-    let id = known(&state, &id)?;
+    let id = known(&state, &who, &id)?;
     let device = state
         .inventory
         .get(&id)
@@ -169,8 +183,10 @@ fn devices_of(body: Value) -> ApiResult<Vec<Device>> {
 
 pub(super) async fn upsert(
     State(state): State<AppState>,
+    who: Identity,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<impl IntoResponse> {
+    who.require(Permission::DevicesWrite)?;
     let devices = devices_of(body)?;
     let mut seen = HashSet::new();
     for (i, d) in devices.iter().enumerate() {
@@ -200,8 +216,10 @@ pub(super) async fn upsert(
 
 pub(super) async fn delete(
     State(state): State<AppState>,
+    who: Identity,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
+    who.require(Permission::DevicesWrite)?;
     let id = device_id(&id)?;
     let existed = state.store.delete_device(id.as_str()).await?;
     state.inventory.remove(&HashSet::from([id.clone()]));
@@ -217,8 +235,10 @@ pub(super) async fn delete(
 
 pub(super) async fn import(
     State(state): State<AppState>,
+    who: Identity,
     body: Bytes,
 ) -> ApiResult<impl IntoResponse> {
+    who.require(Permission::DevicesWrite)?;
     let devices = parse_csv(&body).map_err(|e| {
         let details = serde_json::to_value(&e).unwrap_or(Value::Null);
         ApiError::new(
@@ -238,21 +258,30 @@ pub(super) async fn import(
     Ok(Json(json!({ "imported": n })))
 }
 
-pub(super) async fn export(State(state): State<AppState>) -> impl IntoResponse {
+pub(super) async fn export(
+    State(state): State<AppState>,
+    who: Identity,
+) -> ApiResult<impl IntoResponse> {
+    who.require(Permission::DevicesRead)?;
     let snapshot = state.inventory.snapshot();
-    let mut devices: Vec<Device> = snapshot.values().map(|d| Device::clone(d)).collect();
+    let mut devices: Vec<Device> = snapshot
+        .values()
+        .filter(|d| who.sees_grid(&d.grid))
+        .map(|d| Device::clone(d))
+        .collect();
     devices.sort_by(|a, b| a.id.cmp(&b.id));
-    (
+    Ok((
         [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
         to_csv(&devices),
-    )
+    ))
 }
 
 pub(super) async fn latest(
     State(state): State<AppState>,
+    who: Identity,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let id = known(&state, &id)?;
+    let id = known(&state, &who, &id)?;
     let readings = state.store.latest_readings(id.as_str()).await?;
     let Some(newest) = readings.first() else {
         return Err(ApiError::not_found(
@@ -284,10 +313,11 @@ fn default_history() -> u32 {
 
 pub(super) async fn history(
     State(state): State<AppState>,
+    who: Identity,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> ApiResult<Json<Value>> {
-    let id = known(&state, &id)?;
+    let id = known(&state, &who, &id)?;
     let readings = state
         .store
         .reading_history(id.as_str(), q.limit.min(10_000))

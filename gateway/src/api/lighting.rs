@@ -5,7 +5,9 @@ use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::access::Identity;
 use super::{ApiError, ApiQuery, ApiResult, AppState};
+use crate::auth::Permission;
 
 /// Filters: one segment or grid; a period `[from_ms, to_ms)` for the time-weighted rate.
 #[derive(Debug, Deserialize)]
@@ -19,8 +21,32 @@ pub(super) struct LightingQuery {
 
 pub(super) async fn rates(
     State(state): State<AppState>,
-    ApiQuery(q): ApiQuery<LightingQuery>,
+    id: Identity,
+    ApiQuery(mut q): ApiQuery<LightingQuery>,
 ) -> ApiResult<Json<Value>> {
+    id.require(Permission::LightingRead)?;
+    // A grid-scoped viewer sees their grid (and not the city's figure).
+    if let Some(g) = &id.grid {
+        if q.grid.as_ref().is_some_and(|x| x != g) {
+            return Err(super::access::out_of_scope(&format!("grid {g}")));
+        }
+        q.grid = Some(g.clone());
+    }
+    let snapshot_grid_of = |segment: &str| {
+        state
+            .lighting
+            .borrow()
+            .now
+            .segments
+            .iter()
+            .find(|s| s.segment == segment)
+            .map(|s| s.grid.clone())
+    };
+    if let (Some(g), Some(segment)) = (&id.grid, &q.segment) {
+        if snapshot_grid_of(segment).as_ref() != Some(g) {
+            return Err(super::access::out_of_scope(&format!("grid {g}")));
+        }
+    }
     let snapshot = state.lighting.borrow().clone();
     let segments: Vec<_> = snapshot
         .now
@@ -50,7 +76,7 @@ pub(super) async fn rates(
     Ok(Json(json!({
         "at_ms": snapshot.at_ms,
         "in_switch_on_hours": snapshot.now.city.is_some(),
-        "city": snapshot.now.city,
+        "city": if id.grid.is_some() { None } else { snapshot.now.city },
         "grids": grids,
         "segments": segments,
         "period": period,

@@ -152,3 +152,16 @@ impl AsyncWrite for LimitedStream {
         self.stream.is_write_vectored()
     }
 }
+
+/// A client's address, as handlers and the audit log see it
+/// (`ConnectInfo<ClientAddr>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, LimitedListener>>
+    for ClientAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, LimitedListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}

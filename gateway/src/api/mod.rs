@@ -1,10 +1,25 @@
 //! The HTTP API (axum). Every error is JSON `{"code": "...", "message": "..."}` with a fitting
 //! status code.
 //!
+//! Every route but `/api/health` (anonymous callers: status only), `/api/openapi.json` and
+//! `POST /api/session` (sign-in) takes an [`access::Identity`]: a bearer API token, or the
+//! session cookie (with `X-CSRF-Token` on mutating requests). Anonymous → 401, a role without
+//! the route's permission → 403. Every mutating call is recorded in the audit log.
+//!
 //! | route | |
 //! |---|---|
-//! | `GET /api/health` | liveness, store and MQTT status |
-//! | `GET /metrics` | Prometheus text exposition |
+//! | `GET /api/health` | liveness; store and MQTT status when signed in |
+//! | `GET /metrics` | Prometheus text exposition (`system_read`, or `auth.metrics_public`) |
+//! | `POST /api/session` | sign in (sets the session cookie, returns the CSRF token) |
+//! | `GET /api/session` | who am I, with my permissions |
+//! | `DELETE /api/session` | sign out |
+//! | `POST /api/session/password` | change my password |
+//! | `GET /api/users`, `POST /api/users` | users (admin) |
+//! | `DELETE /api/users/{name}` | disable a user (admin) |
+//! | `POST /api/users/{name}/password` | set a user's password (admin) |
+//! | `GET /api/tokens`, `POST /api/tokens` | API tokens (admin; a new token is shown once) |
+//! | `DELETE /api/tokens/{id}` | revoke a token (admin) |
+//! | `GET /api/audit` | the audit log of mutating calls (admin) |
 //! | `GET /api/devices` | inventory (filters `kind`, `grid`, `segment`; `limit`, `offset`) |
 //! | `POST /api/devices` | upsert one device or an array (JSON) |
 //! | `POST /api/devices/import` | CSV import, all or nothing |
@@ -18,9 +33,10 @@
 //! | `GET /api/cases` | cases (filters `state`, `open`, `type`, `grid`, `team`, `overdue`) |
 //! | `POST /api/cases` | a case reported by a patrol or the hotline, dispatched by `[routing]` |
 //! | `GET /api/cases/{id}` | one case with its history |
-//! | `POST /api/cases/{id}/transitions` | act on a case (accept, return, resolve...) with an actor |
+//! | `POST /api/cases/{id}/transitions` | act on a case (accept, return, resolve...); the actor is the caller |
 //! | `GET /api/lighting` | lighting rate per segment, grid and city; over a period with `from_ms`/`to_ms` |
 
+pub mod access;
 mod cases;
 mod commands;
 mod config;
@@ -68,6 +84,10 @@ pub struct AppState {
     pub cases: crate::cases::CaseService,
     /// Lighting rate, refreshed by the automation's tick.
     pub lighting: tokio::sync::watch::Receiver<crate::lighting::LightingSnapshot>,
+    /// Sessions and cookies (`[auth]`).
+    pub auth: Arc<crate::config::AuthConfig>,
+    /// Failed sign-ins by user name.
+    pub sign_in_throttle: Arc<access::SignInThrottle>,
 }
 
 /// Facts about the running gateway.
@@ -225,6 +245,20 @@ async fn openapi() -> Response {
         .into_response()
 }
 
+/// No answer is ever read as markup: JSON, CSV and text stay what their content type says
+/// (browsers do not sniff them into HTML), and nothing is cached that carries a session.
+async fn no_sniff(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        axum::http::header::X_CONTENT_TYPE_OPTIONS,
+        axum::http::HeaderValue::from_static("nosniff"),
+    );
+    headers
+        .entry(axum::http::header::CACHE_CONTROL)
+        .or_insert(axum::http::HeaderValue::from_static("no-store"));
+    response
+}
+
 /// The router with every route.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
@@ -259,6 +293,39 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         )
         .route("/api/commands", get(commands::list))
         .route("/api/alerts/deliveries", get(commands::deliveries))
+        .route(
+            "/api/session",
+            get(access::whoami)
+                .post(access::sign_in)
+                .delete(access::sign_out),
+        )
+        .route(
+            "/api/session/password",
+            axum::routing::post(access::change_password),
+        )
+        .route("/api/users", get(access::list_users).post(access::add_user))
+        .route(
+            "/api/users/{name}",
+            axum::routing::delete(access::disable_user),
+        )
+        .route(
+            "/api/users/{name}/password",
+            axum::routing::post(access::reset_password),
+        )
+        .route(
+            "/api/tokens",
+            get(access::list_tokens).post(access::create_token),
+        )
+        .route(
+            "/api/tokens/{id}",
+            axum::routing::delete(access::revoke_token),
+        )
+        .route("/api/audit", get(access::audit_log))
+        // After every route: the audit sees the matched route template.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::audit,
+        ))
         .fallback(|| async {
             ApiError::not_found(
                 "no_route",
@@ -273,6 +340,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::map_response(no_sniff))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }

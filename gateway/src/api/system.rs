@@ -10,10 +10,17 @@ use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiQuery, ApiResult, AppState};
+use super::access::{Identity, MaybeIdentity};
+use super::{ApiError, ApiQuery, ApiResult, AppState};
+use crate::auth::Permission;
 use crate::metrics::StoreGauges;
 
-pub(super) async fn health(State(state): State<AppState>) -> impl IntoResponse {
+/// Liveness for anyone (`status` only); the details (versions, paths, counters) for a caller
+/// with `system_read`.
+pub(super) async fn health(
+    State(state): State<AppState>,
+    MaybeIdentity(id): MaybeIdentity,
+) -> impl IntoResponse {
     let store = state.store.ping().await;
     let sequence = state.store.seq_summary().await.unwrap_or_default();
     let mqtt_connected = state.metrics.mqtt_connected.load(Relaxed) == 1;
@@ -35,6 +42,9 @@ pub(super) async fn health(State(state): State<AppState>) -> impl IntoResponse {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let rt = &state.runtime;
+    if !id.is_some_and(|id| id.role.allows(Permission::SystemRead)) {
+        return (code, Json(json!({ "status": status })));
+    }
     (
         code,
         Json(json!({
@@ -63,20 +73,36 @@ pub(super) async fn health(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+/// Prometheus exposition: `system_read`, or anyone with `auth.metrics_public`.
+pub(super) async fn metrics(
+    State(state): State<AppState>,
+    MaybeIdentity(id): MaybeIdentity,
+) -> ApiResult<impl IntoResponse> {
+    if !state.auth.metrics_public {
+        match id {
+            Some(id) => id.require(Permission::SystemRead)?,
+            None => {
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthenticated",
+                    "GET /metrics takes a bearer token with system_read (or set auth.metrics_public)",
+                ));
+            }
+        }
+    }
     // Gauges that live in the store; a failing store shows as zeros plus the error counter.
     let gauges = StoreGauges {
         devices: state.inventory.len() as u64,
         unregistered_devices: state.store.count_unregistered().await.unwrap_or(0),
         open_cases: state.store.open_case_counts().await.unwrap_or_default(),
     };
-    (
+    Ok((
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         state.metrics.render(&gauges),
-    )
+    ))
 }
 
 /// `GET /api/unregistered?limit=`
@@ -93,14 +119,20 @@ fn default_limit() -> u32 {
 
 pub(super) async fn unregistered(
     State(state): State<AppState>,
+    id: Identity,
     ApiQuery(q): ApiQuery<UnregisteredQuery>,
 ) -> ApiResult<Json<Value>> {
+    id.require(Permission::SystemRead)?;
     let total = state.store.count_unregistered().await?;
     let devices = state.store.list_unregistered(q.limit.min(100_000)).await?;
     Ok(Json(json!({ "total": total, "devices": devices })))
 }
 
-pub(super) async fn rejections(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+pub(super) async fn rejections(
+    State(state): State<AppState>,
+    id: Identity,
+) -> ApiResult<Json<Value>> {
+    id.require(Permission::SystemRead)?;
     let since_start: BTreeMap<&str, u64> = state
         .metrics
         .rejections()

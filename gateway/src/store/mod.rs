@@ -9,6 +9,7 @@
 //! | [`CommandStore`] | lamp commands |
 //! | [`RuleStateStore`] | the rule engine's snapshot |
 //! | [`LeaseStore`] | the active gateway's lease (`[ha]`) |
+//! | [`UserStore`] | users, sign-in sessions, API tokens, the audit log |
 //!
 //! [`Store`] is all of them. [`sql::SqlStore`] implements them once, in SQL both databases
 //! accept, for SQLite ([`SqliteStore`], the embedded default: one file in WAL mode) and
@@ -23,6 +24,7 @@ pub mod lease;
 pub mod readings;
 pub mod rule_state;
 pub mod sql;
+pub mod users;
 
 use async_trait::async_trait;
 
@@ -40,6 +42,7 @@ pub use readings::{
 };
 pub use rule_state::RuleStateStore;
 pub use sql::{PgStore, SqlStore, SqliteStore};
+pub use users::{AuditEntry, AuditFilter, SessionRecord, TokenRecord, UserRecord, UserStore};
 
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +117,7 @@ pub trait Store:
     + CommandStore
     + RuleStateStore
     + LeaseStore
+    + UserStore
     + std::fmt::Debug
     + 'static
 {

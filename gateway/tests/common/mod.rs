@@ -11,6 +11,7 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 use streetgate_gateway::app::{self, Running};
+use streetgate_gateway::auth::{self, Role};
 use streetgate_gateway::config::Config;
 use tempfile::TempDir;
 
@@ -23,11 +24,40 @@ BN-1,bin,3205080305000001,31.32,120.62,320508001001002,,,,1200,mqtt,
 WC-1,toilet,3205080301000001,31.33,120.63,320508001001002,,,2,,mqtt,
 ";
 
-/// A gateway running in this process.
+/// A gateway running in this process. `http` acts as the administrator (an API token).
 pub struct Gateway {
     pub running: Running,
     pub http: Http,
     pub dir: TempDir,
+}
+
+/// A token for `user`, created with the user if missing (random password), straight in the
+/// store, as `streetgate user add` / `user token` would.
+pub async fn token_in(
+    store: &dyn streetgate_gateway::store::Store,
+    user: &str,
+    role: Role,
+    team: Option<&str>,
+    grid: Option<&str>,
+) -> String {
+    let now = streetgate_gateway::clock::wall_ms();
+    if store.user_by_name(user).await.expect("store").is_none() {
+        auth::add_user(
+            store,
+            user,
+            role,
+            team.map(str::to_owned),
+            grid.map(str::to_owned),
+            None,
+            now,
+        )
+        .await
+        .expect("user added");
+    }
+    let (_, token) = auth::issue_token(store, user, "tests", None, None, None, None, "tests", now)
+        .await
+        .expect("token issued");
+    token
 }
 
 impl Gateway {
@@ -48,10 +78,35 @@ impl Gateway {
     pub async fn start_with(config: Config, dir: TempDir) -> Self {
         init_tracing();
         let running = app::start(config).await.expect("gateway starts");
-        let http = Http::new(running.http_addr);
+        let token = token_in(
+            running.state.store.as_ref(),
+            auth::FIRST_ADMIN,
+            Role::Admin,
+            None,
+            None,
+        )
+        .await;
+        let http = Http::new(running.http_addr).with_token(&token);
         let gw = Self { running, http, dir };
         gw.wait_subscribed().await;
         gw
+    }
+
+    /// An HTTP client acting as `user` (created with `role` and scope if missing).
+    pub async fn http_as(
+        &self,
+        user: &str,
+        role: Role,
+        team: Option<&str>,
+        grid: Option<&str>,
+    ) -> Http {
+        let token = token_in(self.running.state.store.as_ref(), user, role, team, grid).await;
+        Http::new(self.running.http_addr).with_token(&token)
+    }
+
+    /// An HTTP client without credentials.
+    pub fn anonymous(&self) -> Http {
+        Http::new(self.running.http_addr)
     }
 
     /// Wait until the MQTT ingest holds its subscriptions.
@@ -112,7 +167,7 @@ where
     }
 }
 
-/// A tiny JSON-over-HTTP client.
+/// A tiny JSON-over-HTTP client (anonymous, or with a bearer token on every request).
 #[derive(Clone)]
 pub struct Http {
     base: String,
@@ -125,6 +180,27 @@ impl Http {
             base: format!("http://{addr}"),
             client: reqwest::Client::new(),
         }
+    }
+
+    /// The same server, sending `Authorization: Bearer {token}`.
+    pub fn with_token(self, token: &str) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().expect("header value"),
+        );
+        Self {
+            base: self.base,
+            client: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()
+                .expect("client"),
+        }
+    }
+
+    /// The underlying client (with its credentials) and the base URL.
+    pub fn client(&self) -> (&reqwest::Client, &str) {
+        (&self.client, &self.base)
     }
 
     async fn json(resp: reqwest::Response) -> (u16, Value) {

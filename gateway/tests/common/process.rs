@@ -52,14 +52,34 @@ impl Drop for Process {
     }
 }
 
-/// Wait for the process to serve and hold its subscriptions (connection refused meanwhile).
+/// An administrator's API token in the store under `dir` (created before the process starts,
+/// as `streetgate user token admin` would).
+pub async fn admin_token(dir: &Path) -> String {
+    use streetgate_gateway::store::Store;
+    let store = streetgate_gateway::store::SqliteStore::open(&dir.join("data/streetgate.db"))
+        .await
+        .expect("store");
+    let token = super::token_in(
+        &store,
+        streetgate_gateway::auth::FIRST_ADMIN,
+        streetgate_gateway::auth::Role::Admin,
+        None,
+        None,
+    )
+    .await;
+    store.close().await;
+    token
+}
+
+/// Wait for the process to serve and hold its subscriptions (connection refused meanwhile;
+/// anonymous callers see `status` only: `ok` once the ingest is connected).
 pub async fn healthy(port: u16) {
     let url = format!("http://127.0.0.1:{port}/api/health");
     let client = reqwest::Client::new();
     for _ in 0..300 {
         if let Ok(r) = client.get(&url).send().await {
             if let Ok(h) = r.json::<serde_json::Value>().await {
-                if h["mqtt"]["subscribed"].as_bool() == Some(true) {
+                if h["status"] == "ok" {
                     return;
                 }
             }

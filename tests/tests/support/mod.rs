@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use streetgate_firmware::platform::Now;
 use streetgate_gateway::app::{self, Running};
+use streetgate_gateway::auth::{self, Role};
 use streetgate_gateway::config::Config;
 use streetgate_simulators::mqtt::{LinkStats, MqttLink};
 use streetgate_simulators::node::SimNode;
@@ -32,7 +33,17 @@ impl Gateway {
         config.rules.lighting.startup_grace_s = 0;
         let running = app::start(config).await.unwrap();
         let base = format!("http://{}", running.http_addr);
-        let client = reqwest::Client::new();
+        // The administrator, through an API token.
+        let token = token_in(&running, auth::FIRST_ADMIN, Role::Admin, None).await;
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        let client = reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .unwrap();
         let r = client
             .post(format!("{base}/api/devices/import"))
             .body(inventory.to_owned())
@@ -74,6 +85,24 @@ impl Gateway {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// POST JSON as the holder of `token`: status and JSON body.
+    pub async fn post_as(&self, token: &str, path: &str, body: Value) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// An API token of `user` (created with `role` and `team` if missing).
+    pub async fn token(&self, user: &str, role: Role, team: Option<&str>) -> String {
+        token_in(&self.running, user, role, team).await
+    }
+
     /// POST JSON: status and JSON body.
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         let r = self
@@ -86,6 +115,20 @@ impl Gateway {
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
+}
+
+async fn token_in(running: &Running, user: &str, role: Role, team: Option<&str>) -> String {
+    let store = running.state.store.as_ref();
+    let now = streetgate_gateway::clock::wall_ms();
+    if store.user_by_name(user).await.unwrap().is_none() {
+        auth::add_user(store, user, role, team.map(str::to_owned), None, None, now)
+            .await
+            .unwrap();
+    }
+    auth::issue_token(store, user, "tests", None, None, None, None, "tests", now)
+        .await
+        .unwrap()
+        .1
 }
 
 /// A simulated clock over a set of nodes: each step advances it by `step_s` and ticks every

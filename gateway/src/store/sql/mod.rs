@@ -21,6 +21,7 @@ mod rule_state;
 pub mod sqlite;
 #[cfg(test)]
 mod tests;
+mod users;
 
 use async_trait::async_trait;
 use sqlx::{Database, Pool};

@@ -766,3 +766,162 @@ async fn lease_has_one_holder_and_expires() {
         t.done().await;
     }
 }
+
+fn test_user(name: &str) -> UserRecord {
+    UserRecord {
+        id: 0,
+        name: name.to_owned(),
+        role: crate::auth::Role::TeamMember,
+        team: Some("lighting".to_owned()),
+        grid: None,
+        password_hash: "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA".to_owned(),
+        disabled: false,
+        created_ms: 1,
+        password_changed_ms: 1,
+    }
+}
+
+#[tokio::test]
+async fn users_sessions_tokens_and_disabling() {
+    for t in stores().await {
+        let s = t.store.clone();
+        assert_eq!(s.count_users().await.unwrap(), 0);
+        let id = s.insert_user(&test_user("li.wei")).await.unwrap().unwrap();
+        assert_eq!(s.insert_user(&test_user("li.wei")).await.unwrap(), None);
+        let back = s.user_by_name("li.wei").await.unwrap().unwrap();
+        assert_eq!(
+            (back.id, back.role, back.team.as_deref()),
+            (id, crate::auth::Role::TeamMember, Some("lighting"))
+        );
+        assert!(s.set_password(id, "$argon2id$new", 5).await.unwrap());
+        assert_eq!(
+            s.user_by_id(id).await.unwrap().unwrap().password_changed_ms,
+            5
+        );
+
+        for (hash, created, seen) in [("a", 100, 100), ("b", 100, 900), ("c", 10, 950)] {
+            s.insert_session(&SessionRecord {
+                token_hash: hash.to_owned(),
+                user_id: id,
+                created_ms: created,
+                last_seen_ms: seen,
+                peer: Some("127.0.0.1:1".to_owned()),
+            })
+            .await
+            .unwrap();
+        }
+        // Idle since before 500, or signed in before 50: a and c.
+        assert_eq!(s.delete_expired_sessions(500, 50).await.unwrap(), 2);
+        assert!(s.session_by_hash("b").await.unwrap().is_some());
+        s.touch_session("b", 999).await.unwrap();
+        assert_eq!(
+            s.session_by_hash("b").await.unwrap().unwrap().last_seen_ms,
+            999
+        );
+
+        let token = TokenRecord {
+            id: 0,
+            token_hash: "th".to_owned(),
+            name: "app".to_owned(),
+            user_id: id,
+            user: String::new(),
+            role: crate::auth::Role::TeamMember,
+            team: Some("lighting".to_owned()),
+            grid: None,
+            created_by: "admin".to_owned(),
+            created_ms: 1,
+            expires_ms: None,
+            last_used_ms: None,
+            revoked_ms: None,
+        };
+        let tid = s.insert_token(&token).await.unwrap();
+        let tok = s.token_by_hash("th").await.unwrap().unwrap();
+        assert_eq!((tok.id, tok.user.as_str()), (tid, "li.wei"));
+        s.touch_token(tid, 7).await.unwrap();
+        assert_eq!(s.list_tokens().await.unwrap()[0].last_used_ms, Some(7));
+
+        // Disabling ends the sessions and revokes the tokens.
+        assert!(s.set_user_disabled(id, true, 20).await.unwrap());
+        assert!(s.session_by_hash("b").await.unwrap().is_none());
+        assert_eq!(
+            s.token_by_hash("th").await.unwrap().unwrap().revoked_ms,
+            Some(20)
+        );
+        assert!(!s.revoke_token(tid, 30).await.unwrap(), "revoked already");
+        assert!(s.user_by_name("li.wei").await.unwrap().unwrap().disabled);
+        t.done().await;
+    }
+}
+
+#[tokio::test]
+async fn audit_filters_and_pages_newest_first() {
+    for t in stores().await {
+        let s = t.store.clone();
+        for (i, (actor, status)) in [
+            (Some("a"), 200u16),
+            (Some("b"), 403),
+            (None, 401),
+            (Some("a"), 409),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            s.insert_audit(&AuditEntry {
+                id: 0,
+                at_ms: i64::try_from(i).unwrap() * 10,
+                actor: actor.map(str::to_owned),
+                auth: actor.map(|_| "token".to_owned()),
+                method: "POST".to_owned(),
+                route: "/api/cases/{id}/transitions".to_owned(),
+                target: Some(i.to_string()),
+                peer: Some("127.0.0.1:9".to_owned()),
+                status,
+            })
+            .await
+            .unwrap();
+        }
+        let page = |f: AuditFilter| {
+            let s = s.clone();
+            async move {
+                s.list_audit(&AuditFilter { limit: 100, ..f })
+                    .await
+                    .unwrap()
+            }
+        };
+        let (total, all) = page(AuditFilter::default()).await;
+        assert_eq!(total, 4);
+        assert_eq!(all[0].target.as_deref(), Some("3"), "newest first");
+        let (n, _) = page(AuditFilter {
+            actor: Some("a".into()),
+            ..AuditFilter::default()
+        })
+        .await;
+        assert_eq!(n, 2);
+        let (n, _) = page(AuditFilter {
+            min_status: Some(400),
+            ..AuditFilter::default()
+        })
+        .await;
+        assert_eq!(n, 3);
+        let (n, _) = page(AuditFilter {
+            from_ms: Some(10),
+            to_ms: Some(30),
+            ..AuditFilter::default()
+        })
+        .await;
+        assert_eq!(n, 2);
+        let (total, one) = s
+            .list_audit(&AuditFilter {
+                limit: 1,
+                offset: 2,
+                ..AuditFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            (total, one.len(), one[0].target.as_deref()),
+            (4, 1, Some("1"))
+        );
+        t.done().await;
+    }
+}
