@@ -142,6 +142,18 @@ async fn the_standby_takes_over_with_nothing_lost_or_doubled() {
         (503, Some("standby")),
         "{refused}"
     );
+    // People sign in on the standby as well (sessions are in the shared store).
+    let anonymous = Http::new(format!("127.0.0.1:{}", ports[1]).parse().expect("addr"));
+    let (status, session) = anonymous
+        .post_json(
+            "/api/session",
+            &serde_json::json!({"username": "nobody", "password": "wrong password"}),
+        )
+        .await;
+    assert_eq!(
+        status, 401,
+        "sign-in reaches the standby's check: {session}"
+    );
 
     // A device sends steadily; the active dies a third of the way through.
     let sender = {

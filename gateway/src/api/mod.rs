@@ -107,13 +107,17 @@ pub struct RuntimeInfo {
     pub node: Option<String>,
 }
 
-/// On a standby, changes go to the active gateway: everything but GET and HEAD is refused with
-/// 503 `standby`.
+/// On a standby, changes go to the active gateway: everything but GET, HEAD and signing in or
+/// out is refused with 503 `standby`.
 pub async fn refuse_changes_on_standby(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if req.method() == axum::http::Method::GET || req.method() == axum::http::Method::HEAD {
+    // Reads, and signing in and out (sessions live in the shared store), pass.
+    if req.method() == axum::http::Method::GET
+        || req.method() == axum::http::Method::HEAD
+        || req.uri().path().starts_with("/api/session")
+    {
         return next.run(req).await;
     }
     ApiError::new(
