@@ -534,9 +534,10 @@ async fn start_as(config: Config, promotion: Option<Promotion>) -> anyhow::Resul
         Trim {
             history_per_device: config.store.history_per_device,
             max_unregistered: config.inventory.max_unregistered,
-            unregistered_ttl_ms: i64::try_from(config.inventory.unregistered_ttl_s)
-                .unwrap_or(i64::MAX / 1000)
-                .saturating_mul(1000),
+            unregistered_ttl_ms: seconds_ms(config.inventory.unregistered_ttl_s),
+            session_idle_ms: seconds_ms(config.auth.session_idle_s),
+            session_absolute_ms: seconds_ms(config.auth.session_absolute_s),
+            audit_retention_ms: seconds_ms(u64::from(config.auth.audit_retention_days) * 86_400),
         },
         clock,
         Duration::from_secs(config.store.trim_interval_s),
@@ -594,12 +595,23 @@ async fn start_as(config: Config, promotion: Option<Promotion>) -> anyhow::Resul
     })
 }
 
+fn seconds_ms(s: u64) -> i64 {
+    i64::try_from(s)
+        .unwrap_or(i64::MAX / 1000)
+        .saturating_mul(1000)
+}
+
 /// What housekeeping keeps.
 #[derive(Debug, Clone, Copy)]
 struct Trim {
     history_per_device: u32,
     max_unregistered: u64,
     unregistered_ttl_ms: i64,
+    /// Sign-in sessions: idle and absolute lifetimes, ms (wall time).
+    session_idle_ms: i64,
+    session_absolute_ms: i64,
+    /// Audit entries kept, ms (0: for ever; wall time).
+    audit_retention_ms: i64,
 }
 
 async fn housekeeping(
@@ -633,6 +645,30 @@ async fn housekeeping(
                 "unregistered devices forgotten (inventory.max_unregistered, unregistered_ttl_s)"
             ),
             Err(e) => tracing::warn!(error = %e, "trimming the unregistered devices failed"),
+        }
+        // Sessions and the audit log run on wall time, whatever the clock's speed.
+        let wall = crate::clock::wall_ms();
+        if let Err(e) = store
+            .delete_expired_sessions(
+                wall.saturating_sub(trim.session_idle_ms),
+                wall.saturating_sub(trim.session_absolute_ms),
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "removing expired sign-in sessions failed");
+        }
+        if trim.audit_retention_ms > 0 {
+            match store
+                .trim_audit(wall.saturating_sub(trim.audit_retention_ms))
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    entries = n,
+                    "audit entries past auth.audit_retention_days removed"
+                ),
+                Err(e) => tracing::warn!(error = %e, "trimming the audit log failed"),
+            }
         }
     }
 }

@@ -194,6 +194,7 @@ pub const ENV_KEYS: &[(&str, EnvValueKind)] = &[
     ("auth.session_absolute_s", EnvValueKind::Literal),
     ("auth.cookie_secure", EnvValueKind::Literal),
     ("auth.metrics_public", EnvValueKind::Literal),
+    ("auth.audit_retention_days", EnvValueKind::Literal),
     ("timeseries.url", EnvValueKind::Text),
     ("timeseries.org", EnvValueKind::Text),
     ("timeseries.bucket", EnvValueKind::Text),

@@ -20,6 +20,9 @@ pub struct AuthConfig {
     /// Serve `GET /metrics` without signing in (a Prometheus on a trusted network). Off by
     /// default: it then takes a bearer token with the `system_read` permission (a viewer's).
     pub metrics_public: bool,
+    /// Audit entries older than this are removed, days (0: kept for ever). The default keeps
+    /// a year and a month: a whole year of monthly evaluations can be traced back.
+    pub audit_retention_days: u32,
 }
 
 impl Default for AuthConfig {
@@ -29,6 +32,7 @@ impl Default for AuthConfig {
             session_absolute_s: 24 * 3600,
             cookie_secure: false,
             metrics_public: false,
+            audit_retention_days: 400,
         }
     }
 }

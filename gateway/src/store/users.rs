@@ -186,6 +186,8 @@ pub trait UserStore: Send + Sync {
 
     /// Append to the audit log.
     async fn insert_audit(&self, entry: &AuditEntry) -> StoreResult<()>;
+    /// Remove audit entries recorded before `before_ms`; returns how many.
+    async fn trim_audit(&self, before_ms: UnixMs) -> StoreResult<u64>;
     /// Audit entries matching a filter, newest first, with the total count.
     async fn list_audit(&self, filter: &AuditFilter) -> StoreResult<(u64, Vec<AuditEntry>)>;
 }

@@ -922,6 +922,9 @@ async fn audit_filters_and_pages_newest_first() {
             (total, one.len(), one[0].target.as_deref()),
             (4, 1, Some("1"))
         );
+        // Entries at 0 and 10 are older than 20: trimmed.
+        assert_eq!(s.trim_audit(20).await.unwrap(), 2);
+        assert_eq!(page(AuditFilter::default()).await.0, 2);
         t.done().await;
     }
 }

@@ -402,6 +402,14 @@ where
         Ok(())
     }
 
+    async fn trim_audit(&self, before_ms: UnixMs) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM audit_log WHERE at_ms < $1")
+            .bind(before_ms)
+            .execute(self.pool())
+            .await?;
+        Ok(DB::rows_affected(&done))
+    }
+
     async fn list_audit(&self, f: &AuditFilter) -> StoreResult<(u64, Vec<AuditEntry>)> {
         let mut q = QueryBuilder::<DB>::new("SELECT COUNT(*) FROM audit_log");
         push_audit_filter(&mut q, f);
