@@ -209,6 +209,13 @@ async fn roles_limit_what_a_caller_does() {
     );
     let csv = grid_viewer.get_text("/api/devices/export").await;
     assert!(csv.contains("BN-1") && !csv.contains("SL-1"), "{csv}");
+    // The segment command went to grid ...001's lamps: not in grid ...002's command log.
+    let (status, log) = grid_viewer.get("/api/commands").await;
+    assert_eq!(
+        (status, log["commands"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "{log}"
+    );
     gw.running.shutdown().await.unwrap();
 }
 

@@ -101,10 +101,19 @@ pub(super) async fn list(
     ApiQuery(q): ApiQuery<CommandsQuery>,
 ) -> ApiResult<Json<Value>> {
     id.require(Permission::CommandsRead)?;
-    let commands = state
+    let mut commands = state
         .store
         .list_commands(q.device.as_deref(), q.limit.min(1000))
         .await?;
+    // A grid's viewer sees the commands to its grid's lamps only.
+    if id.grid.is_some() {
+        commands.retain(|c| {
+            streetgate_protocols::DeviceId::new(&c.device_id)
+                .ok()
+                .and_then(|d| state.inventory.get(&d))
+                .is_some_and(|d| id.sees_grid(&d.grid))
+        });
+    }
     Ok(Json(json!({ "commands": commands })))
 }
 
@@ -124,9 +133,20 @@ pub(super) async fn deliveries(
     ApiQuery(q): ApiQuery<DeliveriesQuery>,
 ) -> ApiResult<Json<Value>> {
     id.require(Permission::SystemRead)?;
-    let deliveries = state
+    let mut deliveries = state
         .store
         .list_deliveries(q.sink.as_deref(), q.status, q.limit.min(1000))
         .await?;
+    // A grid's viewer sees the deliveries of its grid's cases only.
+    if id.grid.is_some() {
+        let mut kept = Vec::with_capacity(deliveries.len());
+        for d in deliveries {
+            let case = state.store.get_case(d.case_id).await?;
+            if case.is_some_and(|c| id.sees_grid(&c.grid)) {
+                kept.push(d);
+            }
+        }
+        deliveries = kept;
+    }
     Ok(Json(json!({ "deliveries": deliveries })))
 }
