@@ -265,6 +265,17 @@ async fn revoked_and_expired_tokens_stop_working() {
     assert_eq!(other.get("/api/cases").await.0, 200);
     assert_eq!(gw.http.delete("/api/users/ops.bot").await.0, 204);
     assert_eq!(other.get("/api/cases").await.0, 401);
+    // Enabled again, the user signs in anew; the revoked token stays revoked.
+    assert_eq!(
+        gw.http
+            .post_json("/api/users/ops.bot/enable", &json!({}))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(other.get("/api/cases").await.0, 401);
+    let again = gw.http_as("ops.bot", Role::Dispatcher, None, None).await;
+    assert_eq!(again.get("/api/cases").await.0, 200);
     gw.running.shutdown().await.unwrap();
 }
 

@@ -524,6 +524,18 @@ async fn every_response_and_request_body_matches_the_document() {
     call!("delete", "/api/users/{name}", "/api/users/li.wei", None);
     call!("delete", "/api/users/{name}", "/api/users/admin", None);
     call!("delete", "/api/users/{name}", "/api/users/nobody", None);
+    call!(
+        "post",
+        "/api/users/{name}/enable",
+        "/api/users/li.wei/enable",
+        None
+    );
+    call!(
+        "post",
+        "/api/users/{name}/enable",
+        "/api/users/nobody/enable",
+        None
+    );
     let (_, audit) = call!("get", "/api/audit", "/api/audit?limit=5", None);
     assert_eq!(audit["entries"].as_array().map(Vec::len), Some(5));
     call!(

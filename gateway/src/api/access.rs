@@ -723,6 +723,23 @@ pub(super) async fn disable_user(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `POST /api/users/{name}/enable`: a disabled user may sign in again (with their password;
+/// their old sessions and tokens stay ended).
+pub(super) async fn enable_user(
+    State(state): State<AppState>,
+    id: Identity,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    id.require(Permission::UsersManage)?;
+    let user = user_named(&state, &name).await?;
+    state
+        .store
+        .set_user_disabled(user.id, false, wall_ms())
+        .await?;
+    tracing::info!(user = %user.name, by = %id.name, "user enabled");
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// Body of `POST /api/users/{name}/password`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

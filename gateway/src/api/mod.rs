@@ -313,6 +313,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             axum::routing::delete(access::disable_user),
         )
         .route(
+            "/api/users/{name}/enable",
+            axum::routing::post(access::enable_user),
+        )
+        .route(
             "/api/users/{name}/password",
             axum::routing::post(access::reset_password),
         )
