@@ -253,11 +253,11 @@ async fn bootstrap_admin(store: &Arc<dyn Store>) -> anyhow::Result<Option<String
     let password = crate::auth::bootstrap_admin(store.as_ref(), crate::clock::wall_ms())
         .await
         .context("creating the first administrator")?;
-    if let Some(password) = &password {
+    if password.is_some() {
+        // The password goes to standard output once, not into logs that are kept.
         tracing::warn!(
             user = crate::auth::FIRST_ADMIN,
-            password = %password,
-            "no user in the store: created the administrator; sign in with POST /api/session and change this password (shown only now)"
+            "no user in the store: created the administrator; its one-time password is printed on standard output"
         );
     }
     Ok(password)
