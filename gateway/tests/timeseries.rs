@@ -737,3 +737,127 @@ async fn restart_replays_the_spool() {
     assert_eq!(spool_files(&spool), 0, "the spool is empty again");
     gw.running.shutdown().await.expect("shutdown");
 }
+
+/// Every PromQL query of every panel of the time-series Grafana dashboard
+/// (`dashboards/grafana/dashboards/streetgate-timeseries.json`) returns data from
+/// VictoriaMetrics fed by a gateway: readings of every kind, open cases, and the lighting rate
+/// (the gateway runs on a clock set to 22:00 in the city, when the lamps should be lit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_timeseries_panel_query_returns_data() {
+    let Some(vm) = Vm::get("every_timeseries_panel_query_returns_data").await else {
+        return;
+    };
+    let p = unique("d");
+    // The last 14:00 UTC (22:00 in Suzhou) before now, on the gateway's clock.
+    let day = 86_400_000;
+    let night = (now_ms() - 14 * 3_600_000).div_euclid(day) * day + 14 * 3_600_000;
+    let gw = gateway(&vm.url, |c| {
+        c.timeseries.series_interval_s = 1;
+        c.clock.start_ms = Some(night);
+    })
+    .await;
+    import(
+        &gw,
+        &format!(
+            "id,kind,lat,lon,grid,road_segment,road_class,toilet_class,bin_depth_mm\n\
+             {p}-SL,streetlight,31.3,120.6,320508001001001,S-{p},main,,\n\
+             {p}-MH,manhole,31.3,120.6,320508001001001,,,,\n\
+             {p}-BN,bin,31.3,120.6,320508001001002,,,,1200\n\
+             {p}-WC,toilet,31.3,120.6,320508001001002,,,2,\n"
+        ),
+    )
+    .await;
+    let msgs = vec![
+        Msg::new(
+            topic(&format!("{p}-SL"), "telemetry"),
+            format!(
+                r#"{{"device_id":"{p}-SL","seq":1,"ts_ms":{night},"data":{{"streetlight":{{"lamp_on":true,"dim_pct":100,"voltage_v":230.5,"current_a":0.42,"power_w":96.5,"energy_wh":1234}}}}}}"#
+            ),
+        ),
+        Msg::new(
+            topic(&format!("{p}-MH"), "event"),
+            format!(
+                r#"{{"device_id":"{p}-MH","seq":1,"alarm":"cover_open","state":"raised","value":75.0}}"#
+            ),
+        ),
+        Msg::new(
+            topic(&format!("{p}-MH"), "telemetry"),
+            format!(
+                r#"{{"device_id":"{p}-MH","seq":2,"ts_ms":{night},"data":{{"manhole":{{"tilt_deg":75.0,"battery_pct":77}}}}}}"#
+            ),
+        ),
+        Msg::new(
+            topic(&format!("{p}-BN"), "telemetry"),
+            bin_payload(&format!("{p}-BN"), 1, night, 42.5),
+        ),
+        Msg::new(
+            topic(&format!("{p}-WC"), "telemetry"),
+            format!(
+                r#"{{"device_id":"{p}-WC","seq":1,"ts_ms":{night},"data":{{"toilet":{{"nh3_mg_m3":0.25,"h2s_mg_m3":0.01,"humidity_pct":60}}}}}}"#
+            ),
+        ),
+    ];
+    publish(&gw.broker(), msgs).await;
+
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../dashboards/grafana/dashboards/streetgate-timeseries.json"),
+        )
+        .expect("dashboard file"),
+    )
+    .expect("dashboard JSON");
+    let queries: Vec<(String, String)> = dashboard["panels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|panel| {
+            let title = panel["title"].as_str().unwrap_or("?").to_owned();
+            panel["targets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t["expr"].as_str())
+                .map(move |e| (title.clone(), e.replace("$__interval", "5m")))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(queries.len() >= 6, "{queries:?}");
+    let client = reqwest::Client::new();
+    let query = |expr: String| {
+        let client = client.clone();
+        let url = vm.url.clone();
+        async move {
+            let _ = client
+                .get(format!("{url}/internal/force_flush"))
+                .send()
+                .await;
+            // At the gateway's clock now (its series carry its time).
+            let at = night + 60_000;
+            let url = reqwest::Url::parse_with_params(
+                &format!("{url}/api/v1/query"),
+                &[("query", expr.as_str()), ("time", &(at / 1000).to_string())],
+            )
+            .expect("query URL");
+            let body: Value = client
+                .get(url)
+                .send()
+                .await
+                .expect("query VictoriaMetrics")
+                .json()
+                .await
+                .expect("query answer");
+            body["data"]["result"].as_array().map_or(0, Vec::len)
+        }
+    };
+    eventually("every panel with data", Duration::from_secs(30), || async {
+        for (_, expr) in &queries {
+            if query(expr.clone()).await == 0 {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    gw.running.shutdown().await.expect("shutdown");
+}
