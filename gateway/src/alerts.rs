@@ -8,7 +8,9 @@
 //! with the cursor's move, in one transaction. A gateway stopped mid-retry delivers that event
 //! again after the restart: receivers deduplicate on `event_id`.
 
+pub mod chat;
 mod config;
+pub mod message;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -18,7 +20,7 @@ use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{AlertsConfig, WebhookConfig};
+pub use config::{AlertsConfig, Language, WebhookConfig, WebhookKind};
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
@@ -91,6 +93,8 @@ enum Sink {
     Webhook {
         config: WebhookConfig,
         http: reqwest::Client,
+        /// For the times in messages for people.
+        utc_offset_min: i32,
     },
 }
 
@@ -123,7 +127,67 @@ impl Sink {
                         status: None,
                     },
                 }),
-            Self::Webhook { config, http } => {
+            Self::Webhook {
+                config,
+                http,
+                utc_offset_min,
+            } if config.kind != WebhookKind::Generic => {
+                let message = message::render(
+                    event,
+                    config.language,
+                    config.console_url.as_deref(),
+                    *utc_offset_min,
+                );
+                let chat =
+                    chat::request(config, &message, crate::clock::wall_ms()).map_err(|error| {
+                        AttemptError::Permanent {
+                            error,
+                            status: None,
+                        }
+                    })?;
+                let response = http
+                    .post(&chat.url)
+                    .timeout(timeout)
+                    .json(&chat.body)
+                    .send()
+                    .await
+                    .map_err(|e| AttemptError::Retry {
+                        error: error_chain(&e),
+                        status: None,
+                    })?;
+                let status = response.status().as_u16();
+                match status {
+                    200..=299 => {}
+                    408 | 429 | 500..=599 => {
+                        return Err(AttemptError::Retry {
+                            error: format!("HTTP {status}"),
+                            status: Some(status),
+                        });
+                    }
+                    _ => {
+                        return Err(AttemptError::Permanent {
+                            error: format!("HTTP {status}"),
+                            status: Some(status),
+                        });
+                    }
+                }
+                let body = response.text().await.map_err(|e| AttemptError::Retry {
+                    error: error_chain(&e),
+                    status: Some(status),
+                })?;
+                match chat::answer(config.kind, &body) {
+                    chat::Answer::Ok => Ok(Some(status)),
+                    chat::Answer::RateLimited(error) => Err(AttemptError::Retry {
+                        error,
+                        status: Some(status),
+                    }),
+                    chat::Answer::Refused(error) => Err(AttemptError::Permanent {
+                        error,
+                        status: Some(status),
+                    }),
+                }
+            }
+            Self::Webhook { config, http, .. } => {
                 let mut request = http
                     .post(&config.url)
                     .timeout(timeout)
@@ -193,6 +257,7 @@ pub fn spawn(
             Ok(http) => sinks.extend(config.webhooks.iter().map(|w| Sink::Webhook {
                 config: w.clone(),
                 http: http.clone(),
+                utc_offset_min: config.utc_offset_min,
             })),
             Err(e) => {
                 tracing::error!(error = %e, "cannot build the webhook HTTP client; webhooks disabled");

@@ -186,6 +186,7 @@ pub const ENV_KEYS: &[(&str, EnvValueKind)] = &[
     ("alerts.retry_max_ms", EnvValueKind::Literal),
     ("alerts.max_attempts", EnvValueKind::Literal),
     ("alerts.timeout_ms", EnvValueKind::Literal),
+    ("alerts.utc_offset_min", EnvValueKind::Literal),
     ("commands.ack_timeout_ms", EnvValueKind::Literal),
     ("clock.speed", EnvValueKind::Literal),
     ("clock.start_ms", EnvValueKind::Literal),

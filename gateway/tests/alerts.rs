@@ -131,11 +131,13 @@ fn tweak(c: &mut Config, flaky: &str, refusing: &str) {
             name: "ops".into(),
             url: flaky.into(),
             authorization: Some("Bearer t0ken".into()),
+            ..WebhookConfig::default()
         },
         WebhookConfig {
             name: "refuses".into(),
             url: refusing.into(),
             authorization: None,
+            ..WebhookConfig::default()
         },
     ];
 }

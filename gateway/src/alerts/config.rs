@@ -21,6 +21,9 @@ pub struct AlertsConfig {
     pub max_attempts: u32,
     /// Timeout of one delivery attempt, ms.
     pub timeout_ms: u64,
+    /// Offset of the city's time zone from UTC, minutes (480: China Standard Time), for the
+    /// times in messages for people.
+    pub utc_offset_min: i32,
     /// Webhooks: each receives every case event as a JSON POST.
     pub webhooks: Vec<WebhookConfig>,
 }
@@ -34,13 +37,14 @@ impl Default for AlertsConfig {
             retry_max_ms: 60_000,
             max_attempts: 8,
             timeout_ms: 5000,
+            utc_offset_min: 480,
             webhooks: Vec::new(),
         }
     }
 }
 
 /// `[[alerts.webhooks]]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// Name, unique among the sinks (delivery records and metrics use it).
@@ -50,6 +54,49 @@ pub struct WebhookConfig {
     /// Value of the `Authorization` header, if the receiver wants one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization: Option<String>,
+    /// What the receiver is: `generic` (the event's JSON), or a chat group robot that gets a
+    /// readable message: `wecom` (企业微信), `dingtalk` (钉钉), `feishu` (飞书 / Lark).
+    #[serde(default)]
+    pub kind: WebhookKind,
+    /// The robot's signing secret (`dingtalk`: 加签, `feishu`: 签名校验).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// A DingTalk robot's keyword (自定义关键词): every message carries it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyword: Option<String>,
+    /// Language of the robots' messages.
+    #[serde(default)]
+    pub language: Language,
+    /// Base URL of the console, for the case link in the robots' messages
+    /// (`{console_url}/cases/{id}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_url: Option<String>,
+}
+
+/// A webhook receiver.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookKind {
+    /// The event's JSON document, as on the MQTT alerts topic.
+    #[default]
+    Generic,
+    /// A WeCom (企业微信) group robot: markdown message.
+    Wecom,
+    /// A DingTalk (钉钉) robot: markdown message, signed when `secret` is set.
+    Dingtalk,
+    /// A Feishu / Lark (飞书) bot: card with markdown, signed when `secret` is set.
+    Feishu,
+}
+
+/// Language of a message for people.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Language {
+    /// 简体中文.
+    #[default]
+    Zh,
+    /// English.
+    En,
 }
 
 impl AlertsConfig {
@@ -80,6 +127,13 @@ impl AlertsConfig {
                 "100..=120000 ms",
             ));
         }
+        if !(-720..=840).contains(&a.utc_offset_min) {
+            return Err(invalid(
+                "alerts.utc_offset_min",
+                a.utc_offset_min,
+                "-720..=840 minutes (480 for China)",
+            ));
+        }
         let mut names = std::collections::BTreeSet::new();
         for (i, w) in a.webhooks.iter().enumerate() {
             let key = format!("alerts.webhooks[{i}]");
@@ -100,6 +154,33 @@ impl AlertsConfig {
                     format!("{key}.name"),
                     &w.name,
                     "a name no other webhook has",
+                ));
+            }
+            if w.secret.is_some() && !matches!(w.kind, WebhookKind::Dingtalk | WebhookKind::Feishu)
+            {
+                return Err(invalid(
+                    format!("{key}.secret"),
+                    "(hidden)",
+                    "a signing secret only for kind = \"dingtalk\" or \"feishu\"",
+                ));
+            }
+            if w.secret
+                .as_deref()
+                .is_some_and(|s| s.is_empty() || s.chars().any(char::is_control))
+            {
+                return Err(invalid(
+                    format!("{key}.secret"),
+                    "(hidden)",
+                    "a non-empty secret without control characters",
+                ));
+            }
+            if let Some(k) = &w.keyword
+                && (w.kind != WebhookKind::Dingtalk || k.trim().is_empty() || k.len() > 64)
+            {
+                return Err(invalid(
+                    format!("{key}.keyword"),
+                    k,
+                    "1 to 64 characters, for kind = \"dingtalk\" only",
                 ));
             }
             let scheme_ok = w

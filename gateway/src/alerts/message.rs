@@ -1,0 +1,246 @@
+//! A case event as a message for people (the chat robots): a title and markdown, in Chinese by
+//! default or English, with the place, the devices, the time limit, what to do, and a link to
+//! the case in the console.
+
+use super::config::Language;
+use crate::model::{CaseState, CaseType, UnixMs};
+use crate::store::CaseEvent;
+
+/// A message for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// One line: urgency, case number, type, what happened.
+    pub title: String,
+    /// The body, markdown.
+    pub markdown: String,
+}
+
+fn type_name(t: CaseType, lang: Language) -> &'static str {
+    match (lang, t) {
+        (Language::Zh, CaseType::LampFault) => "路灯故障",
+        (Language::Zh, CaseType::LampSafety) => "路灯用电安全",
+        (Language::Zh, CaseType::ManholeCover) => "井盖异常",
+        (Language::Zh, CaseType::ManholeWater) => "井内水位过高",
+        (Language::Zh, CaseType::BinFull) => "垃圾箱满溢",
+        (Language::Zh, CaseType::BinOverflow) => "垃圾箱溢出",
+        (Language::Zh, CaseType::BinFire) => "垃圾箱起火风险",
+        (Language::Zh, CaseType::ToiletOdour) => "公厕异味超标",
+        (Language::Zh, CaseType::DeviceOffline) => "设备离线",
+        (Language::Zh, CaseType::LowBattery) => "设备电量低",
+        (Language::Zh, CaseType::Other) => "其他问题",
+        (Language::En, CaseType::LampFault) => "lamp fault",
+        (Language::En, CaseType::LampSafety) => "lamp electrical safety",
+        (Language::En, CaseType::ManholeCover) => "manhole cover",
+        (Language::En, CaseType::ManholeWater) => "water high in a manhole",
+        (Language::En, CaseType::BinFull) => "bin full",
+        (Language::En, CaseType::BinOverflow) => "bin overflowing",
+        (Language::En, CaseType::BinFire) => "bin fire risk",
+        (Language::En, CaseType::ToiletOdour) => "toilet odour",
+        (Language::En, CaseType::DeviceOffline) => "device offline",
+        (Language::En, CaseType::LowBattery) => "low battery",
+        (Language::En, CaseType::Other) => "other problem",
+    }
+}
+
+fn state_name(s: CaseState, lang: Language) -> &'static str {
+    match (lang, s) {
+        (Language::Zh, CaseState::Registered) => "已立案",
+        (Language::Zh, CaseState::Dispatched) => "已派遣",
+        (Language::Zh, CaseState::Accepted) => "处置中",
+        (Language::Zh, CaseState::Resolved) => "处置完成，待核查",
+        (Language::Zh, CaseState::Verified) => "核查通过",
+        (Language::Zh, CaseState::Closed) => "已结案",
+        (Language::Zh, CaseState::Voided) => "已作废",
+        (Language::Zh, CaseState::Returned) => "已退单",
+        (Language::En, CaseState::Registered) => "registered",
+        (Language::En, CaseState::Dispatched) => "dispatched",
+        (Language::En, CaseState::Accepted) => "in progress",
+        (Language::En, CaseState::Resolved) => "resolved, awaiting verification",
+        (Language::En, CaseState::Verified) => "verified",
+        (Language::En, CaseState::Closed) => "closed",
+        (Language::En, CaseState::Voided) => "voided",
+        (Language::En, CaseState::Returned) => "returned",
+    }
+}
+
+/// What the team is asked to do next, by state.
+fn next_step(s: CaseState, lang: Language) -> Option<&'static str> {
+    match (lang, s) {
+        (Language::Zh, CaseState::Dispatched) => Some("请处置单位尽快受理并赶赴现场。"),
+        (Language::Zh, CaseState::Returned) => Some("请指挥中心重新派遣。"),
+        (Language::Zh, CaseState::Registered) => Some("请指挥中心派遣处置单位。"),
+        (Language::En, CaseState::Dispatched) => Some("The team: accept the case and go on site."),
+        (Language::En, CaseState::Returned) => Some("Operations centre: dispatch it again."),
+        (Language::En, CaseState::Registered) => Some("Operations centre: dispatch it to a team."),
+        _ => None,
+    }
+}
+
+/// `YYYY-MM-DD HH:MM` of `ms` at `offset_min` from UTC.
+pub fn local_time(ms: UnixMs, offset_min: i32) -> String {
+    let secs = ms.div_euclid(1000) + i64::from(offset_min) * 60;
+    let days = secs.div_euclid(86_400);
+    let of_day = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}",
+        of_day / 3600,
+        of_day % 3600 / 60
+    )
+}
+
+/// The zone's name for `offset_min` (`UTC+8`).
+fn zone(offset_min: i32) -> String {
+    let sign = if offset_min < 0 { '-' } else { '+' };
+    let (h, m) = (offset_min.abs() / 60, offset_min.abs() % 60);
+    if m == 0 {
+        format!("UTC{sign}{h}")
+    } else {
+        format!("UTC{sign}{h}:{m:02}")
+    }
+}
+
+/// Markdown special characters in data are escaped, so a detail cannot inject links or markup.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(
+            c,
+            '\\' | '`' | '*' | '_' | '[' | ']' | '(' | ')' | '#' | '<' | '>' | '|'
+        ) {
+            out.push('\\');
+        }
+        out.push(if c.is_control() { ' ' } else { c });
+    }
+    out
+}
+
+/// The message for a case event.
+pub fn render(
+    event: &CaseEvent,
+    lang: Language,
+    console_url: Option<&str>,
+    offset_min: i32,
+) -> Message {
+    let c = &event.case;
+    let zh = lang == Language::Zh;
+    let urgent = match (c.urgent, zh) {
+        (true, true) => "【紧急】",
+        (true, false) => "[URGENT] ",
+        (false, _) => "",
+    };
+    let title = if zh {
+        format!(
+            "{urgent}案件 #{} {} {}",
+            c.id,
+            type_name(c.case_type, lang),
+            state_name(event.entry.to, lang)
+        )
+    } else {
+        format!(
+            "{urgent}Case #{} {}: {}",
+            c.id,
+            type_name(c.case_type, lang),
+            state_name(event.entry.to, lang)
+        )
+    };
+    let none = if zh { "无" } else { "none" };
+    let devices = if c.devices.is_empty() {
+        none.to_owned()
+    } else {
+        c.devices
+            .iter()
+            .map(|d| escape(d.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let team = c.team.as_deref().map_or_else(|| none.to_owned(), escape);
+    let due = c
+        .due_ms
+        .filter(|d| *d < i64::MAX)
+        .map_or_else(|| none.to_owned(), |d| local_time(d, offset_min));
+    let at = format!(
+        "{} ({})",
+        local_time(event.entry.at_ms, offset_min),
+        zone(offset_min)
+    );
+    let labels: [&str; 7] = if zh {
+        [
+            "网格",
+            "处置单位",
+            "设备",
+            "情况",
+            "时间",
+            "处置时限",
+            "操作人",
+        ]
+    } else {
+        ["Grid", "Team", "Devices", "What", "When", "Due", "By"]
+    };
+    let mut md = format!("### {}\n", escape(&title));
+    for (label, value) in [
+        (labels[0], escape(&c.grid)),
+        (labels[1], team),
+        (labels[2], devices),
+        (labels[3], escape(&c.detail)),
+        (labels[4], at),
+        (labels[5], due),
+        (labels[6], escape(&event.entry.actor)),
+    ] {
+        md.push_str(&format!("- **{label}**: {value}\n"));
+    }
+    if !event.entry.note.is_empty() && event.entry.note != c.detail {
+        let label = if zh { "备注" } else { "Note" };
+        md.push_str(&format!("- **{label}**: {}\n", escape(&event.entry.note)));
+    }
+    if let Some(step) = next_step(event.entry.to, lang) {
+        md.push_str(&format!("\n{step}\n"));
+    }
+    if let Some(base) = console_url {
+        let label = if zh {
+            "在控制台查看"
+        } else {
+            "Open in the console"
+        };
+        md.push_str(&format!(
+            "\n[{label}]({}/cases/{})\n",
+            base.trim_end_matches('/'),
+            c.id
+        ));
+    }
+    Message {
+        title,
+        markdown: md,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_times() {
+        assert_eq!(local_time(0, 0), "1970-01-01 00:00");
+        // 2026-12-03 14:10 UTC is 22:10 in China.
+        assert_eq!(local_time(1_796_307_000_000, 480), "2026-12-03 22:10");
+        assert_eq!(local_time(1_796_307_000_000, -300), "2026-12-03 09:10");
+        assert_eq!(local_time(951_782_400_000, 0), "2000-02-29 00:00");
+        assert_eq!(zone(480), "UTC+8");
+        assert_eq!(zone(-570), "UTC-9:30");
+    }
+
+    #[test]
+    fn markup_in_data_is_escaped() {
+        assert_eq!(escape("[x](http://evil)"), "\\[x\\]\\(http://evil\\)");
+        assert_eq!(escape("a\nb"), "a b");
+    }
+}
