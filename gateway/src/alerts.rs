@@ -20,7 +20,7 @@ use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{AlertsConfig, Language, WebhookConfig, WebhookKind};
+pub use config::{AlertsConfig, EmailConfig, Language, SmtpSecurity, WebhookConfig, WebhookKind};
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
@@ -96,6 +96,11 @@ enum Sink {
         /// For the times in messages for people.
         utc_offset_min: i32,
     },
+    Email {
+        config: EmailConfig,
+        transport: lettre::AsyncSmtpTransport<lettre::Tokio1Executor>,
+        utc_offset_min: i32,
+    },
 }
 
 impl Sink {
@@ -103,6 +108,7 @@ impl Sink {
         match self {
             Self::Mqtt(_) => MQTT_SINK,
             Self::Webhook { config, .. } => &config.name,
+            Self::Email { config, .. } => &config.name,
         }
     }
 
@@ -187,6 +193,38 @@ impl Sink {
                     }),
                 }
             }
+            Self::Email {
+                config,
+                transport,
+                utc_offset_min,
+            } => {
+                use lettre::AsyncTransport as _;
+                let message = message::render(
+                    event,
+                    config.language,
+                    config.console_url.as_deref(),
+                    *utc_offset_min,
+                );
+                let mail = email(config, &message).map_err(|error| AttemptError::Permanent {
+                    error,
+                    status: None,
+                })?;
+                match tokio::time::timeout(timeout, transport.send(mail)).await {
+                    Err(_) => Err(AttemptError::Retry {
+                        error: format!("the SMTP server did not finish within {timeout:?}"),
+                        status: None,
+                    }),
+                    Ok(Ok(response)) => Ok(Some(u16::from(response.code()))),
+                    Ok(Err(e)) if e.is_permanent() => Err(AttemptError::Permanent {
+                        error: error_chain(&e),
+                        status: e.status().map(u16::from),
+                    }),
+                    Ok(Err(e)) => Err(AttemptError::Retry {
+                        error: error_chain(&e),
+                        status: e.status().map(u16::from),
+                    }),
+                }
+            }
             Self::Webhook { config, http, .. } => {
                 let mut request = http
                     .post(&config.url)
@@ -220,6 +258,48 @@ impl Sink {
             }
         }
     }
+}
+
+/// The e-mail for a message: subject the title, the markdown as plain text (UTF-8).
+fn email(config: &EmailConfig, message: &message::Message) -> Result<lettre::Message, String> {
+    let from: lettre::message::Mailbox = config
+        .from
+        .parse()
+        .map_err(|e| format!("from {}: {e}", config.from))?;
+    let mut builder = lettre::Message::builder()
+        .from(from)
+        .subject(message.title.clone());
+    for to in &config.to {
+        builder = builder.to(to.parse().map_err(|e| format!("to {to}: {e}"))?);
+    }
+    builder
+        .header(lettre::message::header::ContentType::TEXT_PLAIN)
+        .body(message.markdown.clone())
+        .map_err(|e| e.to_string())
+}
+
+/// An SMTP transport for an e-mail sink.
+fn smtp_transport(
+    config: &EmailConfig,
+    timeout: Duration,
+) -> Result<lettre::AsyncSmtpTransport<lettre::Tokio1Executor>, String> {
+    use lettre::AsyncSmtpTransport as T;
+    let builder = match config.security {
+        SmtpSecurity::None => T::<lettre::Tokio1Executor>::builder_dangerous(&config.server),
+        SmtpSecurity::Starttls => T::<lettre::Tokio1Executor>::starttls_relay(&config.server)
+            .map_err(|e| e.to_string())?,
+        SmtpSecurity::Tls => {
+            T::<lettre::Tokio1Executor>::relay(&config.server).map_err(|e| e.to_string())?
+        }
+    };
+    let mut builder = builder.port(config.port).timeout(Some(timeout));
+    if let Some(user) = &config.username {
+        builder = builder.credentials(lettre::transport::smtp::authentication::Credentials::new(
+            user.clone(),
+            config.password.clone().unwrap_or_default(),
+        ));
+    }
+    Ok(builder.build())
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -261,6 +341,18 @@ pub fn spawn(
             })),
             Err(e) => {
                 tracing::error!(error = %e, "cannot build the webhook HTTP client; webhooks disabled");
+            }
+        }
+    }
+    for e in &config.email {
+        match smtp_transport(e, Duration::from_millis(config.timeout_ms)) {
+            Ok(transport) => sinks.push(Sink::Email {
+                config: e.clone(),
+                transport,
+                utc_offset_min: config.utc_offset_min,
+            }),
+            Err(error) => {
+                tracing::error!(sink = %e.name, %error, "cannot set up the e-mail sink; disabled");
             }
         }
     }

@@ -26,6 +26,52 @@ pub struct AlertsConfig {
     pub utc_offset_min: i32,
     /// Webhooks: each receives every case event as a JSON POST.
     pub webhooks: Vec<WebhookConfig>,
+    /// E-mail: each sends every case event to its recipients over SMTP.
+    pub email: Vec<EmailConfig>,
+}
+
+/// `[[alerts.email]]`: case events by e-mail.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    /// Name, unique among the sinks.
+    pub name: String,
+    /// SMTP server host name.
+    pub server: String,
+    /// Port (587 for STARTTLS, 465 for TLS, 25 plain).
+    pub port: u16,
+    /// How the connection is protected.
+    #[serde(default)]
+    pub security: SmtpSecurity,
+    /// User name, when the server wants one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// Sender, `streetgate@city.example` or `Streetgate <streetgate@city.example>`.
+    pub from: String,
+    /// Recipients (a team's list).
+    pub to: Vec<String>,
+    /// Language of the messages.
+    #[serde(default)]
+    pub language: Language,
+    /// Base URL of the console, for the case link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_url: Option<String>,
+}
+
+/// Protection of an SMTP connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpSecurity {
+    /// STARTTLS required (port 587).
+    #[default]
+    Starttls,
+    /// TLS from the start (port 465).
+    Tls,
+    /// None: only for a relay on the same host or a test server.
+    None,
 }
 
 impl Default for AlertsConfig {
@@ -39,6 +85,7 @@ impl Default for AlertsConfig {
             timeout_ms: 5000,
             utc_offset_min: 480,
             webhooks: Vec::new(),
+            email: Vec::new(),
         }
     }
 }
@@ -192,6 +239,49 @@ impl AlertsConfig {
                     format!("{key}.url"),
                     &w.url,
                     "an http:// or https:// URL",
+                ));
+            }
+        }
+        for (i, e) in a.email.iter().enumerate() {
+            let key = format!("alerts.email[{i}]");
+            let name_ok = !e.name.is_empty()
+                && e.name.len() <= 64
+                && e.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !name_ok || e.name == super::MQTT_SINK || !names.insert(e.name.as_str()) {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    &e.name,
+                    "1 to 64 letters, digits, '-' or '_', not \"mqtt\", no other sink's name",
+                ));
+            }
+            if e.server.trim().is_empty() || e.port == 0 {
+                return Err(invalid(
+                    format!("{key}.server"),
+                    format!("{}:{}", e.server, e.port),
+                    "the SMTP server's host name and port",
+                ));
+            }
+            for (field, address) in
+                std::iter::once(("from", &e.from)).chain(e.to.iter().map(|t| ("to", t)))
+            {
+                if address.parse::<lettre::message::Mailbox>().is_err() {
+                    return Err(invalid(
+                        format!("{key}.{field}"),
+                        address,
+                        "an e-mail address, name@host or Name <name@host>",
+                    ));
+                }
+            }
+            if e.to.is_empty() {
+                return Err(invalid(format!("{key}.to"), "[]", "at least one recipient"));
+            }
+            if e.password.is_some() && e.username.is_none() {
+                return Err(invalid(
+                    format!("{key}.username"),
+                    "(unset)",
+                    "a user name with the password",
                 ));
             }
         }
