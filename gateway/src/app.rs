@@ -72,6 +72,8 @@ pub struct Running {
     pub http_addr: SocketAddr,
     /// Where the embedded broker listens, when it runs.
     pub broker_addr: Option<SocketAddr>,
+    /// Where the embedded broker serves MQTT over TLS (`broker.tls_listen`), when it does.
+    pub broker_tls_addr: Option<SocketAddr>,
     /// The broker the ingest connects to, `host:port`.
     pub mqtt_broker: String,
     /// Shared state (store, inventory, metrics).
@@ -196,7 +198,7 @@ async fn serve_standby(
         clock,
         lighting,
         cases: case_service(config, store),
-        auth: Arc::new(config.auth.clone()),
+        auth: Arc::new(auth_config(config)),
         sign_in_throttle: Arc::default(),
         store: Arc::clone(store),
         inventory,
@@ -228,13 +230,16 @@ async fn serve_http(
         .await
         .with_context(|| format!("http.listen = {}: cannot listen there", config.http.listen))?;
     let addr = listener.local_addr().context("reading the HTTP address")?;
-    let limits = (config.http.max_connections, config.http.idle_timeout_ms);
+    let tls = config.http.tls()?;
+    let mut listener = api::listener::LimitedListener::new(
+        listener,
+        config.http.max_connections,
+        Duration::from_millis(config.http.idle_timeout_ms),
+    );
+    if let Some(tls) = tls {
+        listener = listener.with_tls(tls);
+    }
     let task = tokio::spawn(async move {
-        let listener = api::listener::LimitedListener::new(
-            listener,
-            limits.0,
-            Duration::from_millis(limits.1),
-        );
         let stop = cancel.clone();
         // With the peer address of each connection (the audit log records it).
         let app = router.into_make_service_with_connect_info::<api::listener::ClientAddr>();
@@ -246,6 +251,14 @@ async fn serve_http(
         }
     });
     Ok((addr, task))
+}
+
+/// `[auth]` as the API applies it: with HTTPS the session cookie is always `Secure` (the
+/// listener serves nothing else, so it never travels in clear).
+fn auth_config(config: &Config) -> crate::auth::AuthConfig {
+    let mut auth = config.auth.clone();
+    auth.cookie_secure |= config.http.tls_enabled();
+    auth
 }
 
 /// Create the administrator on a store without users; the one-time password, when created.
@@ -429,7 +442,7 @@ async fn start_as(config: Config, promotion: Option<Promotion>) -> anyhow::Resul
 
     // MQTT: the embedded broker with the decode workers attached before it accepts anyone, or
     // the client of an external broker.
-    let (broker_addr, settings, mqtt) = if config.broker_embedded() {
+    let (broker_addr, broker_tls_addr, settings, mqtt) = if config.broker_embedded() {
         // In-process, the gateway takes every device publish under the prefix: what is not an
         // uplink (a downlink channel, an unknown channel, extra levels) is refused and counted
         // instead of vanishing. Its own publisher's messages are not handed back to it.
@@ -448,7 +461,7 @@ async fn start_as(config: Config, promotion: Option<Promotion>) -> anyhow::Resul
         )
         .await
         .context("starting the embedded MQTT broker")?;
-        tracing::info!(listen = %b.addr, "embedded MQTT broker started");
+        tracing::info!(listen = %b.addr, tls_listen = ?b.tls_addr, "embedded MQTT broker started");
         // The gateway is the broker's consumer: subscribed from the first connection on.
         metrics
             .mqtt_connected
@@ -460,13 +473,14 @@ async fn start_as(config: Config, promotion: Option<Promotion>) -> anyhow::Resul
             .mqtt_connections
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let addr = connectable(b.addr);
+        let tls_addr = b.tls_addr.map(connectable);
         let settings = MqttSettings {
             host: addr.ip().to_string(),
             port: addr.port(),
             config: config.mqtt.clone(),
         };
         let task = tokio::spawn(b.join());
-        (Some(addr), settings, task)
+        (Some(addr), tls_addr, settings, task)
     } else {
         let Some(url) = &config.mqtt.url else {
             bail!("mqtt.url is required when broker.embedded = false");
@@ -480,7 +494,7 @@ async fn start_as(config: Config, promotion: Option<Promotion>) -> anyhow::Resul
             clock,
             cancel.clone(),
         ));
-        (None, settings, task)
+        (None, None, settings, task)
     };
     let mqtt_broker = format!("{}:{}", settings.host, settings.port);
     // Modbus pollers following the inventory (joined like the decode workers: they stop on
@@ -550,7 +564,7 @@ async fn start_as(config: Config, promotion: Option<Promotion>) -> anyhow::Resul
         clock,
         lighting: lighting_rx,
         cases: case_service(&config, &store),
-        auth: Arc::new(config.auth.clone()),
+        auth: Arc::new(auth_config(&config)),
         sign_in_throttle: Arc::default(),
         store: Arc::clone(&store),
         inventory: Arc::clone(&inventory),
@@ -569,6 +583,7 @@ async fn start_as(config: Config, promotion: Option<Promotion>) -> anyhow::Resul
 
     tracing::info!(
         http = %http_addr,
+        https = config.http.tls_enabled(),
         mqtt = %mqtt_broker,
         embedded_broker = ?broker_addr,
         store = %state.runtime.store_path,
@@ -578,6 +593,7 @@ async fn start_as(config: Config, promotion: Option<Promotion>) -> anyhow::Resul
     Ok(Running {
         http_addr,
         broker_addr,
+        broker_tls_addr,
         mqtt_broker,
         state,
         first_admin_password,

@@ -145,6 +145,8 @@ pub const ENV_KEYS: &[(&str, EnvValueKind)] = &[
     ("http.max_body_bytes", EnvValueKind::Literal),
     ("http.max_connections", EnvValueKind::Literal),
     ("http.idle_timeout_ms", EnvValueKind::Literal),
+    ("http.tls_cert", EnvValueKind::Text),
+    ("http.tls_key", EnvValueKind::Text),
     ("broker.embedded", EnvValueKind::Literal),
     ("broker.listen", EnvValueKind::Text),
     ("broker.max_connections", EnvValueKind::Literal),
@@ -153,6 +155,10 @@ pub const ENV_KEYS: &[(&str, EnvValueKind)] = &[
     ("broker.max_queued_messages", EnvValueKind::Literal),
     ("broker.max_retained", EnvValueKind::Literal),
     ("broker.connection_timeout_ms", EnvValueKind::Literal),
+    ("broker.tls_listen", EnvValueKind::Text),
+    ("broker.tls_cert", EnvValueKind::Text),
+    ("broker.tls_key", EnvValueKind::Text),
+    ("broker.tls_client_ca", EnvValueKind::Text),
     ("mqtt.url", EnvValueKind::Text),
     ("mqtt.client_id", EnvValueKind::Text),
     ("mqtt.username", EnvValueKind::Text),
@@ -499,10 +505,138 @@ mod tests {
         assert!(e.to_string().contains("test.toml"));
     }
 
+    /// A CA and a certificate for 127.0.0.1 signed by it, as PEM files in `dir`:
+    /// (ca.pem, cert.pem, key.pem).
+    fn tls_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let files = (
+            dir.join("ca.pem"),
+            dir.join("cert.pem"),
+            dir.join("key.pem"),
+        );
+        std::fs::write(&files.0, ca_cert.pem()).unwrap();
+        std::fs::write(&files.1, cert.pem()).unwrap();
+        std::fs::write(&files.2, key.serialize_pem()).unwrap();
+        files
+    }
+
+    #[test]
+    fn tls_files_are_checked_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, cert, key) = tls_files(dir.path());
+        let (ca, cert, key) = (ca.display(), cert.display(), key.display());
+        let c = load(
+            &format!("[http]\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\n"),
+            &[],
+        )
+        .unwrap();
+        assert!(c.http.tls_enabled());
+        let e = load(&format!("[http]\ntls_cert = \"{cert}\"\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("http.tls_key = (unset)") && e.contains("both"),
+            "{e}"
+        );
+        let e = load(
+            &format!("[http]\ntls_cert = \"{cert}\"\ntls_key = \"/nonexistent/key.pem\"\n"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("http.tls_key = /nonexistent/key.pem") && e.contains("cannot read"),
+            "{e}"
+        );
+        // A key in place of the certificate, a certificate in place of the key.
+        let e = load(
+            &format!("[http]\ntls_cert = \"{key}\"\ntls_key = \"{cert}\"\n"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("http.tls_cert") && e.contains("no CERTIFICATE"),
+            "{e}"
+        );
+        // The CA's certificate with the server's key: they do not match.
+        let e = load(
+            &format!("[http]\ntls_cert = \"{ca}\"\ntls_key = \"{key}\"\n"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("http.tls_key") && e.contains("private key of"),
+            "{e}"
+        );
+
+        let broker = format!(
+            "[broker]\ntls_listen = \"127.0.0.1:0\"\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\n"
+        );
+        load(&broker, &[]).unwrap();
+        load(&format!("{broker}tls_client_ca = \"{ca}\"\n"), &[]).unwrap();
+        let e = load(&format!("{broker}tls_client_ca = \"{key}\"\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("broker.tls_client_ca") && e.contains("no CERTIFICATE"),
+            "{e}"
+        );
+        let e = load("[broker]\ntls_listen = \"127.0.0.1:8883\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("broker.tls_cert = (unset)"), "{e}");
+        let e = load(&format!("[broker]\ntls_cert = \"{cert}\"\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("broker.tls_listen = (unset)"), "{e}");
+        let e = load("", &[("STREETGATE_BROKER_TLS_LISTEN", "8883")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("broker.tls_listen") && e.contains("STREETGATE_BROKER_TLS_LISTEN"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn every_env_key_exists() {
-        for (key, kind) in ENV_KEYS {
-            let value = match (kind, *key) {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, cert, key) = tls_files(dir.path());
+        let (ca, cert, key) = (
+            ca.display().to_string(),
+            cert.display().to_string(),
+            key.display().to_string(),
+        );
+        for (key_name, kind) in ENV_KEYS {
+            // TLS keys go with the others of their listener.
+            let mut env: Vec<(String, String)> = match key_name.split_once(".tls_") {
+                Some((section, _)) => {
+                    let mut env = vec![
+                        (env_var_name(&format!("{section}.tls_cert")), cert.clone()),
+                        (env_var_name(&format!("{section}.tls_key")), key.clone()),
+                    ];
+                    if section == "broker" {
+                        env.push((env_var_name("broker.tls_listen"), "127.0.0.1:0".into()));
+                    }
+                    env
+                }
+                None => Vec::new(),
+            };
+            let value = match (kind, *key_name) {
+                (_, "http.tls_cert" | "broker.tls_cert") => cert.as_str(),
+                (_, "http.tls_key" | "broker.tls_key") => key.as_str(),
+                (_, "broker.tls_client_ca") => ca.as_str(),
                 (_, "store.backend") => "sqlite",
                 (_, "mqtt.url") => "mqtt://h:1",
                 (_, "timeseries.url") => "http://h:1",
@@ -530,8 +664,10 @@ mod tests {
                 (EnvValueKind::Literal, "http.idle_timeout_ms") => "1000",
                 (EnvValueKind::Literal, _) => "2",
             };
-            let var = env_var_name(key);
-            let r = load("", &[(var.as_str(), value)]);
+            let var = env_var_name(key_name);
+            env.retain(|(v, _)| *v != var);
+            env.push((var.clone(), value.to_owned()));
+            let r = Config::from_parts(Some(""), "test.toml", env);
             assert!(r.is_ok(), "{var}={value}: {:?}", r.err());
         }
     }

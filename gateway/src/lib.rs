@@ -13,7 +13,7 @@
 //! | people and systems | [`api`] (HTTP), [`alerts`] (case events to MQTT and webhooks), [`publisher`] and [`commands`] (downlink to lamps) |
 //!
 //! [`app`] wires them; [`config`] assembles the sections each module defines and checks
-//! ([`settings`]); [`model`], [`clock`], [`inventory`] and [`metrics`] are shared by all.
+//! ([`settings`]); [`tls`] serves the API and the broker's second listener over TLS; [`model`], [`clock`], [`inventory`] and [`metrics`] are shared by all.
 #![warn(missing_docs)]
 
 pub mod model;
@@ -40,3 +40,4 @@ pub mod publisher;
 pub mod rules;
 pub mod settings;
 pub mod store;
+pub mod tls;

@@ -92,6 +92,11 @@ pub fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Err
         .map_err(|_| de::Error::invalid_value(Unexpected::Str(&s), &ADDR_EXPECTED))
 }
 
+/// Deserialize an optional listen address (a key that is unset by default).
+pub fn opt_socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    socket_addr(d).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

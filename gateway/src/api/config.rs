@@ -1,10 +1,13 @@
 //! `[http]`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::settings::{Checked, invalid, parse_default, socket_addr};
+use crate::settings::{Checked, Invalid, invalid, parse_default, socket_addr};
+use crate::tls::PemFile;
 
 /// Default HTTP listen address.
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8080";
@@ -23,6 +26,13 @@ pub struct HttpConfig {
     /// A connection that sends nothing for this long is closed (idle keep-alive, headers or a
     /// body that never finish), ms.
     pub idle_timeout_ms: u64,
+    /// PEM certificate chain (the server's certificate first): with `tls_key`, the listener
+    /// serves HTTPS only, and the session cookie is `Secure`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for HttpConfig {
@@ -32,6 +42,8 @@ impl Default for HttpConfig {
             max_body_bytes: 64 * 1024 * 1024,
             max_connections: 1024,
             idle_timeout_ms: 60_000,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -56,6 +68,43 @@ impl HttpConfig {
                 "at least 1024 bytes",
             ));
         }
+        self.tls()?;
         Ok(())
+    }
+
+    /// Whether the API is served over TLS.
+    pub fn tls_enabled(&self) -> bool {
+        self.tls_cert.is_some()
+    }
+
+    /// The TLS server configuration when `tls_cert` and `tls_key` are set (both or neither),
+    /// with its files read and checked.
+    pub fn tls(&self) -> Result<Option<Arc<tokio_rustls::rustls::ServerConfig>>, Invalid> {
+        let (cert, key) = match (&self.tls_cert, &self.tls_key) {
+            (None, None) => return Ok(None),
+            (Some(cert), Some(key)) => (cert, key),
+            (Some(_), None) => {
+                return Err(invalid(
+                    "http.tls_key",
+                    "(unset)",
+                    "the PEM private key of http.tls_cert (set both, or neither for plain HTTP)",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "http.tls_cert",
+                    "(unset)",
+                    "the PEM certificate chain of http.tls_key (set both, or neither for plain HTTP)",
+                ));
+            }
+        };
+        crate::tls::server_config(crate::tls::ServerFiles {
+            cert: PemFile::new("http.tls_cert", cert),
+            key: PemFile::new("http.tls_key", key),
+            client_ca: None,
+            // axum serves HTTP/1.1 (HTTP/2 is not built in).
+            alpn: &[b"http/1.1"],
+        })
+        .map(Some)
     }
 }

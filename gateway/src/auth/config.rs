@@ -13,9 +13,10 @@ pub struct AuthConfig {
     pub session_idle_s: u64,
     /// A session ends this long after sign-in however much it is used, s.
     pub session_absolute_s: u64,
-    /// Mark the session cookie `Secure` (sent over HTTPS only). Turn it on when the API is
-    /// served over TLS (a reverse proxy in front of it); off by default because the embedded
-    /// defaults serve plain HTTP on 127.0.0.1.
+    /// Mark the session cookie `Secure` (sent over HTTPS only). Turn it on when a reverse
+    /// proxy serves the API over TLS; always on when the gateway serves HTTPS itself
+    /// (`http.tls_cert`); off by default because the embedded defaults serve plain HTTP on
+    /// 127.0.0.1.
     pub cookie_secure: bool,
     /// Serve `GET /metrics` without signing in (a Prometheus on a trusted network). Off by
     /// default: it then takes a bearer token with the `system_read` permission (a viewer's).

@@ -1,5 +1,6 @@
 //! One client connection: CONNECT, then packets in and out until DISCONNECT, an error, a
-//! keep-alive timeout, a takeover or shutdown.
+//! keep-alive timeout, a takeover or shutdown. The same over TCP and over TLS: the task takes
+//! any byte stream.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -11,9 +12,7 @@ use rumqttc::{
     ConnAck, ConnectReturnCode, LastWill, Packet, PubAck, PubComp, PubRec, Publish, QoS, SubAck,
     SubscribeReasonCode, UnsubAck,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
 
@@ -23,6 +22,16 @@ use crate::ingest::ack::{Ack, AckPacket};
 
 /// A write that does not finish in this time closes the connection (a reader that stopped).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Which client ids a connection may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Identity {
+    /// Any (no client certificate asked for).
+    Any,
+    /// Only the name in its verified client certificate (`None`: the certificate names no
+    /// one, so no client id is allowed).
+    Certificate(Option<String>),
+}
 
 /// Why a connection ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -58,7 +67,7 @@ async fn read_packet<R: AsyncReadExt + Unpin>(
     }
 }
 
-async fn write_out(wr: &mut OwnedWriteHalf, out: &mut BytesMut) -> Result<(), String> {
+async fn write_out<W: AsyncWrite + Unpin>(wr: &mut W, out: &mut BytesMut) -> Result<(), String> {
     if out.is_empty() {
         return Ok(());
     }
@@ -142,10 +151,13 @@ impl Outgoing {
 }
 
 /// Serve one connection until it ends.
-pub(super) async fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr) {
+pub(super) async fn serve<S>(shared: &Shared, stream: S, peer: SocketAddr, identity: Identity)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     let limits = &shared.limits;
     let metrics = &shared.metrics;
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let mut inbuf = BytesMut::with_capacity(4096);
     let mut out = BytesMut::with_capacity(4096);
 
@@ -178,6 +190,18 @@ pub(super) async fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr) 
         // §3.1.3.1: a persistent session needs a client id.
         (true, false) => return refuse(&mut wr, ConnectReturnCode::BadClientId).await,
     };
+    if let Identity::Certificate(name) = &identity {
+        if name.as_deref() != Some(client_id.as_str()) {
+            metrics.refused_not_authorized.fetch_add(1, Relaxed);
+            tracing::warn!(
+                client = %client_id,
+                certificate = name.as_deref().unwrap_or("(no common name or DNS name)"),
+                %peer,
+                "MQTT CONNECT refused: the client certificate names another client id"
+            );
+            return refuse(&mut wr, ConnectReturnCode::NotAuthorized).await;
+        }
+    }
     let mut will: Option<LastWill> = connect.last_will.clone();
     if will
         .as_ref()
@@ -335,6 +359,8 @@ pub(super) async fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr) 
         .await;
     }
     let _ = write_out(&mut wr, &mut out).await;
+    // FIN (and TLS close_notify): the client sees the end now, not after the clean-up below.
+    let _ = timeout(Duration::from_secs(1), wr.shutdown()).await;
     drop(wr);
     if end != End::Abnormal {
         will = None;
@@ -354,10 +380,11 @@ pub(super) async fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr) 
 }
 
 /// Answer CONNECT with a refusal and close.
-async fn refuse(wr: &mut OwnedWriteHalf, code: ConnectReturnCode) {
+async fn refuse<W: AsyncWrite + Unpin>(wr: &mut W, code: ConnectReturnCode) {
     let mut out = BytesMut::new();
     encode(&Packet::ConnAck(ConnAck::new(code, false)), &mut out);
     let _ = write_out(wr, &mut out).await;
+    let _ = timeout(Duration::from_secs(1), wr.shutdown()).await;
 }
 
 fn write_ack(a: AckPacket, out: &mut BytesMut) {

@@ -16,6 +16,10 @@
 //! messages, last wills, persistent sessions with a bounded offline queue, keep-alive, session
 //! takeover. What it cannot hold for those subscribers is dropped and counted, never silently.
 //!
+//! Devices may connect over TLS on a second listener (`broker.tls_listen`), and with
+//! `broker.tls_client_ca` must present a certificate of that CA naming the client id they
+//! connect with (mutual TLS); the connection task is the same for both listeners.
+//!
 //! ```text
 //! device ─TCP─▶ connection task ─RawUplink + Ack─▶ decode workers ─▶ pipeline ─▶ store writer
 //!                   ▲                                                                 │
@@ -36,7 +40,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -63,6 +67,9 @@ pub enum BrokerError {
         /// The OS error.
         error: std::io::Error,
     },
+    /// A TLS setting is wrong (a file missing or not what it should be).
+    #[error("{0}")]
+    Tls(#[from] crate::settings::Invalid),
 }
 
 /// The gateway's in-process subscription: messages matching `filters` are handed to the decode
@@ -135,6 +142,12 @@ pub struct BrokerMetrics {
     pub dropped_retained_full: AtomicU64,
     /// Failed `accept` calls (e.g. out of file descriptors).
     pub accept_errors: AtomicU64,
+    /// TLS connections closed before their handshake completed: failed (no client
+    /// certificate, or one the CA did not sign; not TLS at all) or not done within
+    /// `broker.connection_timeout_ms`.
+    pub tls_handshake_failures: AtomicU64,
+    /// CONNECTs refused with "not authorized": the client certificate names another client id.
+    pub refused_not_authorized: AtomicU64,
 }
 
 impl BrokerMetrics {
@@ -183,6 +196,8 @@ impl BrokerMetrics {
             ("max_connections", &self.refused_max_connections),
             ("protocol_error", &self.protocol_errors),
             ("keepalive_timeout", &self.keepalive_timeouts),
+            ("tls_handshake", &self.tls_handshake_failures),
+            ("not_authorized", &self.refused_not_authorized),
         ] {
             let _ = writeln!(
                 out,
@@ -247,14 +262,40 @@ struct Shared {
 pub struct EmbeddedBroker {
     /// The MQTT 3.1.1 listener address.
     pub addr: SocketAddr,
-    task: JoinHandle<()>,
+    /// The MQTT-over-TLS listener address (`broker.tls_listen`), when configured.
+    pub tls_addr: Option<SocketAddr>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl EmbeddedBroker {
-    /// Wait for the accept loop to end (after the cancel token fired).
+    /// Wait for the accept loops to end (after the cancel token fired).
     pub async fn join(self) {
-        let _ = self.task.await;
+        for task in self.tasks {
+            let _ = task.await;
+        }
     }
+}
+
+/// What the TLS listener asks of its clients.
+#[derive(Clone)]
+struct TlsListener {
+    acceptor: tokio_rustls::TlsAcceptor,
+    /// `broker.tls_client_ca` is set: the certificate must name the client id.
+    client_certificates: bool,
+}
+
+/// Bind `addr` (named by `key` in errors).
+async fn bind(
+    key: &'static str,
+    addr: SocketAddr,
+) -> Result<(TcpListener, SocketAddr), BrokerError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|error| BrokerError::Bind { key, addr, error })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|error| BrokerError::Bind { key, addr, error })?;
+    Ok((listener, bound))
 }
 
 /// Start the broker: the consumer is attached before the listener accepts anything, so no
@@ -272,18 +313,15 @@ pub async fn start(
     metrics: Arc<BrokerMetrics>,
     cancel: CancellationToken,
 ) -> Result<EmbeddedBroker, BrokerError> {
-    let listener = TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|error| BrokerError::Bind {
-            key: "broker.listen",
-            addr: cfg.listen,
-            error,
-        })?;
-    let addr = listener.local_addr().map_err(|error| BrokerError::Bind {
-        key: "broker.listen",
-        addr: cfg.listen,
-        error,
-    })?;
+    let tls = cfg.tls()?.map(|config| TlsListener {
+        acceptor: tokio_rustls::TlsAcceptor::from(config),
+        client_certificates: cfg.tls_client_ca.is_some(),
+    });
+    let (listener, addr) = bind("broker.listen", cfg.listen).await?;
+    let tls = match (cfg.tls_listen, tls) {
+        (Some(tls_listen), Some(tls)) => Some((bind("broker.tls_listen", tls_listen).await?, tls)),
+        _ => None,
+    };
     let router = Router::default();
     if let Some(file) = &sessions_file {
         match load_sessions(file) {
@@ -306,8 +344,20 @@ pub async fn start(
     if let Some(file) = sessions_file {
         tokio::spawn(save_sessions(Arc::clone(&shared), file));
     }
-    let task = tokio::spawn(accept_loop(listener, shared));
-    Ok(EmbeddedBroker { addr, task })
+    let mut tasks = vec![tokio::spawn(accept_loop(
+        listener,
+        Arc::clone(&shared),
+        None,
+    ))];
+    let tls_addr = tls.map(|((listener, tls_addr), tls)| {
+        tasks.push(tokio::spawn(accept_loop(listener, shared, Some(tls))));
+        tls_addr
+    });
+    Ok(EmbeddedBroker {
+        addr,
+        tls_addr,
+        tasks,
+    })
 }
 
 fn load_sessions(file: &Path) -> Result<Vec<router::SavedSession>, String> {
@@ -357,7 +407,7 @@ async fn save_sessions(shared: Arc<Shared>, file: PathBuf) {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tls: Option<TlsListener>) {
     // Failing accepts (out of descriptors) are retried after a pause and logged at most once
     // per interval: a busy loop logging each failure would fill the disk.
     let mut last_logged: Option<tokio::time::Instant> = None;
@@ -379,8 +429,12 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 m.connections_total.fetch_add(1, Relaxed);
                 let _ = stream.set_nodelay(true);
                 let shared = Arc::clone(&shared);
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    conn::serve(&shared, stream, peer).await;
+                    match tls {
+                        None => conn::serve(&shared, stream, peer, conn::Identity::Any).await,
+                        Some(tls) => serve_tls(&shared, &tls, stream, peer).await,
+                    }
                     shared.metrics.connections.fetch_sub(1, Relaxed);
                 });
             }
@@ -402,4 +456,39 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         }
     }
     tracing::debug!("embedded broker stopped accepting");
+}
+
+/// The TLS handshake (within `broker.connection_timeout_ms`, like CONNECT), then the
+/// connection as over TCP; with client certificates, the name in the verified certificate is
+/// the only client id it may connect with.
+async fn serve_tls(shared: &Shared, tls: &TlsListener, stream: TcpStream, peer: SocketAddr) {
+    let handshake = tokio::select! {
+        () = shared.cancel.cancelled() => return,
+        h = tokio::time::timeout(shared.limits.connect_timeout, tls.acceptor.accept(stream)) => h,
+    };
+    let stream = match handshake {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            shared.metrics.tls_handshake_failures.fetch_add(1, Relaxed);
+            tracing::debug!(%peer, error = %e, "MQTT TLS handshake failed; connection closed");
+            return;
+        }
+        Err(_) => {
+            shared.metrics.tls_handshake_failures.fetch_add(1, Relaxed);
+            tracing::debug!(%peer, "MQTT TLS handshake not done within broker.connection_timeout_ms; connection closed");
+            return;
+        }
+    };
+    let identity = if tls.client_certificates {
+        let name = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(crate::tls::certificate_name);
+        conn::Identity::Certificate(name)
+    } else {
+        conn::Identity::Any
+    };
+    conn::serve(shared, stream, peer, identity).await;
 }
