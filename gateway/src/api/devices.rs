@@ -14,7 +14,7 @@ use streetgate_protocols::{DeviceId, DeviceKind};
 use super::access::{Identity, out_of_scope};
 use super::{ApiError, ApiJson, ApiQuery, ApiResult, AppState};
 use crate::auth::Permission;
-use crate::inventory::{parse_csv, to_csv, validate_device};
+use crate::inventory::{parse_csv_checked, to_csv, validate_device};
 use crate::model::Device;
 
 fn device_id(id: &str) -> ApiResult<DeviceId> {
@@ -197,6 +197,14 @@ pub(super) async fn upsert(
                 format!("device {i} ({}): {field}: {message}", d.id),
             ));
         }
+        if let Err(message) = state.modbus_access.check(&d.transport) {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_device",
+                format!("device {i} ({}): transport: {message}", d.id),
+            )
+            .with_details(json!({ "device": i, "field": "transport" })));
+        }
         if !seen.insert(d.id.clone()) {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -239,7 +247,7 @@ pub(super) async fn import(
     body: Bytes,
 ) -> ApiResult<impl IntoResponse> {
     who.require(Permission::DevicesWrite)?;
-    let devices = parse_csv(&body).map_err(|e| {
+    let devices = parse_csv_checked(&body, |t| state.modbus_access.check(t)).map_err(|e| {
         let details = serde_json::to_value(&e).unwrap_or(Value::Null);
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
