@@ -199,6 +199,10 @@ async fn serve_standby(
         auth: Arc::new(config.auth.clone()),
         sign_in_throttle: Arc::default(),
         modbus_access: Arc::new(config.modbus.access().map_err(anyhow::Error::msg)?),
+        import_slots: Arc::new(tokio::sync::Semaphore::new(
+            config.inventory.max_concurrent_imports,
+        )),
+        import_slots_max: config.inventory.max_concurrent_imports,
         store: Arc::clone(store),
         inventory,
         metrics,
@@ -555,6 +559,10 @@ async fn start_as(config: Config, promotion: Option<Promotion>) -> anyhow::Resul
         auth: Arc::new(config.auth.clone()),
         sign_in_throttle: Arc::default(),
         modbus_access: Arc::new(config.modbus.access().map_err(anyhow::Error::msg)?),
+        import_slots: Arc::new(tokio::sync::Semaphore::new(
+            config.inventory.max_concurrent_imports,
+        )),
+        import_slots_max: config.inventory.max_concurrent_imports,
         store: Arc::clone(&store),
         inventory: Arc::clone(&inventory),
         metrics: Arc::clone(&metrics),
