@@ -25,7 +25,7 @@ use crate::config::{Config, StoreBackend};
 use crate::ha::{self, ActiveLease, Role, RoleCell};
 use crate::ingest::modbus::ModbusSettings;
 use crate::ingest::{self, IngestContext};
-use crate::inventory::{Inventory, parse_csv};
+use crate::inventory::{Inventory, parse_csv_checked};
 use crate::metrics::Metrics;
 use crate::model::Reading;
 use crate::mqtt::MqttSettings;
@@ -200,6 +200,11 @@ async fn serve_standby(
         cases: case_service(config, store),
         auth: Arc::new(auth_config(config)),
         sign_in_throttle: Arc::default(),
+        modbus_access: Arc::new(config.modbus.access().map_err(anyhow::Error::msg)?),
+        import_slots: Arc::new(tokio::sync::Semaphore::new(
+            config.inventory.max_concurrent_imports,
+        )),
+        import_slots_max: config.inventory.max_concurrent_imports,
         store: Arc::clone(store),
         inventory,
         metrics,
@@ -340,7 +345,9 @@ async fn start_as(config: Config, promotion: Option<Promotion>) -> anyhow::Resul
     if let Some(csv) = &config.inventory.import_csv {
         let data = std::fs::read(csv)
             .with_context(|| format!("reading inventory.import_csv {}", csv.display()))?;
-        let devices = parse_csv(&data).with_context(|| format!("importing {}", csv.display()))?;
+        let access = config.modbus.access().map_err(anyhow::Error::msg)?;
+        let devices = parse_csv_checked(&data, |t| access.check(t))
+            .with_context(|| format!("importing {}", csv.display()))?;
         store
             .upsert_devices(&devices, clock.now_ms())
             .await
@@ -566,6 +573,11 @@ async fn start_as(config: Config, promotion: Option<Promotion>) -> anyhow::Resul
         cases: case_service(&config, &store),
         auth: Arc::new(auth_config(&config)),
         sign_in_throttle: Arc::default(),
+        modbus_access: Arc::new(config.modbus.access().map_err(anyhow::Error::msg)?),
+        import_slots: Arc::new(tokio::sync::Semaphore::new(
+            config.inventory.max_concurrent_imports,
+        )),
+        import_slots_max: config.inventory.max_concurrent_imports,
         store: Arc::clone(&store),
         inventory: Arc::clone(&inventory),
         metrics: Arc::clone(&metrics),

@@ -144,6 +144,7 @@ pub const ENV_KEYS: &[(&str, EnvValueKind)] = &[
     ("http.listen", EnvValueKind::Text),
     ("http.max_body_bytes", EnvValueKind::Literal),
     ("http.max_connections", EnvValueKind::Literal),
+    ("inventory.max_concurrent_imports", EnvValueKind::Literal),
     ("http.idle_timeout_ms", EnvValueKind::Literal),
     ("http.tls_cert", EnvValueKind::Text),
     ("http.tls_key", EnvValueKind::Text),
@@ -305,6 +306,7 @@ impl Config {
         self.store.validate()?;
         self.pipeline.validate()?;
         self.modbus.validate()?;
+        self.inventory.validate()?;
         self.rules.validate()?;
         self.cases.validate()?;
         self.routing.validate()?;

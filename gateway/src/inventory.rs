@@ -244,6 +244,16 @@ fn parse_enum<T: serde::de::DeserializeOwned>(s: &str) -> Option<T> {
 
 /// Parse a whole CSV file. Either every row is valid, or nothing is returned but the problems.
 pub fn parse_csv(data: &[u8]) -> Result<Vec<Device>, ImportError> {
+    parse_csv_checked(data, |_| Ok(()))
+}
+
+/// [`parse_csv`], also refusing every device whose transport `allowed` refuses (the Modbus
+/// allow-lists): the problem is reported on the device's line, in the `transport` column,
+/// prefixed by the device id.
+pub fn parse_csv_checked(
+    data: &[u8],
+    allowed: impl Fn(&Transport) -> Result<(), String>,
+) -> Result<Vec<Device>, ImportError> {
     let mut issues = Vec::new();
     let mut truncated = false;
     let mut push = |issues: &mut Vec<ImportIssue>, line: u64, field: &str, message: String| {
@@ -399,6 +409,10 @@ pub fn parse_csv(data: &[u8]) -> Result<Vec<Device>, ImportError> {
             r
         });
         let transport = parse_transport(cell("transport"))
+            .and_then(|t| {
+                allowed(&t).map_err(|e| format!("device {}: {e}", cell("id")))?;
+                Ok(t)
+            })
             .map_err(|e| push(&mut issues, line, "transport", e))
             .ok();
         let overrides = parse_overrides(cell("overrides"))

@@ -32,6 +32,7 @@ pub mod ha;
 pub mod ingest;
 pub mod inventory;
 pub mod lighting;
+pub mod limits;
 pub mod metrics;
 pub mod mqtt;
 pub mod outputs;

@@ -210,6 +210,8 @@ async fn store_copy(from: &std::path::Path, to: &str) -> anyhow::Result<()> {
 }
 
 async fn run(config_file: Option<PathBuf>) -> anyhow::Result<()> {
+    // Broker clients, HTTP connections and Modbus endpoints each hold a descriptor.
+    streetgate_gateway::limits::raise_nofile_logged();
     let config = Config::load(config_file.as_deref())?;
     match &config_file {
         Some(f) => tracing::info!(file = %f.display(), "configuration loaded"),

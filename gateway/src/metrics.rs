@@ -101,6 +101,9 @@ pub struct Metrics {
     pub fleet_outage_devices: AtomicU64,
     /// Fleet-wide outages recognised.
     pub fleet_outages: AtomicU64,
+    /// Modbus devices of the inventory not polled because `modbus.allowed_endpoints` or
+    /// `modbus.allowed_serial` does not allow where they are.
+    pub modbus_not_allowed: AtomicU64,
     /// Case events delivered to an alert sink.
     pub alerts_delivered: AtomicU64,
     /// Case events given up on by an alert sink.
@@ -245,6 +248,12 @@ impl Metrics {
         for (k, c) in self.modbus_errors() {
             let _ = writeln!(out, "streetgate_modbus_errors_total{{kind=\"{k}\"}} {c}");
         }
+        gauge(
+            &mut out,
+            "streetgate_modbus_not_allowed_devices",
+            "Modbus devices of the inventory not polled: modbus.allowed_endpoints or modbus.allowed_serial does not allow where they are.",
+            i64::try_from(self.modbus_not_allowed.load(Relaxed)).unwrap_or(i64::MAX),
+        );
         counter(
             &mut out,
             "streetgate_seq_gaps_total",

@@ -7,7 +7,9 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_crud_import_and_errors() {
-    let gw = Gateway::start(|_| {}).await;
+    // The Modbus device below is polled: on loopback (where nothing answers on 502), never on a
+    // real network.
+    let gw = Gateway::start(|c| c.modbus.allowed_endpoints = vec!["127.0.0.1/32".into()]).await;
     let http = &gw.http;
 
     let (status, health) = http.get("/api/health").await;
@@ -38,7 +40,8 @@ async fn devices_crud_import_and_errors() {
     // Upsert through JSON, with a Modbus transport.
     let mut device = mh.clone();
     device["id"] = json!("MH-2");
-    device["transport"] = json!({"type": "modbus-tcp", "host": "10.1.2.3", "port": 502, "unit": 9});
+    device["transport"] =
+        json!({"type": "modbus-tcp", "host": "127.0.0.1", "port": 502, "unit": 9});
     let (status, body) = http.post_json("/api/devices", &device).await;
     assert_eq!(status, 200, "{body}");
     let (_, back) = http.get("/api/devices/MH-2").await;
@@ -63,7 +66,7 @@ async fn devices_crud_import_and_errors() {
 
     // Export is importable.
     let csv = http.get_text("/api/devices/export").await;
-    assert!(csv.contains("modbus-tcp 10.1.2.3:502 9"), "{csv}");
+    assert!(csv.contains("modbus-tcp 127.0.0.1:502 9"), "{csv}");
     let (status, body) = http.post_text("/api/devices/import", &csv).await;
     assert_eq!((status, body["imported"].as_u64()), (200, Some(5)));
 
@@ -165,4 +168,61 @@ async fn malformed_device_bodies_name_the_field_and_what_is_allowed() {
         }
     }
     gw.running.shutdown().await.unwrap();
+}
+
+/// A device may only name a Modbus endpoint or serial port that `[modbus]` allows: loopback
+/// and arbitrary files are refused by default, at upsert and at import, naming the device, the
+/// endpoint and the setting; nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modbus_endpoints_outside_the_allow_lists_are_refused() {
+    let gw = Gateway::start(|_| {}).await;
+    let http = &gw.http;
+    let device = json!({
+        "id": "MH-7", "kind": "manhole", "lat": 31.3, "lon": 120.6, "grid": "320508001001001",
+        "transport": {"type": "modbus-tcp", "host": "127.0.0.1", "port": 18180, "unit": 1},
+        "overrides": {}
+    });
+    let (status, body) = http.post_json("/api/devices", &device).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("invalid_device")),
+        "{body}"
+    );
+    let message = body["message"].as_str().unwrap_or_default();
+    for part in ["MH-7", "127.0.0.1:18180", "modbus.allowed_endpoints"] {
+        assert!(message.contains(part), "{part} not in {message}");
+    }
+    let (status, _) = http.get("/api/devices/MH-7").await;
+    assert_eq!(status, 404);
+
+    let csv = "id,kind,lat,lon,grid,transport\n\
+               MH-8,manhole,31.3,120.6,320508001001001,modbus-tcp 10.0.0.7:502 2\n\
+               BN-9,bin,31.3,120.6,320508001001001,modbus-rtu /etc/passwd 9600 1\n\
+               BN-10,bin,31.3,120.6,320508001001001,modbus-tcp localhost:502 1\n";
+    let (status, body) = http.post_text("/api/devices/import", csv).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("invalid_inventory")),
+        "{body}"
+    );
+    let issues = body["details"]["issues"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(issues.len(), 2, "{body}");
+    assert_eq!(
+        (issues[0]["line"].as_u64(), issues[0]["field"].as_str()),
+        (Some(3), Some("transport"))
+    );
+    let first = issues[0]["message"].as_str().unwrap_or_default();
+    for part in ["BN-9", "/etc/passwd", "modbus.allowed_serial"] {
+        assert!(first.contains(part), "{part} not in {first}");
+    }
+    let second = issues[1]["message"].as_str().unwrap_or_default();
+    assert!(
+        second.contains("BN-10") && second.contains("host name"),
+        "{second}"
+    );
+    let (status, _) = http.get("/api/devices/MH-8").await;
+    assert_eq!(status, 404, "an import is refused whole");
 }

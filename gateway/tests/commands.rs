@@ -192,6 +192,8 @@ async fn lamps_and_segments_are_commanded_over_mqtt_and_modbus() {
         c.commands.ack_timeout_ms = 1500;
         c.modbus.poll_interval_ms = 200;
         c.modbus.request_timeout_ms = 300;
+        // The simulated lamp listens on loopback, which is not allowed by default.
+        c.modbus.allowed_endpoints = vec!["127.0.0.1/32".into()];
     })
     .await;
     let broker = gw.broker();

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use modbus_support::{Units, device, image};
-use streetgate_gateway::ingest::modbus::{self, ModbusSettings};
+use streetgate_gateway::ingest::modbus::{self, ModbusAccess, ModbusSettings};
 use streetgate_gateway::metrics::Metrics;
 use streetgate_gateway::model::{Reading, ReadingBody, Transport};
 use streetgate_protocols::{DeviceKind, ManholeTelemetry, TelemetryData, ToiletTelemetry};
@@ -99,6 +99,8 @@ async fn rtu_units_on_a_virtual_serial_line() {
         request_timeout: Duration::from_millis(500),
         offline_after: 3,
         max_backoff: Duration::from_secs(2),
+        // The line is in a temporary directory, which the defaults refuse: allow it alone.
+        access: Arc::new(ModbusAccess::new(&[], &[format!("{}/*", dir.path().display())]).unwrap()),
         ..ModbusSettings::default()
     };
     let tasks = modbus::spawn(devices.iter(), &tx, &metrics, settings, &cancel);

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use modbus_support::{Units, device, image};
 
-use streetgate_gateway::ingest::modbus::{self, ModbusSettings};
+use streetgate_gateway::ingest::modbus::{self, ModbusAccess, ModbusSettings};
 use streetgate_gateway::metrics::Metrics;
-use streetgate_gateway::model::{Reading, ReadingBody, Transport};
+use streetgate_gateway::model::{Device, Reading, ReadingBody, Transport};
 use streetgate_protocols::{BinTelemetry, DeviceKind, ManholeTelemetry, TelemetryData};
 use tokio::sync::mpsc;
 use tokio_modbus::server::tcp::{Server, accept_tcp_connection};
@@ -74,6 +74,8 @@ async fn units_behind_one_endpoint_are_polled_and_a_dead_one_stalls_nobody() {
         request_timeout: Duration::from_millis(150),
         offline_after: 2,
         max_backoff: Duration::from_secs(1),
+        // The simulators are on loopback or a temporary path, which the defaults refuse.
+        access: Arc::new(ModbusAccess::allow_all()),
         ..ModbusSettings::default()
     };
     let tasks = modbus::spawn(devices.iter(), &tx, &metrics, settings, &cancel);
@@ -175,6 +177,8 @@ async fn a_dead_unit_is_retried_in_the_slack_between_live_polls() {
         offline_after: 2,
         // Back-off capped at two intervals: the dead unit's retries fall on live poll times.
         max_backoff: interval * 2,
+        // The simulators are on loopback or a temporary path, which the defaults refuse.
+        access: Arc::new(ModbusAccess::allow_all()),
         ..ModbusSettings::default()
     };
     let tasks = modbus::spawn(devices.iter(), &tx, &metrics, settings, &cancel);
@@ -205,4 +209,71 @@ async fn a_dead_unit_is_retried_in_the_slack_between_live_polls() {
         metrics.modbus_errors_total() >= 3,
         "the dead unit is still retried"
     );
+}
+
+/// A device already in the inventory whose endpoint `modbus.allowed_endpoints` does not allow
+/// (loopback, by default) is not polled: no connection is made, and it is counted.
+#[tokio::test]
+async fn an_endpoint_not_allowed_is_never_connected_to() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let inventory = Arc::new(streetgate_gateway::inventory::Inventory::new([
+        Device::clone(&device("MH-1", DeviceKind::Manhole, tcp(port, 1))),
+        Device::clone(&device("MH-2", DeviceKind::Manhole, tcp(port, 2))),
+    ]));
+    let (tx, _rx) = mpsc::channel::<Reading>(16);
+    let metrics = Arc::new(Metrics::default());
+    let cancel = CancellationToken::new();
+    let settings = ModbusSettings {
+        poll_interval: Duration::from_millis(100),
+        request_timeout: Duration::from_millis(150),
+        ..ModbusSettings::default()
+    };
+    let (_supervisor, task) = modbus::Supervisor::start(
+        inventory,
+        tx,
+        Arc::clone(&metrics),
+        settings,
+        cancel.clone(),
+    );
+    let accepted = tokio::time::timeout(Duration::from_millis(1500), listener.accept()).await;
+    assert!(
+        accepted.is_err(),
+        "the poller connected to a loopback endpoint"
+    );
+    assert_eq!(
+        metrics
+            .modbus_not_allowed
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    assert!(
+        metrics
+            .render(&Default::default())
+            .contains("streetgate_modbus_not_allowed_devices 2")
+    );
+    cancel.cancel();
+    task.await.unwrap();
+
+    // Allowed explicitly, the same endpoint is polled.
+    let inventory = Arc::new(streetgate_gateway::inventory::Inventory::new([
+        Device::clone(&device("MH-1", DeviceKind::Manhole, tcp(port, 1))),
+    ]));
+    let (tx, _rx) = mpsc::channel::<Reading>(16);
+    let cancel = CancellationToken::new();
+    let access = ModbusAccess::new(&[format!("127.0.0.1:{port}")], &[]).unwrap();
+    let (_supervisor, task) = modbus::Supervisor::start(
+        inventory,
+        tx,
+        Arc::new(Metrics::default()),
+        ModbusSettings {
+            access: Arc::new(access),
+            ..ModbusSettings::default()
+        },
+        cancel.clone(),
+    );
+    let accepted = tokio::time::timeout(Duration::from_secs(5), listener.accept()).await;
+    assert!(accepted.is_ok(), "an allowed endpoint is connected to");
+    cancel.cancel();
+    task.await.unwrap();
 }

@@ -282,6 +282,8 @@ async fn every_response_and_request_body_matches_the_document() {
         c.rules.hold_s = 0;
         c.rules.lighting.startup_grace_s = 0;
         c.commands.ack_timeout_ms = 300;
+        // Loopback is not allowed by default: this one port is, and no simulator listens there.
+        c.modbus.allowed_endpoints = vec!["127.0.0.1:1502".into()];
     })
     .await;
     let mut seen: BTreeSet<(String, String, u16)> = BTreeSet::new();
@@ -307,6 +309,13 @@ async fn every_response_and_request_body_matches_the_document() {
         "transport": {"type": "modbus-tcp", "host": "127.0.0.1", "port": 1502, "unit": 3},
         "overrides": {"nh3_limit_mg_m3": 0.5}
     });
+    let mut elsewhere = modbus.clone();
+    elsewhere["transport"]["port"] = json!(18180);
+    let (status, _) = call!("post", "/api/devices", "/api/devices", Some(&elsewhere));
+    assert_eq!(
+        status, 422,
+        "an endpoint modbus.allowed_endpoints does not allow"
+    );
     let (status, _) = call!("post", "/api/devices", "/api/devices", Some(&modbus));
     assert_eq!(status, 200);
     let many = json!([{

@@ -905,6 +905,8 @@ async fn modbus_section(opts: &BenchOptions) -> anyhow::Result<Vec<String>> {
     let mut c = gateway_config(dir.path(), &Broker::Embedded, &csv, "modbus")?;
     c.modbus.poll_interval_ms = opts.modbus_poll_ms;
     c.modbus.request_timeout_ms = 1000;
+    // The converters listen on loopback, which the gateway's defaults do not allow.
+    c.modbus.allowed_endpoints = vec!["127.0.0.1/32".to_owned()];
     let running = app::start(c).await.context("starting the gateway")?;
     let metrics = Arc::clone(&running.state.metrics);
     tokio::time::sleep(Duration::from_secs(3)).await;

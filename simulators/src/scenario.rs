@@ -559,6 +559,17 @@ pub async fn launch(s: &Scenario, mut config: Config) -> anyhow::Result<Running>
         // line for the whole timeout, as on a real half-duplex bus.
         config.modbus.request_timeout_ms = 300;
     }
+    // The simulated converters listen on loopback and the RTU lines are pseudo-terminals, which
+    // the gateway's defaults do not allow.
+    if s.modbus_tcp_fraction > 0.0 {
+        config
+            .modbus
+            .allowed_endpoints
+            .push("127.0.0.1/32".to_owned());
+    }
+    if s.modbus_rtu_fraction > 0.0 {
+        config.modbus.allowed_serial.push("/dev/pts/*".to_owned());
+    }
     let team_names: Vec<String> = config
         .routing
         .router()

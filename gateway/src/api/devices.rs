@@ -1,9 +1,10 @@
 //! Device routes: inventory list/get/upsert/delete, CSV import/export, readings.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use bytes::Bytes;
@@ -14,8 +15,17 @@ use streetgate_protocols::{DeviceId, DeviceKind};
 use super::access::{Identity, out_of_scope};
 use super::{ApiError, ApiJson, ApiQuery, ApiResult, AppState};
 use crate::auth::Permission;
-use crate::inventory::{parse_csv, to_csv, validate_device};
+use crate::inventory::{parse_csv_checked, to_csv, validate_device};
 use crate::model::Device;
+
+/// The error code of a body that could not be read.
+fn body_code(status: StatusCode) -> &'static str {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "body_too_large"
+    } else {
+        "bad_request"
+    }
+}
 
 fn device_id(id: &str) -> ApiResult<DeviceId> {
     DeviceId::new(id)
@@ -197,6 +207,14 @@ pub(super) async fn upsert(
                 format!("device {i} ({}): {field}: {message}", d.id),
             ));
         }
+        if let Err(message) = state.modbus_access.check(&d.transport) {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_device",
+                format!("device {i} ({}): transport: {message}", d.id),
+            )
+            .with_details(json!({ "device": i, "field": "transport" })));
+        }
         if !seen.insert(d.id.clone()) {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -236,10 +254,27 @@ pub(super) async fn delete(
 pub(super) async fn import(
     State(state): State<AppState>,
     who: Identity,
-    body: Bytes,
+    request: Request,
 ) -> ApiResult<impl IntoResponse> {
     who.require(Permission::DevicesWrite)?;
-    let devices = parse_csv(&body).map_err(|e| {
+    // The slot is taken before the upload is read: an import holds up to http.max_body_bytes
+    // and then a store transaction, and only so many of them run at once.
+    let Ok(_slot) = Arc::clone(&state.import_slots).try_acquire_owned() else {
+        let n = state.import_slots_max;
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_imports",
+            format!(
+                "{n} inventory import{} already running (inventory.max_concurrent_imports = {n}); \
+                 try again when one has finished",
+                if n == 1 { " is" } else { "s are" }
+            ),
+        ));
+    };
+    let body = Bytes::from_request(request, &state)
+        .await
+        .map_err(|rej| ApiError::new(rej.status(), body_code(rej.status()), rej.body_text()))?;
+    let devices = parse_csv_checked(&body, |t| state.modbus_access.check(t)).map_err(|e| {
         let details = serde_json::to_value(&e).unwrap_or(Value::Null);
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,

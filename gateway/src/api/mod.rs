@@ -88,6 +88,13 @@ pub struct AppState {
     pub auth: Arc<crate::config::AuthConfig>,
     /// Failed sign-ins by user name.
     pub sign_in_throttle: Arc<access::SignInThrottle>,
+    /// Where Modbus devices may be (`modbus.allowed_endpoints`, `modbus.allowed_serial`):
+    /// devices elsewhere are refused at upsert and import.
+    pub modbus_access: Arc<crate::ingest::modbus::ModbusAccess>,
+    /// CSV imports that may run at once (`inventory.max_concurrent_imports`).
+    pub import_slots: Arc<tokio::sync::Semaphore>,
+    /// Their number.
+    pub import_slots_max: usize,
 }
 
 /// Facts about the running gateway.

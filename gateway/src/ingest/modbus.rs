@@ -10,9 +10,10 @@
 //! identification block is read: a unit whose kind or map version differs from the inventory is
 //! reported and never misread. The telemetry block is read in one request per poll.
 
+mod access;
 mod config;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -23,7 +24,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_modbus::client::{Context, Reader, Writer};
 
-pub use config::ModbusConfig;
+pub use access::ModbusAccess;
+pub use config::{DEFAULT_ALLOWED_ENDPOINTS, DEFAULT_ALLOWED_SERIAL, ModbusConfig};
 use tokio_modbus::prelude::{Slave, SlaveContext};
 use tokio_util::sync::CancellationToken;
 
@@ -33,7 +35,7 @@ use crate::metrics::{Metrics, ModbusErrorKind, RejectReason};
 use crate::model::{Device, Reading, ReadingBody, Transport};
 
 /// Polling settings.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ModbusSettings {
     /// Interval between polls of one unit.
     pub poll_interval: Duration,
@@ -45,6 +47,9 @@ pub struct ModbusSettings {
     pub max_backoff: Duration,
     /// Time stamps of the readings.
     pub clock: Clock,
+    /// Where devices may be polled (`modbus.allowed_endpoints`, `modbus.allowed_serial`); a
+    /// device elsewhere is not polled.
+    pub access: Arc<ModbusAccess>,
 }
 
 impl Default for ModbusSettings {
@@ -55,6 +60,13 @@ impl Default for ModbusSettings {
             offline_after: 3,
             max_backoff: Duration::from_secs(60),
             clock: Clock::WALL,
+            access: Arc::new(
+                ModbusAccess::new(
+                    &DEFAULT_ALLOWED_ENDPOINTS.map(str::to_owned),
+                    &DEFAULT_ALLOWED_SERIAL.map(str::to_owned),
+                )
+                .unwrap_or_default(),
+            ),
         }
     }
 }
@@ -572,17 +584,42 @@ fn endpoint_of(device: &Device) -> Option<(Endpoint, u8)> {
 
 type Grouped = BTreeMap<Endpoint, Vec<(Arc<Device>, u8)>>;
 
-fn group<'a>(devices: impl IntoIterator<Item = &'a Arc<Device>>) -> Grouped {
+/// The devices not polled because their endpoint is not allowed, each with why.
+type Refused = BTreeMap<(String, Endpoint), String>;
+
+fn group<'a>(
+    devices: impl IntoIterator<Item = &'a Arc<Device>>,
+    access: &ModbusAccess,
+) -> (Grouped, Refused) {
     let mut endpoints: Grouped = BTreeMap::new();
+    let mut refused = Refused::new();
     for device in devices {
         if let Some((endpoint, unit)) = endpoint_of(device) {
+            if let Err(why) = access.check(&device.transport) {
+                refused.insert((device.id.to_string(), endpoint), why);
+                continue;
+            }
             endpoints
                 .entry(endpoint)
                 .or_default()
                 .push((Arc::clone(device), unit));
         }
     }
-    endpoints
+    (endpoints, refused)
+}
+
+/// Log the devices newly refused (once each, until they change or leave) and count them.
+fn report_refused(refused: &Refused, logged: &mut BTreeSet<(String, Endpoint)>, metrics: &Metrics) {
+    logged.retain(|k| refused.contains_key(k));
+    for (key, why) in refused {
+        if logged.insert(key.clone()) {
+            tracing::warn!(device = %key.0, endpoint = ?key.1, "Modbus device not polled: {why}");
+        }
+    }
+    metrics.modbus_not_allowed.store(
+        u64::try_from(refused.len()).unwrap_or(u64::MAX),
+        std::sync::atomic::Ordering::Relaxed,
+    );
 }
 
 /// Start one polling task per endpoint for the Modbus devices among `devices` (a fixed set;
@@ -594,7 +631,9 @@ pub fn spawn<'a>(
     settings: ModbusSettings,
     cancel: &CancellationToken,
 ) -> Vec<JoinHandle<()>> {
-    group(devices)
+    let (grouped, refused) = group(devices, &settings.access);
+    report_refused(&refused, &mut BTreeSet::new(), metrics);
+    grouped
         .into_iter()
         .map(|(endpoint, units)| {
             tracing::info!(?endpoint, units = units.len(), "polling Modbus endpoint");
@@ -605,7 +644,7 @@ pub fn spawn<'a>(
                 None,
                 tx.clone(),
                 Arc::clone(metrics),
-                settings,
+                settings.clone(),
                 cancel.clone(),
             ))
         })
@@ -637,18 +676,20 @@ impl Supervisor {
             let mut tasks: Vec<JoinHandle<()>> = Vec::new();
             let mut seen_version = None;
             let mut current: Grouped = BTreeMap::new();
+            let mut logged = BTreeSet::new();
             loop {
                 let version = inventory.version();
                 if seen_version != Some(version) {
                     seen_version = Some(version);
-                    let wanted = group(inventory.snapshot().values());
+                    let (wanted, refused) = group(inventory.snapshot().values(), &settings.access);
+                    report_refused(&refused, &mut logged, &metrics);
                     sup.apply(
                         &mut current,
                         wanted,
                         &mut tasks,
                         &tx,
                         &metrics,
-                        settings,
+                        &settings,
                         &cancel,
                     )
                     .await;
@@ -675,7 +716,7 @@ impl Supervisor {
         tasks: &mut Vec<JoinHandle<()>>,
         tx: &mpsc::Sender<Reading>,
         metrics: &Arc<Metrics>,
-        settings: ModbusSettings,
+        settings: &ModbusSettings,
         cancel: &CancellationToken,
     ) {
         let same = |a: &[(Arc<Device>, u8)], b: &[(Arc<Device>, u8)]| {
@@ -720,7 +761,7 @@ impl Supervisor {
                             Some(ctl_rx),
                             tx.clone(),
                             Arc::clone(metrics),
-                            settings,
+                            settings.clone(),
                             cancel.clone(),
                         )));
                         endpoints.insert(endpoint.clone(), ctl_tx);
