@@ -8,8 +8,8 @@
 # Needs cargo-fuzz (`cargo install cargo-fuzz`) and libFuzzer's nightly flags: a nightly
 # toolchain, or stable with RUSTC_BOOTSTRAP=1 (set here unless the caller set it). A crash stops
 # the script with its input under protocols/fuzz/artifacts/<target>/ (reproduce with
-# `cargo fuzz run <target> <file>`). FUZZ_CMIN=0 skips the minimisation (CI: the corpus is not
-# written back there).
+# `cargo fuzz run <target> <file>`). FUZZ_CMIN=0 (CI) runs on a temporary copy of the corpus:
+# the kept corpus is neither grown nor minimised, and the tree stays clean.
 set -euo pipefail
 cd "$(dirname "$0")/.."   # protocols/
 
@@ -30,10 +30,15 @@ fi
 
 for t in "${targets[@]}"; do
   mkdir -p "fuzz/corpus/$t"
+  corpus="fuzz/corpus/$t"
+  if [ "${FUZZ_CMIN:-1}" = 0 ]; then
+    corpus=$(mktemp -d)
+    cp -r "fuzz/corpus/$t/." "$corpus/"
+  fi
   echo "==> $t: ${secs} s"
   log=$(mktemp)
   status=0
-  cargo fuzz run "$t" "fuzz/corpus/$t" -- -max_total_time="$secs" -print_final_stats=1 \
+  cargo fuzz run "$t" "$corpus" -- -max_total_time="$secs" -print_final_stats=1 \
     >"$log" 2>&1 || status=$?
   grep -E '^(#[0-9]+.*DONE|Done|stat::number_of_executed_units|stat::peak_rss_mb)' "$log" || true
   if [ -n "$(ls -A "fuzz/artifacts/$t" 2>/dev/null)" ]; then
@@ -47,7 +52,9 @@ for t in "${targets[@]}"; do
     exit 1
   fi
   rm -f "$log"
-  if [ "${FUZZ_CMIN:-1}" != 0 ]; then
+  if [ "${FUZZ_CMIN:-1}" = 0 ]; then
+    rm -rf "$corpus"
+  else
     cargo fuzz cmin "$t" "fuzz/corpus/$t" >/dev/null 2>&1
   fi
   echo "$t: corpus $(ls "fuzz/corpus/$t" | wc -l) files, $(du -s --apparent-size --block-size=1K "fuzz/corpus/$t" | cut -f1) KiB"
