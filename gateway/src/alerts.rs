@@ -7,10 +7,15 @@
 //! back-off, and records the delivery (delivered, or failed after the last attempt) together
 //! with the cursor's move, in one transaction. A gateway stopped mid-retry delivers that event
 //! again after the restart: receivers deduplicate on `event_id`.
+//!
+//! Each sink runs two lanes, each with its own cursor: one for the events of urgent cases and
+//! one for the rest, so an urgent alarm never waits behind an ordinary event being retried.
+//! Both record deliveries under the sink's name, and neither delivers what the other recorded.
 
 pub mod chat;
 mod config;
 pub mod message;
+pub mod routing;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -27,6 +32,7 @@ use crate::metrics::Metrics;
 use crate::mqtt::Backoff;
 use crate::publisher::{PublishError, Publisher};
 use crate::store::{CaseEvent, DeliveryRecord, DeliveryStatus, Store};
+use routing::{QuietHours, SinkFilter, Suppression};
 
 /// Name of the MQTT sink in delivery records.
 pub const MQTT_SINK: &str = "mqtt";
@@ -53,6 +59,7 @@ pub fn payload(event: &CaseEvent) -> serde_json::Value {
     json!({
         "event_id": event.event_id,
         "case_id": c.id,
+        "action": event.entry.action,
         "at_ms": event.entry.at_ms,
         "actor": event.entry.actor,
         "from": event.entry.from,
@@ -73,6 +80,7 @@ pub fn payload(event: &CaseEvent) -> serde_json::Value {
             "opened_ms": c.opened_ms,
             "due_ms": c.due_ms,
             "rework_count": c.rework_count,
+            "supervision_level": c.supervision_level,
         },
     })
 }
@@ -91,19 +99,46 @@ enum AttemptError {
 enum Sink {
     Mqtt(Arc<Publisher>),
     Webhook {
-        config: WebhookConfig,
+        config: Box<WebhookConfig>,
         http: reqwest::Client,
         /// For the times in messages for people.
         utc_offset_min: i32,
     },
     Email {
-        config: EmailConfig,
+        config: Box<EmailConfig>,
         transport: lettre::AsyncSmtpTransport<lettre::Tokio1Executor>,
         utc_offset_min: i32,
     },
 }
 
+/// Which events a sink gets, and when.
+#[derive(Debug, Clone, Default)]
+struct SinkRoute {
+    filter: SinkFilter,
+    recipient: Option<crate::cases::Recipient>,
+    quiet_hours: Option<QuietHours>,
+}
+
 impl Sink {
+    fn route(&self, config: &AlertsConfig) -> SinkRoute {
+        match self {
+            Self::Mqtt(_) => SinkRoute {
+                filter: config.mqtt_filter.clone(),
+                ..SinkRoute::default()
+            },
+            Self::Webhook { config: w, .. } => SinkRoute {
+                filter: w.filter.clone(),
+                recipient: w.recipient,
+                quiet_hours: w.quiet_hours,
+            },
+            Self::Email { config: e, .. } => SinkRoute {
+                filter: e.filter.clone(),
+                recipient: e.recipient,
+                quiet_hours: e.quiet_hours,
+            },
+        }
+    }
+
     fn name(&self) -> &str {
         match self {
             Self::Mqtt(_) => MQTT_SINK,
@@ -335,7 +370,7 @@ pub fn spawn(
             .build()
         {
             Ok(http) => sinks.extend(config.webhooks.iter().map(|w| Sink::Webhook {
-                config: w.clone(),
+                config: Box::new(w.clone()),
                 http: http.clone(),
                 utc_offset_min: config.utc_offset_min,
             })),
@@ -347,7 +382,7 @@ pub fn spawn(
     for e in &config.email {
         match smtp_transport(e, Duration::from_millis(config.timeout_ms)) {
             Ok(transport) => sinks.push(Sink::Email {
-                config: e.clone(),
+                config: Box::new(e.clone()),
                 transport,
                 utc_offset_min: config.utc_offset_min,
             }),
@@ -356,19 +391,71 @@ pub fn spawn(
             }
         }
     }
+    // Each sink has two lanes: urgent events never wait behind ordinary ones being retried.
     sinks
         .into_iter()
-        .map(|sink| {
-            tokio::spawn(run_sink(
-                sink,
-                config.clone(),
-                Arc::clone(store),
-                Arc::clone(metrics),
-                clock,
-                cancel.clone(),
-            ))
+        .flat_map(|sink| {
+            [(sink.clone(), Lane::Urgent), (sink, Lane::Ordinary)].map(|(sink, lane)| {
+                tokio::spawn(run_sink(
+                    sink,
+                    lane,
+                    config.clone(),
+                    Arc::clone(store),
+                    Arc::clone(metrics),
+                    clock,
+                    cancel.clone(),
+                ))
+            })
         })
         .collect()
+}
+
+/// Which events of a sink a task delivers. Both lanes record deliveries under the sink's name;
+/// each has its own cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    /// Events of urgent cases (cursor `{sink}#urgent`), never held by quiet hours, never behind
+    /// an ordinary event that is being retried.
+    Urgent,
+    /// Every other event (cursor `{sink}`), and an urgent case's event that the urgent lane
+    /// passed while the case was not urgent yet.
+    Ordinary,
+}
+
+impl Lane {
+    fn cursor_name(self, sink: &str) -> String {
+        match self {
+            Self::Urgent => format!("{sink}#urgent"),
+            Self::Ordinary => sink.to_owned(),
+        }
+    }
+}
+
+/// Whether `lane` delivers `event` (its other conditions aside). A case's urgency only ever
+/// goes up, so an event the urgent lane has not reached yet and sees urgent now, it will see
+/// urgent too: the ordinary lane leaves it alone. An event of an urgent case the urgent lane
+/// has passed without recording it (the case was not urgent then) is the ordinary lane's. An
+/// event recorded already (by the other lane) is skipped.
+async fn lane_takes(
+    lane: Lane,
+    event: &CaseEvent,
+    sink: &str,
+    store: &dyn Store,
+) -> crate::store::StoreResult<bool> {
+    let id = event.event_id;
+    match lane {
+        Lane::Urgent => Ok(event.case.urgent && !recorded(store, sink, id).await?),
+        Lane::Ordinary if !event.case.urgent => Ok(true),
+        Lane::Ordinary => {
+            let urgent_cursor = store.alert_cursor(&Lane::Urgent.cursor_name(sink)).await?;
+            Ok(urgent_cursor >= id && !recorded(store, sink, id).await?)
+        }
+    }
+}
+
+/// Whether `sink` has a delivery record of event `id`.
+async fn recorded(store: &dyn Store, sink: &str, id: i64) -> crate::store::StoreResult<bool> {
+    store.delivery_recorded(sink, id).await
 }
 
 async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
@@ -380,6 +467,7 @@ async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
 
 async fn run_sink(
     sink: Sink,
+    lane: Lane,
     config: AlertsConfig,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
@@ -387,10 +475,11 @@ async fn run_sink(
     cancel: CancellationToken,
 ) {
     let name = sink.name().to_owned();
+    let cursor_name = lane.cursor_name(&name);
     let poll = Duration::from_millis(config.poll_interval_ms);
     let timeout = Duration::from_millis(config.timeout_ms);
     let mut cursor = loop {
-        match store.alert_cursor(&name).await {
+        match store.alert_cursor(&cursor_name).await {
             Ok(c) => break c,
             Err(e) => {
                 tracing::error!(sink = %name, error = %e, "reading the alert cursor");
@@ -400,13 +489,47 @@ async fn run_sink(
             }
         }
     };
-    tracing::info!(sink = %name, after_event = cursor, "alert sink started");
+    // Events after the cursor already recorded: delivered while an earlier event was held.
+    let mut done_ahead: std::collections::BTreeSet<i64> = loop {
+        match store.recorded_events_after(&name, cursor).await {
+            Ok(ids) => break ids.into_iter().collect(),
+            Err(e) => {
+                tracing::error!(sink = %name, error = %e, "reading the sink's deliveries");
+                if !sleep_or_cancel(poll * 10, &cancel).await {
+                    return;
+                }
+            }
+        }
+    };
+    tracing::info!(sink = %name, ?lane, after_event = cursor, "alert sink started");
+    let route = sink.route(&config);
+    // Everything up to `cursor` is done; `read_upto` is the last event read; `held` are events
+    // of cases that are not urgent, read in quiet hours, in order: the cursor stays before the
+    // first of them until they are sent.
+    let mut read_upto = cursor;
+    let mut held: std::collections::VecDeque<CaseEvent> = std::collections::VecDeque::new();
+    let mut suppression = Suppression::default();
+    let mut persisted = cursor;
     'rounds: loop {
         if cancel.is_cancelled() {
             break;
         }
-        let events = match store.case_events_after(cursor, BATCH).await {
-            Ok(e) => e,
+        let quiet = lane == Lane::Ordinary
+            && route
+                .quiet_hours
+                .is_some_and(|q| q.contains(clock.now_ms(), config.utc_offset_min));
+        let mut work: Vec<CaseEvent> = Vec::new();
+        if !quiet && !held.is_empty() {
+            tracing::info!(sink = %name, events = held.len(), "quiet hours over: sending the events held");
+            work.extend(held.drain(..));
+        }
+        match store.case_events_after(read_upto, BATCH).await {
+            Ok(events) => {
+                if let Some(last) = events.last() {
+                    read_upto = last.event_id;
+                }
+                work.extend(events);
+            }
             Err(e) => {
                 tracing::error!(sink = %name, error = %e, "reading case events");
                 if !sleep_or_cancel(poll * 10, &cancel).await {
@@ -414,14 +537,39 @@ async fn run_sink(
                 }
                 continue;
             }
-        };
-        if events.is_empty() {
+        }
+        if work.is_empty() {
             if !sleep_or_cancel(poll, &cancel).await {
                 break;
             }
             continue;
         }
-        for event in events {
+        for event in work {
+            let id = event.event_id;
+            let takes = loop {
+                match lane_takes(lane, &event, &name, store.as_ref()).await {
+                    Ok(takes) => break takes,
+                    Err(e) => {
+                        tracing::error!(sink = %name, error = %e, "reading the sink's deliveries");
+                        if !sleep_or_cancel(poll * 10, &cancel).await {
+                            break 'rounds;
+                        }
+                    }
+                }
+            };
+            let wanted = !done_ahead.remove(&id)
+                && takes
+                && route.filter.passes(&event)
+                && routing::reaches(route.recipient, &event);
+            if wanted && quiet && !event.case.urgent {
+                held.push_back(event);
+                continue;
+            }
+            let next_cursor = held.front().map_or(id, |h| h.event_id - 1);
+            if !wanted || suppression.repeated(&event) {
+                cursor = cursor.max(next_cursor);
+                continue;
+            }
             let first_attempt_ms = clock.now_ms();
             let mut backoff = Backoff::new(
                 Duration::from_millis(config.retry_min_ms),
@@ -472,9 +620,18 @@ async fn run_sink(
                 finished_ms: clock.now_ms(),
             };
             // The record and the cursor move together; if the store refuses, retry rather than
-            // skip (a delivered event recorded late is better than a silent gap).
+            // skip (a delivered event recorded late is better than a silent gap). The urgent
+            // lane's cursor moves after its record: an event recorded but not passed is skipped
+            // as recorded.
             loop {
-                match store.record_delivery(&record).await {
+                let recorded = match lane {
+                    Lane::Ordinary => store.record_delivery_at(&record, next_cursor).await,
+                    Lane::Urgent => match store.record_delivery_at(&record, 0).await {
+                        Ok(()) => store.set_alert_cursor(&cursor_name, next_cursor).await,
+                        Err(e) => Err(e),
+                    },
+                };
+                match recorded {
                     Ok(()) => break,
                     Err(e) => {
                         tracing::error!(sink = %name, error = %e, "recording an alert delivery");
@@ -484,7 +641,15 @@ async fn run_sink(
                     }
                 }
             }
-            cursor = event.event_id;
+            cursor = cursor.max(next_cursor);
+            persisted = persisted.max(next_cursor);
+        }
+        // Events passed over (not for this sink) move the stored cursor once per round.
+        if cursor > persisted {
+            match store.set_alert_cursor(&cursor_name, cursor).await {
+                Ok(()) => persisted = cursor,
+                Err(e) => tracing::warn!(sink = %name, error = %e, "moving the alert cursor"),
+            }
         }
     }
     tracing::info!(sink = %name, "alert sink stopped");

@@ -198,6 +198,7 @@ async fn serve_standby(
         clock,
         lighting,
         cases: case_service(config, store),
+        evaluation: evaluator(config, store, clock),
         auth: Arc::new(auth_config(config)),
         sign_in_throttle: Arc::default(),
         modbus_access: Arc::new(config.modbus.access().map_err(anyhow::Error::msg)?),
@@ -205,6 +206,10 @@ async fn serve_standby(
             config.inventory.max_concurrent_imports,
         )),
         import_slots_max: config.inventory.max_concurrent_imports,
+        // A standby refuses changes: nothing is issued here.
+        device_auth: Arc::new(broker::ClientAuth::new(config.broker.auth, Vec::new())),
+        console: crate::console::Console::new(&config.console, config.alerts.utc_offset_min),
+        photo_limits: api::photos::PhotoLimits::from(&config.cases),
         store: Arc::clone(store),
         inventory,
         metrics,
@@ -287,6 +292,7 @@ fn case_service(config: &Config, store: &Arc<dyn Store>) -> CaseService {
         Arc::clone(store),
         Arc::new(config.cases.policy()),
         Arc::new(config.routing.router()),
+        Arc::new(config.supervision.clone()),
     )
 }
 
@@ -447,6 +453,20 @@ async fn start_as(config: Config, promotion: Option<Promotion>) -> anyhow::Resul
     drop(write_tx);
     drop(acked_tx);
 
+    // Device credentials: checked by the embedded broker, issued through the API and the CLI
+    // (also for an external broker's password file). The gateway's own client ids are reserved.
+    let publisher_id = crate::publisher::client_id(&config.mqtt);
+    let device_auth = Arc::new(broker::ClientAuth::new(
+        config.broker.auth,
+        vec![publisher_id.clone(), config.mqtt.client_id.clone()],
+    ));
+    device_auth.load(
+        store
+            .device_credentials()
+            .await
+            .context("loading device credentials")?,
+    );
+
     // MQTT: the embedded broker with the decode workers attached before it accepts anyone, or
     // the client of an external broker.
     let (broker_addr, broker_tls_addr, settings, mqtt) = if config.broker_embedded() {
@@ -455,7 +475,7 @@ async fn start_as(config: Config, promotion: Option<Promotion>) -> anyhow::Resul
         // instead of vanishing. Its own publisher's messages are not handed back to it.
         let consumer = broker::Consumer::new(
             vec![format!("{}/#", streetgate_protocols::topic::PREFIX)],
-            vec![crate::publisher::client_id(&config.mqtt)],
+            vec![publisher_id.clone()],
             worker_inputs,
             clock,
         );
@@ -464,6 +484,7 @@ async fn start_as(config: Config, promotion: Option<Promotion>) -> anyhow::Resul
             Some(consumer),
             Some(store_path.with_file_name("broker-sessions.json")),
             Arc::clone(&metrics.broker),
+            Arc::clone(&device_auth),
             cancel.clone(),
         )
         .await
@@ -481,10 +502,15 @@ async fn start_as(config: Config, promotion: Option<Promotion>) -> anyhow::Resul
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let addr = connectable(b.addr);
         let tls_addr = b.tls_addr.map(connectable);
+        // The publisher signs in with the secret only this process knows.
+        let mut mqtt = config.mqtt.clone();
+        mqtt.username = Some(publisher_id.clone());
+        mqtt.publisher_username = None;
+        mqtt.password = Some(device_auth.gateway_secret().to_owned());
         let settings = MqttSettings {
             host: addr.ip().to_string(),
             port: addr.port(),
-            config: config.mqtt.clone(),
+            config: mqtt,
         };
         let task = tokio::spawn(b.join());
         (Some(addr), tls_addr, settings, task)
@@ -565,12 +591,22 @@ async fn start_as(config: Config, promotion: Option<Promotion>) -> anyhow::Resul
         cancel.clone(),
     ));
 
+    // Lighting days for the evaluation, and the monthly reports.
+    services.push(tokio::spawn(crate::evaluation::schedule::run(
+        evaluator(&config, &store, clock),
+        lighting_rx.clone(),
+        Arc::clone(&inventory),
+        clock,
+        cancel.clone(),
+    )));
+
     // HTTP.
     let state = AppState {
         commander,
         clock,
-        lighting: lighting_rx,
+        lighting: lighting_rx.clone(),
         cases: case_service(&config, &store),
+        evaluation: evaluator(&config, &store, clock),
         auth: Arc::new(auth_config(&config)),
         sign_in_throttle: Arc::default(),
         modbus_access: Arc::new(config.modbus.access().map_err(anyhow::Error::msg)?),
@@ -578,6 +614,9 @@ async fn start_as(config: Config, promotion: Option<Promotion>) -> anyhow::Resul
             config.inventory.max_concurrent_imports,
         )),
         import_slots_max: config.inventory.max_concurrent_imports,
+        device_auth,
+        console: crate::console::Console::new(&config.console, config.alerts.utc_offset_min),
+        photo_limits: api::photos::PhotoLimits::from(&config.cases),
         store: Arc::clone(&store),
         inventory: Arc::clone(&inventory),
         metrics: Arc::clone(&metrics),
@@ -621,6 +660,21 @@ async fn start_as(config: Config, promotion: Option<Promotion>) -> anyhow::Resul
         http,
         lease: lease.map(|(lease, _)| lease),
     })
+}
+
+/// The evaluation on the store, with the lighting targets and the city's time zone.
+fn evaluator(
+    config: &Config,
+    store: &Arc<dyn Store>,
+    clock: crate::clock::Clock,
+) -> crate::evaluation::Evaluator {
+    crate::evaluation::Evaluator::new(
+        Arc::clone(store),
+        config.evaluation.clone(),
+        config.rules.lighting.clone(),
+        config.alerts.utc_offset_min,
+        clock,
+    )
 }
 
 fn seconds_ms(s: u64) -> i64 {

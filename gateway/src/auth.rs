@@ -69,6 +69,7 @@ impl Role {
                 LightingRead,
                 LampCommand,
                 CommandsRead,
+                EvaluationRead,
             ],
             Role::TeamMember => &[DevicesRead, CasesRead, CasesTransition, LightingRead],
             Role::LampOperator => &[
@@ -84,6 +85,7 @@ impl Role {
                 CasesRead,
                 LightingRead,
                 CommandsRead,
+                EvaluationRead,
             ],
         }
     }
@@ -141,11 +143,13 @@ pub enum Permission {
     UsersManage,
     /// The audit log.
     AuditRead,
+    /// Evaluation figures, rankings, CSV export and the bulletin (a grid viewer: their grid's).
+    EvaluationRead,
 }
 
 impl Permission {
     /// Every permission.
-    pub const ALL: [Permission; 11] = [
+    pub const ALL: [Permission; 12] = [
         Permission::SystemRead,
         Permission::DevicesRead,
         Permission::DevicesWrite,
@@ -157,6 +161,7 @@ impl Permission {
         Permission::CommandsRead,
         Permission::UsersManage,
         Permission::AuditRead,
+        Permission::EvaluationRead,
     ];
 
     /// Wire name.
@@ -173,6 +178,7 @@ impl Permission {
             Permission::CommandsRead => "commands_read",
             Permission::UsersManage => "users_manage",
             Permission::AuditRead => "audit_read",
+            Permission::EvaluationRead => "evaluation_read",
         }
     }
 }

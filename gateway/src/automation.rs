@@ -14,7 +14,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::cases::service::{CaseService, Opened, from_record};
-use crate::cases::{Case, CaseAction, Decision, Incident, Incidents, Transition, decide};
+use crate::cases::{
+    ActionKind, Case, CaseAction, Decision, Incident, Incidents, Transition, decide,
+};
 use crate::inventory::Inventory;
 use crate::lighting::LightingSnapshot;
 use crate::model::{CaseSource, CaseState, ConditionEvent, Device, Reading, Subject, UnixMs};
@@ -48,6 +50,10 @@ pub struct AutomationStats {
     pub verified: u64,
     /// Closed cases reopened as rework.
     pub reopened: u64,
+    /// Supervision levels reached (督办), by lateness on site or past the deadline.
+    pub supervised: u64,
+    /// Cases sent to their route's alternative team (二次派遣).
+    pub second_dispatches: u64,
 }
 
 /// The automation.
@@ -62,6 +68,8 @@ pub struct Automation {
     store: Arc<dyn Store>,
     inventory: Arc<Inventory>,
     lighting: tokio::sync::watch::Sender<LightingSnapshot>,
+    /// When supervision was last looked at (once per clock minute).
+    supervised_at: Option<UnixMs>,
     /// What it did.
     pub stats: AutomationStats,
 }
@@ -98,6 +106,7 @@ impl Automation {
             store,
             inventory,
             lighting,
+            supervised_at: None,
             stats: AutomationStats::default(),
         })
     }
@@ -173,14 +182,75 @@ impl Automation {
             let Some(mut case) = from_record(&record) else {
                 continue;
             };
-            let done = case.on_tick(self.cases.policy(), now);
+            let mut done = case.on_tick(self.cases.policy(), now);
             if !done.is_empty() {
                 if done.last().is_some_and(|t| t.to == CaseState::Closed) {
                     self.stats.verified += 1;
                 }
+                if done.last().is_some_and(|t| t.action == "rework")
+                    && let Some(t) = self.cases.follow_up(&mut case, ActionKind::Rework, now)
+                {
+                    self.stats.second_dispatches += 1;
+                    done.push(t);
+                }
                 self.save(&case, record.state, &done).await?;
             }
         }
+        self.supervise(now).await
+    }
+
+    /// Supervision (督办): overdue open cases, and urgent accepted cases whose crew is late on
+    /// site, climb to their next level (one level per case and tick, each level once).
+    async fn supervise(&mut self, now: UnixMs) -> StoreResult<()> {
+        let levels = u32::try_from(self.cases.supervision().levels.len()).unwrap_or(u32::MAX);
+        // Levels are minutes apart: once per clock minute is enough.
+        if levels == 0 || self.supervised_at.is_some_and(|t| now - t < 60_000) {
+            return Ok(());
+        }
+        const PAGE: u32 = 500;
+        let mut candidates = Vec::new();
+        for filter in [
+            CaseFilter {
+                overdue_at: Some(now),
+                supervision_below: Some(levels),
+                ..CaseFilter::default()
+            },
+            CaseFilter {
+                on_site_late_at: Some(now),
+                supervision_below: Some(levels),
+                ..CaseFilter::default()
+            },
+        ] {
+            let mut offset = 0;
+            loop {
+                let page = CaseFilter {
+                    limit: PAGE,
+                    offset,
+                    ..filter.clone()
+                };
+                let (_, records) = self.store.list_cases(&page).await?;
+                let n = records.len();
+                candidates.extend(records);
+                if n < PAGE as usize {
+                    break;
+                }
+                offset += PAGE;
+            }
+        }
+        candidates.sort_by_key(|r| r.id);
+        candidates.dedup_by_key(|r| r.id);
+        for record in candidates {
+            let Some(mut case) = from_record(&record) else {
+                continue;
+            };
+            if let Some(t) = case.supervise_tick(self.cases.supervision(), now) {
+                tracing::info!(case = case.id, level = case.supervision_level, note = %t.note, "case supervised");
+                if self.cases.save_from(&case, &record, &[t]).await? {
+                    self.stats.supervised += 1;
+                }
+            }
+        }
+        self.supervised_at = Some(now);
         Ok(())
     }
 
@@ -310,7 +380,12 @@ impl Automation {
                         case.devices = i.devices;
                         case.urgent = i.urgent;
                         self.stats.reopened += 1;
-                        saved = self.save(&case, CaseState::Closed, &[t]).await?;
+                        let mut done = vec![t];
+                        if let Some(t) = self.cases.follow_up(&mut case, ActionKind::Reopen, now) {
+                            self.stats.second_dispatches += 1;
+                            done.push(t);
+                        }
+                        saved = self.save(&case, CaseState::Closed, &done).await?;
                     }
                 }
             }

@@ -20,6 +20,7 @@ pub use crate::broker::{BrokerConfig, DEFAULT_BROKER_LISTEN};
 pub use crate::cases::{CasesConfig, RoutingConfig};
 pub use crate::clock::ClockConfig;
 pub use crate::commands::CommandsConfig;
+pub use crate::evaluation::EvaluationConfig;
 pub use crate::ingest::modbus::ModbusConfig;
 pub use crate::inventory::InventoryConfig;
 pub use crate::mqtt::{MqttConfig, MqttUrl};
@@ -116,8 +117,10 @@ pub struct Config {
     pub rules: RulesConfig,
     /// Case time limits and windows.
     pub cases: CasesConfig,
-    /// Dispatch routing: grid + case type → team.
+    /// Dispatch routing: grid + case type → team, and the second dispatch's teams.
     pub routing: RoutingConfig,
+    /// Supervision (督办) of late cases, on-site time limits of urgent cases.
+    pub supervision: crate::cases::SupervisionConfig,
     /// Case events on the MQTT alerts topic and to webhooks.
     pub alerts: AlertsConfig,
     /// Lamp commands sent through the API.
@@ -128,6 +131,10 @@ pub struct Config {
     pub timeseries: crate::outputs::influx::TimeseriesConfig,
     /// Sign-in sessions, cookies, and what is served without signing in.
     pub auth: AuthConfig,
+    /// The web console: map tiles and centre, the city's time zone.
+    pub console: crate::console::ConsoleConfig,
+    /// The monthly evaluation: ranking, and the bulletin written each month.
+    pub evaluation: EvaluationConfig,
 }
 
 /// How an environment value is turned into a TOML value.
@@ -149,6 +156,7 @@ pub const ENV_KEYS: &[(&str, EnvValueKind)] = &[
     ("http.tls_cert", EnvValueKind::Text),
     ("http.tls_key", EnvValueKind::Text),
     ("broker.embedded", EnvValueKind::Literal),
+    ("broker.auth", EnvValueKind::Text),
     ("broker.listen", EnvValueKind::Text),
     ("broker.max_connections", EnvValueKind::Literal),
     ("broker.max_payload_bytes", EnvValueKind::Literal),
@@ -164,6 +172,7 @@ pub const ENV_KEYS: &[(&str, EnvValueKind)] = &[
     ("mqtt.client_id", EnvValueKind::Text),
     ("mqtt.username", EnvValueKind::Text),
     ("mqtt.password", EnvValueKind::Text),
+    ("mqtt.publisher_username", EnvValueKind::Text),
     ("mqtt.shared_group", EnvValueKind::Text),
     ("mqtt.keep_alive_s", EnvValueKind::Literal),
     ("mqtt.reconnect_min_ms", EnvValueKind::Literal),
@@ -207,6 +216,8 @@ pub const ENV_KEYS: &[(&str, EnvValueKind)] = &[
     ("timeseries.org", EnvValueKind::Text),
     ("timeseries.bucket", EnvValueKind::Text),
     ("timeseries.token", EnvValueKind::Text),
+    ("console.tile_url", EnvValueKind::Text),
+    ("evaluation.report_dir", EnvValueKind::Text),
 ];
 
 /// The environment variable that overrides `key` (`http.listen` → `STREETGATE_HTTP_LISTEN`).
@@ -310,11 +321,14 @@ impl Config {
         self.rules.validate()?;
         self.cases.validate()?;
         self.routing.validate()?;
+        self.supervision.validate()?;
         self.alerts.validate()?;
         self.commands.validate()?;
         self.clock.validate()?;
         self.timeseries.validate()?;
         self.auth.validate()?;
+        self.console.validate()?;
+        self.evaluation.validate()?;
         // …and what spans sections is checked here.
         if self.mqtt.url.is_none() && !self.broker_embedded() {
             return Err(invalid(
@@ -640,8 +654,10 @@ mod tests {
                 (_, "http.tls_key" | "broker.tls_key") => key.as_str(),
                 (_, "broker.tls_client_ca") => ca.as_str(),
                 (_, "store.backend") => "sqlite",
+                (_, "broker.auth") => "open",
                 (_, "mqtt.url") => "mqtt://h:1",
                 (_, "timeseries.url") => "http://h:1",
+                (_, "console.tile_url") => "https://h/{z}/{x}/{y}.png",
                 (_, k) if k.ends_with("listen") => "127.0.0.1:1",
                 (EnvValueKind::Text, _) => "x",
                 (

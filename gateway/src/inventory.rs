@@ -11,6 +11,7 @@
 //! name, and nothing is stored while any remains.
 
 mod config;
+pub mod credentials;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -10,7 +10,8 @@
 //! | readings → conditions | [`pipeline`] (the task chain and the store writer), [`rules`] (thresholds, holds, offline timers), [`lighting`] (lighting rate) |
 //! | conditions → cases | [`automation`] (rules and incidents against the store), [`cases`] (the case machine, incidents, and the case service the automation and the API share) |
 //! | persistence and outputs | [`store`] (one trait per entity; SQLite and PostgreSQL), [`outputs`] (committed readings to a time-series database), [`ha`] (active/standby lease) |
-//! | people and systems | [`api`] (HTTP), [`alerts`] (case events to MQTT and webhooks), [`publisher`] and [`commands`] (downlink to lamps) |
+//! | people and systems | [`api`] (HTTP), [`console`] (the web console the API serves), [`alerts`] (case events to MQTT and webhooks), [`publisher`] and [`commands`] (downlink to lamps) |
+//! | evaluation | [`evaluation`] (monthly figures per grid, team and case type, rankings, lighting compliance, the bulletin) |
 //!
 //! [`app`] wires them; [`config`] assembles the sections each module defines and checks
 //! ([`settings`]); [`tls`] serves the API and the broker's second listener over TLS; [`model`], [`clock`], [`inventory`] and [`metrics`] are shared by all.
@@ -28,6 +29,8 @@ pub mod cases;
 pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod console;
+pub mod evaluation;
 pub mod ha;
 pub mod ingest;
 pub mod inventory;

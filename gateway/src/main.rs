@@ -57,6 +57,42 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Devices' MQTT credentials in the configured store (docs/access.md).
+    Device {
+        /// TOML configuration file (its store is used); `STREETGATE_*` override it.
+        #[arg(long, short, env = "STREETGATE_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: DeviceCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeviceCommand {
+    /// Issue MQTT credentials (user name = client id = device id, a random secret) and write
+    /// them once, as CSV `id,username,password`, for provisioning. Without DEVICE or --all:
+    /// the MQTT devices that have none. Issuing replaces a device's secret; a running gateway
+    /// learns secrets issued here when it restarts (`POST /api/devices/{id}/credentials`
+    /// takes effect at once).
+    Credentials {
+        /// Devices to issue new secrets to.
+        devices: Vec<String>,
+        /// Every MQTT device in the inventory gets a new secret.
+        #[arg(long, conflicts_with = "devices")]
+        all: bool,
+        /// Write the CSV here (mode 0600) instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Add the issued secrets to this Mosquitto password file (created if missing; lines
+        /// of other users are kept, and the gateway's `mqtt.username` and
+        /// `mqtt.publisher_username` are written too, with `mqtt.password`, when it is set).
+        #[arg(long)]
+        mosquitto_passwd: Option<PathBuf>,
+        /// Write a Mosquitto ACL confining each device to its own topics (the gateway's users,
+        /// `mqtt.username` and `mqtt.publisher_username`, may use the whole tree).
+        #[arg(long)]
+        mosquitto_acl: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,6 +170,29 @@ async fn main() -> ExitCode {
             command: StoreCommand::Copy { from, to },
         } => store_copy(&from, &to).await,
         Command::User { config, command } => user(config, command).await,
+        Command::Device {
+            config,
+            command:
+                DeviceCommand::Credentials {
+                    devices,
+                    all,
+                    out,
+                    mosquitto_passwd,
+                    mosquitto_acl,
+                },
+        } => {
+            device_credentials(
+                config,
+                CredentialsRequest {
+                    devices,
+                    all,
+                    out,
+                    mosquitto_passwd,
+                    mosquitto_acl,
+                },
+            )
+            .await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -263,6 +322,127 @@ fn read_password(stdin: bool) -> anyhow::Result<Option<String>> {
     let password = line.trim_end_matches(['\r', '\n']).to_owned();
     auth::check_password(&password)?;
     Ok(Some(password))
+}
+
+/// What `streetgate device credentials` was asked for.
+struct CredentialsRequest {
+    devices: Vec<String>,
+    all: bool,
+    out: Option<PathBuf>,
+    mosquitto_passwd: Option<PathBuf>,
+    mosquitto_acl: Option<PathBuf>,
+}
+
+async fn device_credentials(
+    config_file: Option<PathBuf>,
+    request: CredentialsRequest,
+) -> anyhow::Result<()> {
+    use streetgate_gateway::broker::ClientAuth;
+    use streetgate_gateway::inventory::credentials;
+    use streetgate_gateway::model::Transport;
+
+    let config = Config::load(config_file.as_deref())?;
+    let store = app::open_store(&config.store).await?;
+    let result = async {
+        let inventory = store.list_devices().await?;
+        let auth = ClientAuth::new(config.broker.auth, Vec::new());
+        auth.load(store.device_credentials().await?);
+        let ids: Vec<String> = if !request.devices.is_empty() {
+            for id in &request.devices {
+                if !inventory.iter().any(|d| d.id.as_str() == id) {
+                    anyhow::bail!("device {id} is not in the inventory");
+                }
+            }
+            request.devices.clone()
+        } else if request.all {
+            inventory
+                .iter()
+                .filter(|d| d.transport == Transport::Mqtt)
+                .map(|d| d.id.to_string())
+                .collect()
+        } else {
+            credentials::without_credentials(&auth, &inventory)
+                .into_iter()
+                .map(|d| d.id.to_string())
+                .collect()
+        };
+        let now = streetgate_gateway::clock::wall_ms();
+        let issued = credentials::issue(store.as_ref(), &auth, &ids, now).await?;
+        let csv = credentials::to_csv(&issued);
+        match &request.out {
+            Some(path) => {
+                write_private(path, csv.as_bytes())?;
+                eprintln!(
+                    "{} device credential(s) written to {}",
+                    issued.len(),
+                    path.display()
+                );
+            }
+            None => print!("{csv}"),
+        }
+        if let Some(path) = &request.mosquitto_passwd {
+            let mut lines: Vec<(String, String)> = issued
+                .iter()
+                .map(|c| (c.username.clone(), c.password.clone()))
+                .collect();
+            if let Some(password) = &config.mqtt.password {
+                for user in gateway_users(&config) {
+                    lines.push((user.to_owned(), password.clone()));
+                }
+            }
+            let kept = match std::fs::read_to_string(path) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+                Err(e) => return Err(e).context(format!("reading {}", path.display())),
+            };
+            let mut file = String::new();
+            for line in kept.lines() {
+                let user = line.split(':').next().unwrap_or_default();
+                if !line.trim().is_empty() && !lines.iter().any(|(u, _)| u == user) {
+                    file.push_str(line);
+                    file.push('\n');
+                }
+            }
+            for (user, password) in &lines {
+                file.push_str(&credentials::mosquitto_password_line(user, password));
+                file.push('\n');
+            }
+            write_private(path, file.as_bytes())?;
+            eprintln!("Mosquitto password file {} updated", path.display());
+        }
+        if let Some(path) = &request.mosquitto_acl {
+            std::fs::write(path, credentials::mosquitto_acl(&gateway_users(&config)))
+                .with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("Mosquitto ACL written to {}", path.display());
+        }
+        Ok(())
+    }
+    .await;
+    store.close().await;
+    result
+}
+
+/// The gateway's MQTT users: `mqtt.username` (default `streetgate`) and
+/// `mqtt.publisher_username` when set.
+fn gateway_users(config: &Config) -> Vec<&str> {
+    let mut users = vec![config.mqtt.username.as_deref().unwrap_or("streetgate")];
+    users.extend(config.mqtt.publisher_username.as_deref());
+    users.dedup();
+    users
+}
+
+/// Write a file only its owner may read (it holds secrets).
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(bytes)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 async fn user(config_file: Option<PathBuf>, command: UserCommand) -> anyhow::Result<()> {

@@ -109,6 +109,9 @@ impl MqttSettings {
     pub fn publisher_options(&self) -> MqttOptions {
         let c = &self.config;
         let mut o = self.base_options(publisher_client_id(c));
+        if let Some(user) = &c.publisher_username {
+            o.set_credentials(user.clone(), c.password.clone().unwrap_or_default());
+        }
         o.set_clean_session(true)
             .set_max_packet_size(c.max_packet_bytes, c.max_packet_bytes);
         o

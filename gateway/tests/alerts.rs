@@ -289,6 +289,7 @@ async fn case_events_reach_mqtt_and_webhooks_with_retries_and_records() {
     let mut config = Config::default();
     config.http.listen = "127.0.0.1:0".parse().unwrap();
     config.broker.listen = "127.0.0.1:0".parse().unwrap();
+    config.broker.auth = streetgate_gateway::broker::AuthMode::Open;
     config.store.path = dir.path().join("data/streetgate.db");
     tweak(&mut config, &flaky_url, &refusing_url);
     running.shutdown().await.unwrap();
@@ -364,5 +365,155 @@ async fn an_event_that_can_never_be_published_does_not_hold_back_the_next() {
             .is_some_and(|e| e.contains("larger than")),
         "{d}"
     );
+    gw.running.shutdown().await.unwrap();
+}
+
+/// A receiver that refuses (503) every event of a case that is not urgent until `open` is set,
+/// and accepts urgent ones: `(event_id, urgent, status)` of every request.
+#[derive(Clone, Default)]
+struct Choosy {
+    requests: Arc<Mutex<Vec<(i64, bool, u16)>>>,
+    open: Arc<std::sync::atomic::AtomicBool>,
+}
+
+async fn choosy_hook(State(r): State<Choosy>, body: String) -> StatusCode {
+    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let urgent = v["case"]["urgent"].as_bool().unwrap_or(false);
+    let status = if urgent || r.open.load(std::sync::atomic::Ordering::SeqCst) {
+        200
+    } else {
+        503
+    };
+    r.requests
+        .lock()
+        .unwrap()
+        .push((v["event_id"].as_i64().unwrap_or(-1), urgent, status));
+    StatusCode::from_u16(status).unwrap()
+}
+
+/// An urgent case's events do not wait behind an ordinary event that is being retried: they
+/// go through the sink's urgent lane within seconds, and the ordinary events follow once the
+/// receiver takes them, each delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urgent_events_overtake_an_ordinary_one_being_retried() {
+    let choosy = Choosy::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let app = axum::Router::new()
+        .route("/hook", post(choosy_hook))
+        .with_state(choosy.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let gw = Gateway::start(|c| {
+        c.alerts.mqtt = false;
+        c.alerts.poll_interval_ms = 50;
+        // The ordinary event is retried for a long while.
+        c.alerts.retry_min_ms = 1_000;
+        c.alerts.retry_max_ms = 2_000;
+        c.alerts.max_attempts = 100;
+        c.alerts.webhooks = vec![WebhookConfig {
+            name: "ops".into(),
+            url: url.clone(),
+            ..WebhookConfig::default()
+        }];
+    })
+    .await;
+    gw.import_inventory().await;
+    let report = |kind: &str, urgent: bool| {
+        serde_json::json!({
+            "source": "patrol",
+            "type": kind,
+            "grid": "320508001001002",
+            "location": "Renmin Rd 12",
+            "detail": "seen on patrol",
+            "urgent": urgent,
+        })
+    };
+    let (status, ordinary) = gw
+        .http
+        .post_json("/api/cases", &report("bin_full", false))
+        .await;
+    assert!(status < 300, "{status} {ordinary}");
+    eventually(
+        "the ordinary event refused",
+        Duration::from_secs(10),
+        || async { choosy.requests.lock().unwrap().iter().any(|r| r.2 == 503) },
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let (status, urgent) = gw
+        .http
+        .post_json("/api/cases", &report("manhole_cover", true))
+        .await;
+    assert!(status < 300, "{status} {urgent}");
+    eventually(
+        "the urgent case's events",
+        Duration::from_secs(10),
+        || async {
+            choosy
+                .requests
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|r| r.1 && r.2 == 200)
+        },
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the urgent event took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        choosy
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|r| r.1 || r.2 == 503),
+        "no ordinary event was delivered yet"
+    );
+
+    // The receiver takes everything now: every event is delivered exactly once.
+    choosy.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    let expected: usize = {
+        let mut n = 0;
+        for case in [&ordinary, &urgent] {
+            let (_, c) = gw.http.get(&format!("/api/cases/{}", case["id"])).await;
+            n += c["history"].as_array().unwrap().len();
+        }
+        n
+    };
+    eventually("every event delivered", Duration::from_secs(15), || async {
+        choosy
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.2 == 200)
+            .count()
+            >= expected
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let delivered: Vec<i64> = {
+        let mut ids: Vec<i64> = choosy
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.2 == 200)
+            .map(|r| r.0)
+            .collect();
+        ids.sort_unstable();
+        ids
+    };
+    let mut unique = delivered.clone();
+    unique.dedup();
+    assert_eq!(delivered, unique, "an event was delivered twice");
+    assert_eq!(delivered.len(), expected, "{delivered:?}");
+    let (_, d) = gw.http.get("/api/alerts/deliveries?sink=ops").await;
+    let records = d["deliveries"].as_array().unwrap();
+    assert_eq!(records.len(), expected, "{d}");
+    assert!(records.iter().all(|r| r["status"] == "delivered"), "{d}");
     gw.running.shutdown().await.unwrap();
 }

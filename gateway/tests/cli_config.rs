@@ -53,6 +53,52 @@ fn bad_config_names_key_value_and_allowed() {
             &["store.backend", "mysql", "sqlite"][..],
         ),
         ("[htp]\nlisten = \"x\"\n", &["htp", "http"][..]),
+        (
+            "[[supervision.levels]]\nafter_due_min = 0\nform = \"phone\"\nrecipients = [\"team\"]\n\
+             [[supervision.levels]]\nafter_due_min = 0\nform = \"written\"\nrecipients = [\"centre\"]\n",
+            &[
+                "supervision.levels[1].after_due_min = 0",
+                "later than the level before",
+            ][..],
+        ),
+        (
+            "[[supervision.levels]]\nafter_due_min = 0\nform = \"fax\"\nrecipients = [\"team\"]\n",
+            &["supervision.levels", "form", "fax", "phone"][..],
+        ),
+        (
+            "[supervision]\non_site_limits_min = { manhole_cover = 0 }\n",
+            &[
+                "supervision.on_site_limits_min.manhole_cover = 0",
+                "positive",
+            ][..],
+        ),
+        (
+            "[routing]\nsecond_dispatch_returns = 11\n",
+            &["routing.second_dispatch_returns = 11", "0 (never) to 10"][..],
+        ),
+        (
+            "[routing.alternatives.\"*\"]\nbin_full = \"sanitation\"\n",
+            &[
+                "routing.alternatives.*.bin_full",
+                "other than the route's own team",
+            ][..],
+        ),
+        (
+            "[[alerts.webhooks]]\nname = \"w\"\nurl = \"http://x\"\nquiet_hours = \"22-7\"\n",
+            &["alerts.webhooks", "quiet_hours", "HH:MM-HH:MM"][..],
+        ),
+        (
+            "[[alerts.webhooks]]\nname = \"w\"\nurl = \"http://x\"\nrecipient = \"mayor\"\n",
+            &["alerts.webhooks", "recipient", "mayor", "supervisor"][..],
+        ),
+        (
+            "[[alerts.webhooks]]\nname = \"w\"\nurl = \"http://x\"\nfilter = { actions = [\"explode\"] }\n",
+            &["alerts.webhooks[0].filter.actions", "explode", "supervise"][..],
+        ),
+        (
+            "[evaluation]\nreport_day = 31\n",
+            &["evaluation.report_day = 31", "from 1 to 28"][..],
+        ),
     ];
     for (text, needles) in cases {
         let file = dir.path().join("bad.toml");

@@ -370,6 +370,87 @@ async fn every_response_and_request_body_matches_the_document() {
     assert_eq!(status, 200, "{case}");
     let id = case["id"].as_i64().unwrap().to_string();
     let path_t = format!("/api/cases/{id}/transitions");
+    // A photo of it (raw bytes; the answer is JSON), then the photo itself and the case with it.
+    let (client, base) = gw.http.client();
+    let jpeg: &[u8] = &[0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10, b'J', b'F', b'I', b'F', 0];
+    let resp = client
+        .post(format!("{base}/api/cases/{id}/photos"))
+        .header("content-type", "image/jpeg")
+        .body(jpeg.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let photo: Value = resp.json().await.unwrap();
+    check(
+        &doc,
+        "post /api/cases/{id}/photos 200",
+        &doc["paths"]["/api/cases/{id}/photos"]["post"]["responses"]["200"]["content"]["application/json"]
+            ["schema"],
+        &photo,
+    );
+    seen.insert(("post".into(), "/api/cases/{id}/photos".into(), 200));
+    for garbage in [&b"GIF89a"[..], b""] {
+        let resp = client
+            .post(format!("{base}/api/cases/{id}/photos"))
+            .body(garbage.to_vec())
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap();
+        assert!(
+            !doc["paths"]["/api/cases/{id}/photos"]["post"]["responses"][status.to_string()]
+                .is_null(),
+            "{status} {body}"
+        );
+        check(
+            &doc,
+            "photo refusal",
+            &json!({"$ref": "#/components/schemas/Error"}),
+            &body,
+        );
+    }
+    call!(
+        "get",
+        "/api/cases/{id}/photos/{photo_id}",
+        &format!("/api/cases/{id}/photos/{}", photo["id"]),
+        None
+    );
+    call!(
+        "get",
+        "/api/cases/{id}/photos/{photo_id}",
+        &format!("/api/cases/{id}/photos/x"),
+        None
+    );
+    // The live stream: its type, and the event that opens it.
+    let mut events = client
+        .get(format!("{base}/api/events?after=0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    assert_eq!(events.headers()["content-type"], "text/event-stream");
+    let first = tokio::time::timeout(Duration::from_secs(5), events.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&first).starts_with("event: ready"),
+        "{first:?}"
+    );
+    seen.insert(("get".into(), "/api/events".into(), 200));
+    drop(events);
+    call!("get", "/api/events", "/api/events?after=x", None);
+    call!("get", "/api/map", "/api/map", None);
+    call!(
+        "get",
+        "/api/map",
+        "/api/map?bbox=120.5,31.2,120.7,31.4&zoom=16",
+        None
+    );
+    call!("get", "/api/map", "/api/map?bbox=1,2,3", None);
     // Dispatched on registration: the team accepts it; closing it now is refused.
     let accept = json!({"actor": "grid-chief", "action": "accept"});
     let (status, _) = call!(
@@ -379,6 +460,14 @@ async fn every_response_and_request_body_matches_the_document() {
         Some(&accept)
     );
     assert_eq!(status, 200);
+    // The crew on site (到场), and the centre's supervision (督办) by hand.
+    for body in [
+        json!({"action": "on_site", "note": "crew here"}),
+        json!({"action": "supervise", "note": "call the grid chief"}),
+    ] {
+        let (status, answer) = call!("post", "/api/cases/{id}/transitions", &path_t, Some(&body));
+        assert_eq!(status, 200, "{answer}");
+    }
     let refused = json!({"actor": "centre", "action": "close"});
     let (status, _) = call!(
         "post",
@@ -404,7 +493,13 @@ async fn every_response_and_request_body_matches_the_document() {
         Some(&dim)
     );
 
-    // Every documented GET with real data, and the error answers.
+    // Every documented GET with real data, and the error answers. The evaluation covers this
+    // month and today, city time, where the cases above are.
+    let (y, m, d, _) = streetgate_gateway::evaluation::period::local_month(
+        streetgate_gateway::clock::wall_ms(),
+        480,
+    );
+    let (month, today) = (format!("{y:04}-{m:02}"), format!("{y:04}-{m:02}-{d:02}"));
     let gets = [
         ("/api/health", "/api/health".to_owned()),
         ("/metrics", "/metrics".to_owned()),
@@ -451,10 +546,48 @@ async fn every_response_and_request_body_matches_the_document() {
             "/api/alerts/deliveries",
             "/api/alerts/deliveries".to_owned(),
         ),
+        (
+            "/api/evaluation",
+            format!("/api/evaluation?period=month&at={month}"),
+        ),
+        (
+            "/api/evaluation",
+            format!("/api/evaluation?from={today}&to={today}"),
+        ),
+        (
+            "/api/evaluation",
+            "/api/evaluation?period=month&at=2026-13".to_owned(),
+        ),
+        (
+            "/api/evaluation.csv",
+            format!("/api/evaluation.csv?period=month&at={month}&by=grid"),
+        ),
+        (
+            "/api/evaluation.csv",
+            "/api/evaluation.csv?by=street".to_owned(),
+        ),
+        (
+            "/api/reports/bulletin",
+            format!("/api/reports/bulletin?month={month}"),
+        ),
+        ("/api/reports/bulletin", "/api/reports/bulletin".to_owned()),
     ];
     for (path, concrete) in &gets {
         call!("get", *path, concrete, None);
     }
+    let (status, issued) = call!(
+        "post",
+        "/api/devices/{id}/credentials",
+        "/api/devices/MH-1/credentials",
+        None
+    );
+    assert_eq!(status, 200, "{issued}");
+    call!(
+        "post",
+        "/api/devices/{id}/credentials",
+        "/api/devices/NOPE/credentials",
+        None
+    );
     let (status, _) = call!("delete", "/api/devices/{id}", "/api/devices/SL-2", None);
     assert!(status < 300);
     call!("delete", "/api/devices/{id}", "/api/devices/SL-2", None);

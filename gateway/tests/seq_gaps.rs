@@ -36,6 +36,7 @@ fn config(dir: &std::path::Path) -> Config {
     let mut config = Config::default();
     config.http.listen = "127.0.0.1:0".parse().expect("addr");
     config.broker.listen = "127.0.0.1:0".parse().expect("addr");
+    config.broker.auth = streetgate_gateway::broker::AuthMode::Open;
     config.store.path = dir.join("data/streetgate.db");
     config.mqtt.reconnect_min_ms = 50;
     config.mqtt.reconnect_max_ms = 1000;

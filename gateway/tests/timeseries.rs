@@ -705,6 +705,7 @@ async fn restart_replays_the_spool() {
     let mut config = Config::default();
     config.http.listen = "127.0.0.1:0".parse().expect("addr");
     config.broker.listen = "127.0.0.1:0".parse().expect("addr");
+    config.broker.auth = streetgate_gateway::broker::AuthMode::Open;
     config.store.path = dir.path().join("data/streetgate.db");
     running.shutdown().await.expect("shutdown");
     assert!(

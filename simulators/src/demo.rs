@@ -102,6 +102,7 @@ pub fn run(devices: usize, speed: f64) -> anyhow::Result<()> {
             .context("starting the demo")?;
         let http = run.gw.http_addr;
         let broker = run.gw.broker_addr.context("the demo needs the embedded broker")?;
+        println!("Console   http://{http}/   (sign in as the administrator below; the teams' members are API users)");
         println!("Sign in (every route but health and the API doc needs it):");
         match &run.gw.first_admin_password {
             Some(password) => println!(
@@ -133,9 +134,7 @@ pub fn run(devices: usize, speed: f64) -> anyhow::Result<()> {
         println!("  audit     http://{http}/api/audit   (administrator)");
         println!("  API doc   http://{http}/api/openapi.json");
         println!(
-            "  broker    mqtt://{broker}   (mosquitto_sub -h {} -p {} -t 'streetgate/v1/#' -v)",
-            broker.ip(),
-            broker.port()
+            "  broker    mqtt://{broker}   (each device signs in with its own secret and sees only its own topics; live case events: the console, or GET /api/events)"
         );
         println!(
             "Simulated clock (gateway, devices, teams): {speed}× wall time from 18:00, dusk. Case events as they happen; Ctrl-C stops."

@@ -2,6 +2,7 @@
 //! unit on a Modbus line behind a converter ([`crate::modbus`]), ticked by a simulated clock
 //! that can run faster than wall time (a night in a minute).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -39,6 +40,9 @@ pub struct FleetConfig {
     /// waits for it. A gateway given the same anchor, start and speed (its `[clock]`) runs on
     /// the same clock. Unset: when the fleet's thread starts.
     pub anchor_wall_ms: Option<i64>,
+    /// MQTT secrets by device id (user name = client id = device id), as the gateway issued
+    /// them; a device without one connects without credentials (an open broker).
+    pub credentials: Arc<HashMap<String, String>>,
 }
 
 impl FleetConfig {
@@ -64,6 +68,7 @@ impl Default for FleetConfig {
             encoding: Encoding::Binary,
             heartbeat_s: None,
             anchor_wall_ms: None,
+            credentials: Arc::default(),
         }
     }
 }
@@ -210,6 +215,9 @@ impl Fleet {
                                 &cfg.broker_host,
                                 cfg.broker_port,
                                 n.node(),
+                                cfg.credentials
+                                    .get(n.node().id().as_str())
+                                    .map(String::as_str),
                                 stats.links.clone(),
                             )),
                         })
@@ -255,6 +263,9 @@ impl Fleet {
                                     &cfg.broker_host,
                                     cfg.broker_port,
                                     node.node(),
+                                    cfg.credentials
+                                        .get(node.node().id().as_str())
+                                        .map(String::as_str),
                                     stats.links.clone(),
                                 );
                             }

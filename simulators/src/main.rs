@@ -1,7 +1,9 @@
 //! `streetgate-sim`: lay out a city, and run it as a fleet of simulated devices (the real
 //! firmware over physical models) against an MQTT broker.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -157,6 +159,12 @@ enum Command {
         /// Write the inventory CSV here once the converters are bound (it names their ports).
         #[arg(long)]
         inventory_out: Option<PathBuf>,
+        /// MQTT credentials of the devices: the JSON answer of the inventory import (it lists
+        /// the secrets it issued), or the CSV `id,username,password` that `streetgate device
+        /// credentials` writes. Without it devices connect without any (a broker with
+        /// `broker.auth = "open"`).
+        #[arg(long)]
+        credentials: Option<PathBuf>,
     },
 }
 
@@ -296,6 +304,7 @@ fn main() -> anyhow::Result<()> {
             broker,
             speed,
             inventory_out,
+            credentials,
         } => {
             let (host, port) = broker
                 .rsplit_once(':')
@@ -329,6 +338,10 @@ fn main() -> anyhow::Result<()> {
                     broker_host: host,
                     broker_port: port,
                     speed,
+                    credentials: Arc::new(match &credentials {
+                        Some(path) => read_credentials(path)?,
+                        None => HashMap::new(),
+                    }),
                     ..FleetConfig::default()
                 },
                 runtime.handle().clone(),
@@ -355,4 +368,52 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Device secrets from the CSV `id,username,password` (`streetgate device credentials`), or
+/// from the JSON answer of the inventory import (its `credentials`).
+fn read_credentials(path: &Path) -> anyhow::Result<HashMap<String, String>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    if text.trim_start().starts_with('{') {
+        #[derive(serde::Deserialize)]
+        struct Issued {
+            id: String,
+            password: String,
+        }
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            credentials: Vec<Issued>,
+        }
+        let answer: Answer = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{}: expected the inventory import's answer, with credentials",
+                path.display()
+            )
+        })?;
+        return Ok(answer
+            .credentials
+            .into_iter()
+            .map(|c| (c.id, c.password))
+            .collect());
+    }
+    let mut lines = text.lines();
+    anyhow::ensure!(
+        lines.next().map(str::trim) == Some("id,username,password"),
+        "{}: expected the header id,username,password",
+        path.display()
+    );
+    let mut secrets = HashMap::new();
+    for (n, line) in lines.enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let fields: Vec<&str> = line.trim().split(',').collect();
+        let [id, _user, password] = fields[..] else {
+            anyhow::bail!(
+                "{} line {}: expected id,username,password",
+                path.display(),
+                n + 2
+            );
+        };
+        secrets.insert(id.to_owned(), password.to_owned());
+    }
+    Ok(secrets)
 }

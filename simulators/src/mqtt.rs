@@ -48,11 +48,15 @@ impl MqttLink {
         host: &str,
         port: u16,
         id: &DeviceId,
+        password: Option<&str>,
         last_will: Vec<u8>,
         stats: Arc<LinkStats>,
     ) -> Self {
         let status = Topic::new(id.clone(), Channel::Status).format();
         let mut options = MqttOptions::new(id.as_str(), host, port);
+        if let Some(password) = password {
+            options.set_credentials(id.as_str(), password);
+        }
         options.set_keep_alive(Duration::from_secs(30));
         options.set_clean_session(false);
         options.set_last_will(LastWill::new(
@@ -128,11 +132,20 @@ impl MqttLink {
         host: &str,
         port: u16,
         node: &streetgate_firmware::app::Node,
+        password: Option<&str>,
         stats: Arc<LinkStats>,
     ) -> Self {
         let mut will = [0u8; streetgate_protocols::codec::MAX_ENCODED_LEN];
         let len = node.last_will(&mut will).unwrap_or(0);
-        Self::connect(runtime, host, port, node.id(), will[..len].to_vec(), stats)
+        Self::connect(
+            runtime,
+            host,
+            port,
+            node.id(),
+            password,
+            will[..len].to_vec(),
+            stats,
+        )
     }
 
     /// Was the connection killed with [`abort`](Self::abort)?

@@ -635,6 +635,18 @@ pub async fn launch(s: &Scenario, mut config: Config) -> anyhow::Result<Running>
         .upsert_devices(&cellular, gw.state.clock.now_ms())
         .await
         .context("inventory")?;
+    // Each MQTT device gets its own secret, as registering it through the API would give it.
+    let ids: Vec<String> = cellular.iter().map(|d| d.id.to_string()).collect();
+    let issued = streetgate_gateway::inventory::credentials::issue(
+        gw.state.store.as_ref(),
+        &gw.state.device_auth,
+        &ids,
+        gw.state.clock.now_ms(),
+    )
+    .await
+    .context("device credentials")?;
+    fleet_config.credentials =
+        std::sync::Arc::new(issued.into_iter().map(|c| (c.id, c.password)).collect());
     gw.state.inventory.upsert(cellular);
     let broker = gw.broker_addr.context("embedded broker")?;
     for f in &s.faults {

@@ -307,12 +307,22 @@ async fn work_once(
                 first
             };
             let job_case_type = case["case_type"].as_str().unwrap_or_default().to_owned();
-            let on_road = clock.wall_duration(Duration::from_secs(cfg.travel_s + cfg.work_s));
+            let travel = clock.wall_duration(Duration::from_secs(cfg.travel_s));
+            let on_site = clock.wall_duration(Duration::from_secs(cfg.work_s));
             let calling_in = clock.wall_duration(Duration::from_secs(cfg.report_s));
             let (client, api, crews, busy) =
                 (client.clone(), api.to_owned(), crews.clone(), busy.clone());
             tokio::spawn(async move {
-                tokio::time::sleep(on_road).await;
+                tokio::time::sleep(travel).await;
+                // The crew arrives and the team reports it on site (到场), once; a refusal (the
+                // case moved on meanwhile) changes nothing.
+                let _ = client
+                    .post(format!("{api}/api/cases/{id}/transitions"))
+                    .bearer_auth(&token)
+                    .json(&json!({ "action": "on_site" }))
+                    .send()
+                    .await;
+                tokio::time::sleep(on_site).await;
                 let (done, did) = tokio::sync::oneshot::channel();
                 let sent = crews.send(CrewJob {
                     case_type: job_case_type,

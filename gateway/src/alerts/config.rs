@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::routing::{QuietHours, SinkFilter};
+use crate::cases::Recipient;
 use crate::settings::{Checked, invalid};
 
 /// `[alerts]`: every case event (each recorded transition) is delivered to each sink in order,
@@ -11,6 +13,9 @@ use crate::settings::{Checked, invalid};
 pub struct AlertsConfig {
     /// Publish case events on `streetgate/v1/_alerts/{grid}/{case_type}` (QoS 1).
     pub mqtt: bool,
+    /// Which events the MQTT alerts topic gets (none set: every event).
+    #[serde(skip_serializing_if = "SinkFilter::is_empty")]
+    pub mqtt_filter: SinkFilter,
     /// How often the sinks look for new case events, ms.
     pub poll_interval_ms: u64,
     /// First retry delay of a failed delivery, ms (doubles per attempt, with jitter).
@@ -59,6 +64,17 @@ pub struct EmailConfig {
     /// Base URL of the console, for the case link.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub console_url: Option<String>,
+    /// Which events this sink gets (none set: every event).
+    #[serde(default, skip_serializing_if = "SinkFilter::is_empty")]
+    pub filter: SinkFilter,
+    /// Whom this sink reaches (`team`, `supervisor`, `centre`): it gets the supervision (督办)
+    /// events whose level tells them. Unset: every supervision event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<Recipient>,
+    /// Quiet hours in the city's time (`alerts.utc_offset_min`), `"22:00-07:00"`: events of
+    /// cases that are not urgent are held and sent, in order, when they end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_hours: Option<QuietHours>,
 }
 
 /// Protection of an SMTP connection.
@@ -78,6 +94,7 @@ impl Default for AlertsConfig {
     fn default() -> Self {
         Self {
             mqtt: true,
+            mqtt_filter: SinkFilter::default(),
             poll_interval_ms: 500,
             retry_min_ms: 1000,
             retry_max_ms: 60_000,
@@ -118,6 +135,17 @@ pub struct WebhookConfig {
     /// (`{console_url}/cases/{id}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub console_url: Option<String>,
+    /// Which events this sink gets (none set: every event).
+    #[serde(default, skip_serializing_if = "SinkFilter::is_empty")]
+    pub filter: SinkFilter,
+    /// Whom this sink reaches (`team`, `supervisor`, `centre`): it gets the supervision (督办)
+    /// events whose level tells them. Unset: every supervision event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<Recipient>,
+    /// Quiet hours in the city's time (`alerts.utc_offset_min`), `"22:00-07:00"`: events of
+    /// cases that are not urgent are held and sent, in order, when they end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_hours: Option<QuietHours>,
 }
 
 /// A webhook receiver.
@@ -181,9 +209,11 @@ impl AlertsConfig {
                 "-720..=840 minutes (480 for China)",
             ));
         }
+        a.mqtt_filter.validate("alerts.mqtt_filter")?;
         let mut names = std::collections::BTreeSet::new();
         for (i, w) in a.webhooks.iter().enumerate() {
             let key = format!("alerts.webhooks[{i}]");
+            w.filter.validate(&format!("{key}.filter"))?;
             let name_ok = !w.name.is_empty()
                 && w.name.len() <= 64
                 && w.name
@@ -244,6 +274,7 @@ impl AlertsConfig {
         }
         for (i, e) in a.email.iter().enumerate() {
             let key = format!("alerts.email[{i}]");
+            e.filter.validate(&format!("{key}.filter"))?;
             let name_ok = !e.name.is_empty()
                 && e.name.len() <= 64
                 && e.name

@@ -3,6 +3,8 @@
 //! the case in the console.
 
 use super::config::Language;
+use crate::cases::supervision::{SECOND_DISPATCH, SupervisionNote, parse_note};
+use crate::cases::{Recipient, SupervisionForm};
 use crate::model::{CaseState, CaseType, UnixMs};
 use crate::store::CaseEvent;
 
@@ -60,6 +62,87 @@ fn state_name(s: CaseState, lang: Language) -> &'static str {
         (Language::En, CaseState::Closed) => "closed",
         (Language::En, CaseState::Voided) => "voided",
         (Language::En, CaseState::Returned) => "returned",
+    }
+}
+
+fn form_name(f: SupervisionForm, lang: Language) -> &'static str {
+    match (lang, f) {
+        (Language::Zh, SupervisionForm::Phone) => "电话督办",
+        (Language::Zh, SupervisionForm::Written) => "书面督办",
+        (Language::Zh, SupervisionForm::OnSite) => "现场督办",
+        (Language::En, SupervisionForm::Phone) => "by phone",
+        (Language::En, SupervisionForm::Written) => "written notice",
+        (Language::En, SupervisionForm::OnSite) => "on site",
+    }
+}
+
+fn recipient_name(r: Recipient, lang: Language) -> &'static str {
+    match (lang, r) {
+        (Language::Zh, Recipient::Team) => "处置单位",
+        (Language::Zh, Recipient::Supervisor) => "主管领导",
+        (Language::Zh, Recipient::Centre) => "指挥中心",
+        (Language::En, Recipient::Team) => "the team",
+        (Language::En, Recipient::Supervisor) => "its supervisor",
+        (Language::En, Recipient::Centre) => "the operations centre",
+    }
+}
+
+/// Chinese numerals for supervision levels (一级督办).
+fn level_zh(level: u32) -> String {
+    const DIGITS: [&str; 10] = ["零", "一", "二", "三", "四", "五", "六", "七", "八", "九"];
+    usize::try_from(level)
+        .ok()
+        .and_then(|l| DIGITS.get(l))
+        .map_or_else(|| level.to_string(), |d| (*d).to_owned())
+}
+
+/// What the event did, for the title: the new state, or what happened without a change.
+fn what_happened(event: &CaseEvent, lang: Language) -> String {
+    let zh = lang == Language::Zh;
+    let e = &event.entry;
+    match e.action.as_str() {
+        "supervise" => match parse_note(&e.note) {
+            Some(n) if zh => format!("{}级督办（{}）", level_zh(n.level), form_name(n.form, lang)),
+            Some(n) => format!(
+                "level {} supervision ({})",
+                n.level,
+                form_name(n.form, lang)
+            ),
+            None if zh => "督办".to_owned(),
+            None => "supervision".to_owned(),
+        },
+        "on_site" if zh => "处置人员已到场".to_owned(),
+        "on_site" => "crew on site".to_owned(),
+        "dispatch" if e.note.starts_with(SECOND_DISPATCH) => if zh {
+            "二次派遣"
+        } else {
+            "second dispatch"
+        }
+        .to_owned(),
+        _ => state_name(e.to, lang).to_owned(),
+    }
+}
+
+/// The lines a supervision adds: level, form, who was told.
+fn supervision_lines(n: &SupervisionNote, lang: Language) -> [(&'static str, String); 3] {
+    let zh = lang == Language::Zh;
+    let told: Vec<&str> = n
+        .recipients
+        .iter()
+        .map(|r| recipient_name(*r, lang))
+        .collect();
+    if zh {
+        [
+            ("督办级别", format!("{}级", level_zh(n.level))),
+            ("督办方式", form_name(n.form, lang).to_owned()),
+            ("通知对象", told.join("、")),
+        ]
+    } else {
+        [
+            ("Supervision level", n.level.to_string()),
+            ("Form", form_name(n.form, lang).to_owned()),
+            ("Told", told.join(", ")),
+        ]
     }
 }
 
@@ -138,19 +221,30 @@ pub fn render(
         (true, false) => "[URGENT] ",
         (false, _) => "",
     };
+    let supervision = (event.entry.action == "supervise")
+        .then(|| parse_note(&event.entry.note))
+        .flatten();
+    let tag = match (
+        supervision.is_some() || event.entry.action == "supervise",
+        zh,
+    ) {
+        (true, true) => "【督办】",
+        (true, false) => "[SUPERVISION] ",
+        (false, _) => "",
+    };
     let title = if zh {
         format!(
-            "{urgent}案件 #{} {} {}",
+            "{tag}{urgent}案件 #{} {} {}",
             c.id,
             type_name(c.case_type, lang),
-            state_name(event.entry.to, lang)
+            what_happened(event, lang)
         )
     } else {
         format!(
-            "{urgent}Case #{} {}: {}",
+            "{tag}{urgent}Case #{} {}: {}",
             c.id,
             type_name(c.case_type, lang),
-            state_name(event.entry.to, lang)
+            what_happened(event, lang)
         )
     };
     let none = if zh { "无" } else { "none" };
@@ -198,6 +292,11 @@ pub fn render(
     ] {
         md.push_str(&format!("- **{label}**: {value}\n"));
     }
+    if let Some(n) = &supervision {
+        for (label, value) in supervision_lines(n, lang) {
+            md.push_str(&format!("- **{label}**: {}\n", escape(&value)));
+        }
+    }
     if !event.entry.note.is_empty() && event.entry.note != c.detail {
         let label = if zh { "备注" } else { "Note" };
         md.push_str(&format!("- **{label}**: {}\n", escape(&event.entry.note)));
@@ -236,6 +335,105 @@ mod tests {
         assert_eq!(local_time(951_782_400_000, 0), "2000-02-29 00:00");
         assert_eq!(zone(480), "UTC+8");
         assert_eq!(zone(-570), "UTC-9:30");
+    }
+
+    fn event(action: &str, note: &str) -> CaseEvent {
+        use crate::model::CaseSource;
+        use crate::store::{CaseHistoryEntry, CaseRecord};
+        CaseEvent {
+            event_id: 3,
+            entry: CaseHistoryEntry {
+                action: action.into(),
+                at_ms: 1_796_307_000_000,
+                actor: "system".into(),
+                from: Some(CaseState::Accepted),
+                to: if action == "dispatch" {
+                    CaseState::Dispatched
+                } else {
+                    CaseState::Accepted
+                },
+                note: note.into(),
+            },
+            case: CaseRecord {
+                id: 12,
+                case_type: CaseType::ManholeCover,
+                source: CaseSource::Sensor,
+                subject_key: "device:MH-1".into(),
+                condition_key: None,
+                grid: "G1".into(),
+                team: Some("municipal".into()),
+                state: CaseState::Accepted,
+                urgent: true,
+                devices: Vec::new(),
+                detail: "cover open".into(),
+                opened_ms: 1_796_307_000_000,
+                due_ms: Some(1_796_310_600_000),
+                updated_ms: 0,
+                closed_ms: None,
+                condition_active: true,
+                clear_since_ms: None,
+                rework_count: 0,
+                returned_count: 0,
+                supervision_level: 2,
+                on_site_due_ms: None,
+                on_site_ms: None,
+            },
+        }
+    }
+
+    #[test]
+    fn new_actions_in_both_languages() {
+        let plan = crate::cases::SupervisionConfig::default();
+        let note = crate::cases::supervision::note(2, plan.level(2).unwrap(), "overdue by 2 h");
+        let e = event("supervise", &note);
+        let zh = render(&e, Language::Zh, None, 480);
+        assert_eq!(
+            zh.title,
+            "【督办】【紧急】案件 #12 井盖异常 二级督办（书面督办）"
+        );
+        for part in [
+            "督办级别**: 二级",
+            "书面督办",
+            "处置单位、主管领导",
+            "overdue by 2 h",
+        ] {
+            assert!(zh.markdown.contains(part), "{part}: {}", zh.markdown);
+        }
+        let en = render(&e, Language::En, None, 480);
+        assert_eq!(
+            en.title,
+            "[SUPERVISION] [URGENT] Case #12 manhole cover: level 2 supervision (written notice)"
+        );
+        assert!(
+            en.markdown.contains("the team, its supervisor"),
+            "{}",
+            en.markdown
+        );
+        let on_site = event("on_site", "");
+        assert!(
+            render(&on_site, Language::Zh, None, 480)
+                .title
+                .ends_with("处置人员已到场")
+        );
+        assert!(
+            render(&on_site, Language::En, None, 480)
+                .title
+                .ends_with("crew on site")
+        );
+        let second = event(
+            "dispatch",
+            "second dispatch (二次派遣) to municipal-b, from municipal: returned 2 times",
+        );
+        assert!(
+            render(&second, Language::Zh, None, 480)
+                .title
+                .ends_with("二次派遣")
+        );
+        assert!(
+            render(&second, Language::En, None, 480)
+                .title
+                .ends_with("second dispatch")
+        );
     }
 
     #[test]

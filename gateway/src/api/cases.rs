@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use super::access::{Identity, out_of_scope};
 use super::{ApiError, ApiQuery, ApiResult, AppState};
 use crate::auth::{Permission, Role};
+use crate::cases::ActionKind;
 use crate::cases::service::ActError;
 use crate::model::{CaseState, CaseType};
 use crate::store::CaseFilter;
@@ -22,6 +23,8 @@ pub(super) struct CaseQuery {
     case_type: Option<CaseType>,
     grid: Option<String>,
     team: Option<String>,
+    /// `true`: only urgent cases; `false`: only the others.
+    urgent: Option<bool>,
     /// `true`: only cases past their handling deadline and not yet resolved.
     #[serde(default)]
     overdue: bool,
@@ -60,14 +63,16 @@ pub(super) async fn list(
         case_type: q.case_type,
         grid,
         team,
+        urgent: q.urgent,
         overdue_at: q.overdue.then_some(now),
         limit: q.limit.min(10_000),
         offset: q.offset,
+        ..CaseFilter::default()
     };
     let (total, cases) = state.store.list_cases(&filter).await?;
     let cases: Vec<Value> = cases.iter().map(|c| case_json(c, now)).collect();
     Ok(Json(
-        json!({ "total": total, "offset": q.offset, "cases": cases }),
+        json!({ "total": total, "offset": q.offset, "now_ms": now, "cases": cases }),
     ))
 }
 
@@ -91,18 +96,48 @@ pub(super) async fn get(
     let id = parse_id(&id)?;
     let case = visible_case(&state, &who, id).await?;
     let history = state.store.case_history(id).await?;
-    let mut body = case_json(&case, state.clock.now_ms());
+    let now = state.clock.now_ms();
+    let mut body = case_json(&case, now);
     if let Some(obj) = body.as_object_mut() {
+        obj.insert("now_ms".to_owned(), json!(now));
         obj.insert(
             "history".to_owned(),
             serde_json::to_value(history).unwrap_or(Value::Null),
+        );
+        obj.insert("actions".to_owned(), json!(actions(&who, &case)));
+        obj.insert(
+            "photos".to_owned(),
+            serde_json::to_value(state.store.case_photos(id).await?).unwrap_or(Value::Null),
         );
     }
     Ok(Json(body))
 }
 
+/// Whether the caller's role may take this kind of action on a case in their scope: the
+/// `cases_transition` permission, and for a team member only the team's part (accept, return,
+/// resolve).
+fn may_act(who: &Identity, kind: ActionKind) -> bool {
+    use ActionKind as K;
+    who.role.allows(Permission::CasesTransition)
+        && (who.role != Role::TeamMember
+            || matches!(kind, K::Accept | K::OnSite | K::Return | K::Resolve))
+}
+
+/// The actions the caller may take on a case in `state` now: what the case machine allows from
+/// the state, narrowed to the caller's role. The console shows a button for each and nothing
+/// else, so it never has to know the rules.
+fn actions(who: &Identity, case: &crate::store::CaseRecord) -> Vec<&'static str> {
+    ActionKind::allowed(case.state)
+        .iter()
+        // On site is reported once per acceptance.
+        .filter(|k| **k != ActionKind::OnSite || case.on_site_ms.is_none())
+        .filter(|k| may_act(who, **k))
+        .map(|k| k.as_str())
+        .collect()
+}
+
 /// A case the caller may see: their team's (team member), their grid's (grid viewer).
-async fn visible_case(
+pub(super) async fn visible_case(
     state: &AppState,
     who: &Identity,
     id: i64,
@@ -123,7 +158,7 @@ async fn visible_case(
     Ok(case)
 }
 
-fn parse_id(id: &str) -> ApiResult<i64> {
+pub(super) fn parse_id(id: &str) -> ApiResult<i64> {
     id.parse().map_err(|_| {
         ApiError::bad_request("invalid_case_id", format!("{id:?} is not a case number"))
     })
@@ -143,9 +178,12 @@ fn action_text(action: &crate::cases::CaseAction) -> ApiResult<()> {
     use crate::cases::CaseAction as A;
     let (field, text) = match action {
         A::Return { reason } | A::Void { reason } => ("reason", reason),
-        A::Resolve { note } | A::Verify { note } | A::Rework { note } | A::Reopen { note } => {
-            ("note", note)
-        }
+        A::Resolve { note }
+        | A::Verify { note }
+        | A::Rework { note }
+        | A::Reopen { note }
+        | A::OnSite { note }
+        | A::Supervise { note } => ("note", note),
         A::Dispatch { team } => ("team", team),
         A::Accept | A::Close => return Ok(()),
     };
@@ -159,31 +197,30 @@ pub(super) async fn transition(
     Path(id): Path<String>,
     super::ApiJson(body): super::ApiJson<TransitionBody>,
 ) -> ApiResult<Json<Value>> {
-    use crate::cases::CaseAction as A;
     who.require(Permission::CasesTransition)?;
     let id = parse_id(&id)?;
     action_text(&body.action)?;
-    // A team member does the team's part: accept, hand back, report fixed.
-    if who.role == Role::TeamMember
-        && !matches!(
-            body.action,
-            A::Accept | A::Return { .. } | A::Resolve { .. }
-        )
-    {
+    // A team member does the team's part: accept, report on site, hand back, report fixed.
+    if !may_act(&who, body.action.kind()) {
         return Err(ApiError::new(
             axum::http::StatusCode::FORBIDDEN,
             "forbidden",
-            "a team member may accept, return or resolve a case; the operations centre does the rest",
+            "a team member may accept, report on site, return or resolve a case; the operations centre does the rest",
         ));
     }
     // Only a case the caller may see can be worked on.
     visible_case(&state, &who, id).await?;
     let now = state.clock.now_ms();
-    state
+    let updated = state
         .cases
         .act(id, body.action, &who.name, now)
         .await
         .map_err(act_error)?;
+    // A team member's second return sends the case to another team (二次派遣): the answer is
+    // then the case as it now is, without the history they may no longer read.
+    if !who.sees_case(&updated) {
+        return Ok(Json(case_json(&updated, now)));
+    }
     get(State(state), who, Path(id.to_string())).await
 }
 

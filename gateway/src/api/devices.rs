@@ -15,6 +15,7 @@ use streetgate_protocols::{DeviceId, DeviceKind};
 use super::access::{Identity, out_of_scope};
 use super::{ApiError, ApiJson, ApiQuery, ApiResult, AppState};
 use crate::auth::Permission;
+use crate::inventory::credentials::{self, IssuedCredential};
 use crate::inventory::{parse_csv_checked, to_csv, validate_device};
 use crate::model::Device;
 
@@ -58,6 +59,8 @@ pub(super) struct ListQuery {
     kind: Option<DeviceKind>,
     grid: Option<String>,
     segment: Option<String>,
+    /// Devices whose id contains this text (any case).
+    q: Option<String>,
     #[serde(default = "default_limit")]
     limit: usize,
     #[serde(default)]
@@ -81,6 +84,7 @@ pub(super) async fn list(
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<DeviceList>> {
     who.require(Permission::DevicesRead)?;
+    let needle = q.q.as_deref().map(str::to_lowercase);
     let snapshot = state.inventory.snapshot();
     let mut matching: Vec<&Device> = snapshot
         .values()
@@ -92,6 +96,11 @@ pub(super) async fn list(
             q.segment
                 .as_ref()
                 .is_none_or(|s| d.road_segment.as_ref() == Some(s))
+        })
+        .filter(|d| {
+            needle
+                .as_ref()
+                .is_none_or(|n| d.id.as_str().to_lowercase().contains(n.as_str()))
         })
         .collect();
     matching.sort_by(|a, b| a.id.cmp(&b.id));
@@ -227,9 +236,13 @@ pub(super) async fn upsert(
         .store
         .upsert_devices(&devices, state.clock.now_ms())
         .await?;
+    let credentials = issue_missing(&state, &devices).await?;
     let n = devices.len();
     state.inventory.upsert(devices);
-    Ok((StatusCode::OK, Json(json!({ "upserted": n }))))
+    Ok((
+        StatusCode::OK,
+        Json(json!({ "upserted": n, "credentials": credentials })),
+    ))
 }
 
 pub(super) async fn delete(
@@ -240,6 +253,7 @@ pub(super) async fn delete(
     who.require(Permission::DevicesWrite)?;
     let id = device_id(&id)?;
     let existed = state.store.delete_device(id.as_str()).await?;
+    state.device_auth.remove(id.as_str());
     state.inventory.remove(&HashSet::from([id.clone()]));
     if existed {
         Ok(StatusCode::NO_CONTENT)
@@ -287,10 +301,64 @@ pub(super) async fn import(
         .store
         .upsert_devices(&devices, state.clock.now_ms())
         .await?;
+    let credentials = issue_missing(&state, &devices).await?;
     let n = devices.len();
     state.inventory.upsert(devices);
-    tracing::info!(devices = n, "inventory imported");
-    Ok(Json(json!({ "imported": n })))
+    tracing::info!(
+        devices = n,
+        credentials_issued = credentials.len(),
+        "inventory imported"
+    );
+    Ok(Json(json!({ "imported": n, "credentials": credentials })))
+}
+
+/// Credentials for the MQTT devices among `devices` that have none yet: shown once, in the
+/// answer that registered them.
+async fn issue_missing(state: &AppState, devices: &[Device]) -> ApiResult<Vec<IssuedCredential>> {
+    let ids: Vec<String> = credentials::without_credentials(&state.device_auth, devices)
+        .into_iter()
+        .map(|d| d.id.to_string())
+        .collect();
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(credentials::issue(
+        state.store.as_ref(),
+        &state.device_auth,
+        &ids,
+        state.clock.now_ms(),
+    )
+    .await?)
+}
+
+/// `POST /api/devices/{id}/credentials`: a new secret for one device (the old one stops
+/// working at once; the device's open connection stays until it reconnects).
+pub(super) async fn reissue_credentials(
+    State(state): State<AppState>,
+    who: Identity,
+    Path(id): Path<String>,
+) -> ApiResult<Json<IssuedCredential>> {
+    who.require(Permission::DevicesWrite)?;
+    let id = device_id(&id)?;
+    if state.inventory.get(&id).is_none() {
+        return Err(ApiError::not_found(
+            "device_not_found",
+            format!("device {id} is not in the inventory"),
+        ));
+    }
+    let issued = credentials::issue(
+        state.store.as_ref(),
+        &state.device_auth,
+        &[id.to_string()],
+        state.clock.now_ms(),
+    )
+    .await?;
+    issued.into_iter().next().map(Json).ok_or_else(|| {
+        ApiError::not_found(
+            "device_not_found",
+            format!("device {id} is not in the inventory"),
+        )
+    })
 }
 
 pub(super) async fn export(
@@ -334,12 +402,16 @@ pub(super) async fn latest(
     ))
 }
 
-/// `GET /api/devices/{id}/history?limit=`
+/// `GET /api/devices/{id}/history?limit=&from_ms=&to_ms=`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct HistoryQuery {
     #[serde(default = "default_history")]
     limit: u32,
+    /// Only readings received at or after this time (the readings around a case's fault).
+    from_ms: Option<i64>,
+    /// Only readings received at or before this time.
+    to_ms: Option<i64>,
 }
 
 fn default_history() -> u32 {
@@ -353,9 +425,17 @@ pub(super) async fn history(
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> ApiResult<Json<Value>> {
     let id = known(&state, &who, &id)?;
+    let from = q.from_ms.unwrap_or(i64::MIN);
+    let to = q.to_ms.unwrap_or(i64::MAX);
+    if from > to {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("from_ms ({from}) is after to_ms ({to})"),
+        ));
+    }
     let readings = state
         .store
-        .reading_history(id.as_str(), q.limit.min(10_000))
+        .reading_history_between(id.as_str(), from, to, q.limit.min(10_000))
         .await?;
     let readings: Vec<Value> = readings.into_iter().map(|r| r.body).collect();
     Ok(Json(

@@ -217,8 +217,8 @@ impl AsyncWrite for ApiStream {
     }
 }
 
-/// A connection that fails its reads after `idle` without a byte, and frees its slot when
-/// dropped.
+/// A connection that fails its reads after `idle` without a byte either way, and frees its
+/// slot when dropped.
 #[derive(Debug)]
 pub struct LimitedStream {
     stream: TcpStream,
@@ -270,7 +270,14 @@ impl AsyncWrite for LimitedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let written = ready!(Pin::new(&mut self.stream).poll_write(cx, buf));
+        // A connection the client is reading a stream on (`/api/events`) is not idle: the
+        // client took bytes. One that neither sends nor takes anything still times out.
+        if matches!(written, Ok(n) if n > 0) {
+            let next = Instant::now() + self.idle;
+            self.deadline.as_mut().reset(next);
+        }
+        Poll::Ready(written)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -286,7 +293,12 @@ impl AsyncWrite for LimitedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let written = ready!(Pin::new(&mut self.stream).poll_write_vectored(cx, bufs));
+        if matches!(written, Ok(n) if n > 0) {
+            let next = Instant::now() + self.idle;
+            self.deadline.as_mut().reset(next);
+        }
+        Poll::Ready(written)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -20,29 +20,41 @@
 //! | `GET /api/tokens`, `POST /api/tokens` | API tokens (admin; a new token is shown once) |
 //! | `DELETE /api/tokens/{id}` | revoke a token (admin) |
 //! | `GET /api/audit` | the audit log of mutating calls (admin) |
-//! | `GET /api/devices` | inventory (filters `kind`, `grid`, `segment`; `limit`, `offset`) |
+//! | `GET /api/devices` | inventory (filters `kind`, `grid`, `segment`, `q` (id contains); `limit`, `offset`) |
 //! | `POST /api/devices` | upsert one device or an array (JSON) |
 //! | `POST /api/devices/import` | CSV import, all or nothing |
 //! | `GET /api/devices/export` | the inventory as CSV |
 //! | `GET /api/devices/{id}` | one device |
 //! | `DELETE /api/devices/{id}` | remove a device and its readings |
+//! | `POST /api/devices/{id}/credentials` | a new MQTT secret for a device (shown once) |
 //! | `GET /api/devices/{id}/latest` | latest reading of each type |
-//! | `GET /api/devices/{id}/history` | recent readings (`limit`) |
+//! | `GET /api/devices/{id}/history` | recent readings (`limit`; `from_ms`, `to_ms`) |
 //! | `GET /api/unregistered` | devices that published but are not inventoried |
 //! | `GET /api/rejections` | rejected messages by reason (since start and all time) |
-//! | `GET /api/cases` | cases (filters `state`, `open`, `type`, `grid`, `team`, `overdue`) |
+//! | `GET /api/cases` | cases (filters `state`, `open`, `type`, `grid`, `team`, `urgent`, `overdue`) |
 //! | `POST /api/cases` | a case reported by a patrol or the hotline, dispatched by `[routing]` |
 //! | `GET /api/cases/{id}` | one case with its history |
 //! | `POST /api/cases/{id}/transitions` | act on a case (accept, return, resolve...); the actor is the caller |
+//! | `POST /api/cases/{id}/photos` | attach a photo (JPEG, PNG or WebP, the raw bytes) |
+//! | `GET /api/cases/{id}/photos/{photo_id}` | one photo of a case |
 //! | `GET /api/lighting` | lighting rate per segment, grid and city; over a period with `from_ms`/`to_ms` |
+//! | `GET /api/events` | live case events (server-sent events), scoped like the case list |
+//! | `GET /api/map` | the overview map: per grid when zoomed out, devices and open cases in a box when zoomed in |
+//! | `GET /api/evaluation` | figures per grid, team and case type of a period, rankings, lighting compliance |
+//! | `GET /api/evaluation.csv` | the same by team, grid or case type as CSV |
+//! | `GET /api/reports/bulletin` | the monthly bulletin (通报) as printable HTML |
 
 pub mod access;
 mod cases;
 mod commands;
 mod config;
 mod devices;
+mod evaluation;
+mod events;
 mod lighting;
 pub mod listener;
+pub mod map;
+pub mod photos;
 mod system;
 
 use std::net::SocketAddr;
@@ -82,6 +94,8 @@ pub struct AppState {
     pub runtime: Arc<RuntimeInfo>,
     /// Registers, routes and transitions cases (time limits `[cases]`, routing `[routing]`).
     pub cases: crate::cases::CaseService,
+    /// Evaluation figures, rankings and the bulletin (`[evaluation]`).
+    pub evaluation: crate::evaluation::Evaluator,
     /// Lighting rate, refreshed by the automation's tick.
     pub lighting: tokio::sync::watch::Receiver<crate::lighting::LightingSnapshot>,
     /// Sessions and cookies (`[auth]`).
@@ -95,6 +109,12 @@ pub struct AppState {
     pub import_slots: Arc<tokio::sync::Semaphore>,
     /// Their number.
     pub import_slots_max: usize,
+    /// Devices' MQTT credentials (issued on registration; checked by the embedded broker).
+    pub device_auth: Arc<crate::broker::ClientAuth>,
+    /// Photo limits (`cases.photo_max_bytes`, `cases.photos_per_case`).
+    pub photo_limits: photos::PhotoLimits,
+    /// The web console's settings and page policy (`[console]`).
+    pub console: crate::console::Console,
 }
 
 /// Facts about the running gateway.
@@ -285,6 +305,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             "/api/devices/{id}",
             get(devices::get).delete(devices::delete),
         )
+        .route(
+            "/api/devices/{id}/credentials",
+            axum::routing::post(devices::reissue_credentials),
+        )
         .route("/api/devices/{id}/latest", get(devices::latest))
         .route("/api/devices/{id}/history", get(devices::history))
         .route("/api/cases", get(cases::list).post(cases::create))
@@ -293,7 +317,17 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             "/api/cases/{id}/transitions",
             axum::routing::post(cases::transition),
         )
+        .route(
+            "/api/cases/{id}/photos",
+            axum::routing::post(photos::upload),
+        )
+        .route("/api/cases/{id}/photos/{photo_id}", get(photos::get))
         .route("/api/lighting", get(lighting::rates))
+        .route("/api/events", get(events::stream))
+        .route("/api/map", get(map::map))
+        .route("/api/evaluation", get(evaluation::report))
+        .route("/api/evaluation.csv", get(evaluation::csv))
+        .route("/api/reports/bulletin", get(evaluation::bulletin))
         .route(
             "/api/devices/{id}/command",
             axum::routing::post(commands::device),
@@ -336,6 +370,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             axum::routing::delete(access::revoke_token),
         )
         .route("/api/audit", get(access::audit_log))
+        .merge(crate::console::routes())
         // After every route: the audit sees the matched route template.
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

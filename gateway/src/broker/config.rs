@@ -19,6 +19,10 @@ pub struct BrokerConfig {
     /// Run the embedded broker. Unset: embedded unless `mqtt.url` names an external broker.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub embedded: Option<bool>,
+    /// Who may connect: `devices` (each device with its own id and secret, confined to its own
+    /// topics; see docs/access.md) or `open` (anyone, anywhere: a trusted test network only).
+    /// The gateway's own client ids are reserved either way.
+    pub auth: super::AuthMode,
     /// MQTT 3.1.1 listener; port 0 picks a free port.
     #[serde(deserialize_with = "socket_addr")]
     pub listen: SocketAddr,
@@ -64,6 +68,7 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         Self {
             embedded: None,
+            auth: super::AuthMode::Devices,
             listen: parse_default(DEFAULT_BROKER_LISTEN),
             max_connections: 10_000,
             max_payload_bytes: 64 * 1024,

@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
 
+use super::auth::Refusal;
 use super::{Shared, topic};
 use crate::ingest::RawUplink;
 use crate::ingest::ack::{Ack, AckPacket};
@@ -202,6 +203,31 @@ where
             return refuse(&mut wr, ConnectReturnCode::NotAuthorized).await;
         }
     }
+    let login = connect
+        .login
+        .as_ref()
+        .map(|l| (l.username.as_str(), l.password.as_str()));
+    let certified = matches!(identity, Identity::Certificate(_));
+    let client = match shared.auth.authenticate(&client_id, login, certified) {
+        Ok(client) => client,
+        Err(refusal) => {
+            let (counter, code) = match refusal {
+                Refusal::Reserved => (
+                    &metrics.refused_not_authorized,
+                    ConnectReturnCode::NotAuthorized,
+                ),
+                Refusal::BadCredentials | Refusal::UnknownDevice => (
+                    &metrics.refused_bad_credentials,
+                    ConnectReturnCode::BadUserNamePassword,
+                ),
+            };
+            counter.fetch_add(1, Relaxed);
+            if let Some(suppressed) = shared.refusal_log.allow() {
+                tracing::warn!(client = %client_id, %peer, suppressed, "MQTT CONNECT refused: {}", refusal.describe());
+            }
+            return refuse(&mut wr, code).await;
+        }
+    };
     let mut will: Option<LastWill> = connect.last_will.clone();
     if will
         .as_ref()
@@ -209,6 +235,13 @@ where
     {
         metrics.protocol_errors.fetch_add(1, Relaxed);
         return;
+    }
+    if let Some(w) = will.as_ref().filter(|w| !client.may_will(&w.topic)) {
+        metrics.refused_not_authorized.fetch_add(1, Relaxed);
+        if let Some(suppressed) = shared.refusal_log.allow() {
+            tracing::warn!(client = %client_id, %peer, topic = %w.topic, suppressed, "MQTT CONNECT refused: a device's will may only be its own status topic");
+        }
+        return refuse(&mut wr, ConnectReturnCode::NotAuthorized).await;
     }
     let keep_alive = (connect.keep_alive > 0)
         .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
@@ -286,6 +319,15 @@ where
                                 tracing::warn!(client = %client_id, %peer, topic = ?p.topic, "PUBLISH to an invalid topic name (wildcard or NUL); closing the connection");
                                 break 'conn End::Abnormal;
                             }
+                            if !client.may_publish(&p.topic) {
+                                // MQTT 3.1.1 has no negative PUBACK: the message is refused by
+                                // closing the connection before acknowledging it.
+                                metrics.denied_publish.fetch_add(1, Relaxed);
+                                if let Some(suppressed) = shared.refusal_log.allow() {
+                                    tracing::warn!(client = %client_id, %peer, topic = %p.topic, suppressed, "PUBLISH refused: a device may publish only on its own uplink topics; closing the connection");
+                                }
+                                break 'conn End::Abnormal;
+                            }
                             let qos = p.qos as u8;
                             if qos == 2 && !qos2.insert(p.pkid) {
                                 // Redelivery of a QoS 2 message already handed over.
@@ -307,7 +349,13 @@ where
                             let mut codes = Vec::with_capacity(s.filters.len());
                             let mut retained = Vec::new();
                             for f in &s.filters {
-                                if topic::valid_filter(&f.path) {
+                                if !client.may_subscribe(&f.path) {
+                                    metrics.denied_subscribe.fetch_add(1, Relaxed);
+                                    if let Some(suppressed) = shared.refusal_log.allow() {
+                                        tracing::warn!(client = %client_id, %peer, filter = %f.path, suppressed, "SUBSCRIBE refused: a device may subscribe only to its own config and command topics");
+                                    }
+                                    codes.push(SubscribeReasonCode::Failure);
+                                } else if topic::valid_filter(&f.path) {
                                     let granted = if f.qos == QoS::AtMostOnce { QoS::AtMostOnce } else { QoS::AtLeastOnce };
                                     retained.extend(shared.router.subscribe(&client_id, &f.path, granted));
                                     codes.push(SubscribeReasonCode::Success(granted));

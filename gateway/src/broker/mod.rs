@@ -28,6 +28,7 @@
 //!
 //! [`Ack`]: crate::ingest::ack::Ack
 
+pub mod auth;
 mod config;
 mod conn;
 mod router;
@@ -50,6 +51,7 @@ use crate::ingest::{RawUplink, shard_for};
 
 use router::Router;
 
+pub use auth::{AuthMode, ClientAuth};
 pub use config::{BrokerConfig, DEFAULT_BROKER_LISTEN};
 
 /// The embedded broker failed to start.
@@ -146,8 +148,20 @@ pub struct BrokerMetrics {
     /// certificate, or one the CA did not sign; not TLS at all) or not done within
     /// `broker.connection_timeout_ms`.
     pub tls_handshake_failures: AtomicU64,
-    /// CONNECTs refused with "not authorized": the client certificate names another client id.
+    /// CONNECTs refused with "not authorized": the client certificate names another client
+    /// id, a client took one of the gateway's own client ids, or a device's will names a topic
+    /// that is not its own status.
     pub refused_not_authorized: AtomicU64,
+    /// CONNECTs refused with "bad user name or password" (`broker.auth = "devices"`): a wrong
+    /// or missing secret, a user name other than the client id, or a client id without
+    /// credentials.
+    pub refused_bad_credentials: AtomicU64,
+    /// PUBLISHes refused (the connection closed, nothing acknowledged): a device publishing
+    /// outside its own uplink topics.
+    pub denied_publish: AtomicU64,
+    /// Subscriptions refused (SUBACK failure): a device subscribing outside its own `config`
+    /// and `command`.
+    pub denied_subscribe: AtomicU64,
 }
 
 impl BrokerMetrics {
@@ -198,10 +212,25 @@ impl BrokerMetrics {
             ("keepalive_timeout", &self.keepalive_timeouts),
             ("tls_handshake", &self.tls_handshake_failures),
             ("not_authorized", &self.refused_not_authorized),
+            ("bad_credentials", &self.refused_bad_credentials),
         ] {
             let _ = writeln!(
                 out,
                 "streetgate_broker_refused_total{{reason=\"{reason}\"}} {}",
+                c.load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP streetgate_broker_denied_total Publishes and subscriptions the embedded broker refused because a device went outside its own topics.\n# TYPE streetgate_broker_denied_total counter"
+        );
+        for (action, c) in [
+            ("publish", &self.denied_publish),
+            ("subscribe", &self.denied_subscribe),
+        ] {
+            let _ = writeln!(
+                out,
+                "streetgate_broker_denied_total{{action=\"{action}\"}} {}",
                 c.load(Relaxed)
             );
         }
@@ -254,7 +283,40 @@ struct Shared {
     router: Router,
     consumer: Option<Consumer>,
     metrics: Arc<BrokerMetrics>,
+    auth: Arc<ClientAuth>,
+    /// Refused connections, publishes and subscriptions are logged at most every 10 s.
+    refusal_log: LogGate,
     cancel: CancellationToken,
+}
+
+/// Lets a log line through at most once per interval, counting the ones it held back.
+#[derive(Debug)]
+struct LogGate {
+    interval: Duration,
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+    suppressed: AtomicU64,
+}
+
+impl LogGate {
+    fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            last: std::sync::Mutex::new(None),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(lines held back since the last one)` when a line may be logged now.
+    fn allow(&self) -> Option<u64> {
+        let now = std::time::Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| now.duration_since(t) < self.interval) {
+            self.suppressed.fetch_add(1, Relaxed);
+            return None;
+        }
+        *last = Some(now);
+        Some(self.suppressed.swap(0, Relaxed))
+    }
 }
 
 /// A running embedded broker.
@@ -311,6 +373,7 @@ pub async fn start(
     consumer: Option<Consumer>,
     sessions_file: Option<PathBuf>,
     metrics: Arc<BrokerMetrics>,
+    auth: Arc<ClientAuth>,
     cancel: CancellationToken,
 ) -> Result<EmbeddedBroker, BrokerError> {
     let tls = cfg.tls()?.map(|config| TlsListener {
@@ -339,6 +402,8 @@ pub async fn start(
         router,
         consumer,
         metrics,
+        auth,
+        refusal_log: LogGate::new(Duration::from_secs(10)),
         cancel,
     });
     if let Some(file) = sessions_file {
@@ -410,8 +475,7 @@ async fn save_sessions(shared: Arc<Shared>, file: PathBuf) {
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tls: Option<TlsListener>) {
     // Failing accepts (out of descriptors) are retried after a pause and logged at most once
     // per interval: a busy loop logging each failure would fill the disk.
-    let mut last_logged: Option<tokio::time::Instant> = None;
-    let mut suppressed = 0u64;
+    let accept_log = LogGate::new(Duration::from_secs(10));
     loop {
         let accepted = tokio::select! {
             () = shared.cancel.cancelled() => break,
@@ -440,13 +504,8 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tls: Option<Tls
             }
             Err(e) => {
                 shared.metrics.accept_errors.fetch_add(1, Relaxed);
-                let now = tokio::time::Instant::now();
-                if last_logged.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10)) {
+                if let Some(suppressed) = accept_log.allow() {
                     tracing::error!(error = %e, suppressed, "embedded broker cannot accept connections; retrying");
-                    last_logged = Some(now);
-                    suppressed = 0;
-                } else {
-                    suppressed += 1;
                 }
                 tokio::select! {
                     () = shared.cancel.cancelled() => break,

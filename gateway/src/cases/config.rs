@@ -21,6 +21,10 @@ pub struct CasesConfig {
     pub verify_window_s: i64,
     /// A recurrence this soon after closure reopens the case as rework, s.
     pub reopen_window_s: i64,
+    /// Largest photo a team may attach to a case (`POST /api/cases/{id}/photos`), bytes.
+    pub photo_max_bytes: usize,
+    /// Photos one case may have at most.
+    pub photos_per_case: u32,
 }
 
 impl Default for CasesConfig {
@@ -31,6 +35,8 @@ impl Default for CasesConfig {
             urgent_limit_min: p.urgent_limit_min,
             verify_window_s: p.verify_window_ms / 1000,
             reopen_window_s: p.reopen_window_ms / 1000,
+            photo_max_bytes: 10 * 1024 * 1024,
+            photos_per_case: 20,
         }
     }
 }
@@ -51,11 +57,31 @@ impl CasesConfig {
 /// `[routing]`: which team a case goes to. Keys are grid codes, or `*` for every grid; values
 /// map case types to teams. Entries here override the built-in `*` defaults (lighting,
 /// municipal, sanitation, facilities, grid-chief) one (grid, type) at a time.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+/// `alternatives` has the same shape: the team of the second dispatch (二次派遣).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RoutingConfig {
     /// Grid (or `*`) → case type → team.
     pub teams: BTreeMap<String, BTreeMap<CaseType, String>>,
+    /// Grid (or `*`) → case type → alternative team; none by default (no second dispatch).
+    pub alternatives: BTreeMap<String, BTreeMap<CaseType, String>>,
+    /// A case handed back (退单) this many times goes to the alternative team (0: never).
+    pub second_dispatch_returns: u32,
+    /// A case failing verification (返工) this many times goes to the alternative team
+    /// (0: never).
+    pub second_dispatch_reworks: u32,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        let r = Router::default_teams();
+        Self {
+            teams: BTreeMap::new(),
+            alternatives: BTreeMap::new(),
+            second_dispatch_returns: r.second_dispatch_returns,
+            second_dispatch_reworks: r.second_dispatch_reworks,
+        }
+    }
 }
 
 impl RoutingConfig {
@@ -68,6 +94,9 @@ impl RoutingConfig {
                 .or_default()
                 .extend(types.iter().map(|(t, team)| (*t, team.clone())));
         }
+        r.alternatives.clone_from(&self.alternatives);
+        r.second_dispatch_returns = self.second_dispatch_returns;
+        r.second_dispatch_reworks = self.second_dispatch_reworks;
         r
     }
 }
@@ -102,6 +131,16 @@ impl CasesConfig {
                 "non-negative seconds",
             ));
         }
+        if !(1024..=256 * 1024 * 1024).contains(&c.photo_max_bytes) {
+            return Err(invalid(
+                "cases.photo_max_bytes",
+                c.photo_max_bytes,
+                "1024 to 268435456 bytes",
+            ));
+        }
+        if c.photos_per_case == 0 {
+            return Err(invalid("cases.photos_per_case", 0, "at least 1"));
+        }
         Ok(())
     }
 }
@@ -109,15 +148,43 @@ impl CasesConfig {
 impl RoutingConfig {
     /// Check the section.
     pub fn validate(&self) -> Checked {
-        for (grid, types) in &self.teams {
+        for (table, routes) in [("teams", &self.teams), ("alternatives", &self.alternatives)] {
+            for (grid, types) in routes {
+                for (t, team) in types {
+                    if team.trim().is_empty() {
+                        return Err(invalid(
+                            format!("routing.{table}.{grid}.{}", t.as_str()),
+                            "\"\"",
+                            "a team name",
+                        ));
+                    }
+                }
+            }
+        }
+        let router = self.router();
+        for (grid, types) in &self.alternatives {
             for (t, team) in types {
-                if team.trim().is_empty() {
+                if router.route(grid, *t) == Some(team.as_str()) {
                     return Err(invalid(
-                        format!("routing.teams.{grid}"),
-                        format!("{t:?} = \"\""),
-                        "a team name",
+                        format!("routing.alternatives.{grid}.{}", t.as_str()),
+                        format!("\"{team}\""),
+                        "a team other than the route's own team",
                     ));
                 }
+            }
+        }
+        for (key, n) in [
+            (
+                "routing.second_dispatch_returns",
+                self.second_dispatch_returns,
+            ),
+            (
+                "routing.second_dispatch_reworks",
+                self.second_dispatch_reworks,
+            ),
+        ] {
+            if n > 10 {
+                return Err(invalid(key, n, "0 (never) to 10"));
             }
         }
         Ok(())

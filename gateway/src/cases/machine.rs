@@ -84,11 +84,22 @@ pub fn case_type_for(condition: Condition, kind: Option<DeviceKind>) -> CaseType
     }
 }
 
-/// Routing table: (grid, case type) → team, with `*` as the any-grid fallback.
+/// Routing table: (grid, case type) → team, with `*` as the any-grid fallback, and the
+/// alternative team of a route for the second dispatch (二次派遣).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Router {
     /// Routes: grid code (or `*`) → case type → team.
     pub routes: BTreeMap<String, BTreeMap<CaseType, String>>,
+    /// Alternative teams: grid code (or `*`) → case type → team.
+    #[serde(default)]
+    pub alternatives: BTreeMap<String, BTreeMap<CaseType, String>>,
+    /// A case handed back this many times goes to the alternative team (0: never).
+    #[serde(default)]
+    pub second_dispatch_returns: u32,
+    /// A case failing verification (rework, or a recurrence) this many times goes to the
+    /// alternative team (0: never).
+    #[serde(default)]
+    pub second_dispatch_reworks: u32,
 }
 
 impl Router {
@@ -98,6 +109,38 @@ impl Router {
             .iter()
             .find_map(|g| self.routes.get(*g).and_then(|r| r.get(&case_type)))
             .map(String::as_str)
+    }
+
+    /// The alternative team of a route, most specific route first.
+    pub fn alternative(&self, grid: &str, case_type: CaseType) -> Option<&str> {
+        [grid, "*"]
+            .iter()
+            .find_map(|g| self.alternatives.get(*g).and_then(|r| r.get(&case_type)))
+            .map(String::as_str)
+    }
+
+    /// Whether the action just made on `case` calls for the second dispatch (二次派遣): the
+    /// case was returned (退单) for the `second_dispatch_returns`-th time, or failed
+    /// verification (返工) for the `second_dispatch_reworks`-th time, and its route has an
+    /// alternative team other than the current one. Returns the team and why.
+    pub fn second_dispatch(&self, case: &Case, after: ActionKind) -> Option<(String, String)> {
+        let why = match after {
+            ActionKind::Return
+                if self.second_dispatch_returns > 0
+                    && case.returned_count == self.second_dispatch_returns =>
+            {
+                format!("returned {} times", case.returned_count)
+            }
+            ActionKind::Rework | ActionKind::Reopen
+                if self.second_dispatch_reworks > 0
+                    && case.rework_count == self.second_dispatch_reworks =>
+            {
+                format!("failed verification {} times (rework)", case.rework_count)
+            }
+            _ => return None,
+        };
+        let team = self.alternative(&case.grid, case.case_type)?;
+        (case.team.as_deref() != Some(team)).then(|| (team.to_owned(), why))
     }
 
     /// Default teams by trade (照明 lighting, 市政 municipal, 环卫 sanitation, 设施 facilities).
@@ -119,6 +162,9 @@ impl Router {
         let all = teams.into_iter().map(|(t, n)| (t, n.to_owned())).collect();
         Self {
             routes: BTreeMap::from([("*".to_owned(), all)]),
+            alternatives: BTreeMap::new(),
+            second_dispatch_returns: 2,
+            second_dispatch_reworks: 2,
         }
     }
 }
@@ -170,6 +216,18 @@ pub enum CaseAction {
         #[serde(default)]
         note: String,
     },
+    /// 到场: the crew of an accepted case reports on site (once per acceptance).
+    OnSite {
+        /// Remark.
+        #[serde(default)]
+        note: String,
+    },
+    /// 督办: the case is raised to its next supervision level (state unchanged).
+    Supervise {
+        /// Why (required).
+        #[serde(default)]
+        note: String,
+    },
 }
 
 /// The kind of an action, for error messages and the API.
@@ -194,6 +252,10 @@ pub enum ActionKind {
     Void,
     /// See [`CaseAction::Reopen`].
     Reopen,
+    /// See [`CaseAction::OnSite`].
+    OnSite,
+    /// See [`CaseAction::Supervise`].
+    Supervise,
 }
 
 impl ActionKind {
@@ -209,6 +271,8 @@ impl ActionKind {
             Self::Close => "close",
             Self::Void => "void",
             Self::Reopen => "reopen",
+            Self::OnSite => "on_site",
+            Self::Supervise => "supervise",
         }
     }
 
@@ -216,10 +280,10 @@ impl ActionKind {
     pub const fn allowed(state: CaseState) -> &'static [ActionKind] {
         use ActionKind as A;
         match state {
-            CaseState::Registered => &[A::Dispatch, A::Void],
-            CaseState::Dispatched => &[A::Accept, A::Return, A::Void],
-            CaseState::Accepted => &[A::Resolve, A::Return],
-            CaseState::Returned => &[A::Dispatch, A::Void],
+            CaseState::Registered => &[A::Dispatch, A::Void, A::Supervise],
+            CaseState::Dispatched => &[A::Accept, A::Return, A::Void, A::Supervise],
+            CaseState::Accepted => &[A::Resolve, A::Return, A::OnSite, A::Supervise],
+            CaseState::Returned => &[A::Dispatch, A::Void, A::Supervise],
             CaseState::Resolved => &[A::Verify, A::Rework],
             CaseState::Verified => &[A::Close, A::Rework],
             CaseState::Closed => &[A::Reopen],
@@ -241,6 +305,8 @@ impl CaseAction {
             Self::Close => ActionKind::Close,
             Self::Void { .. } => ActionKind::Void,
             Self::Reopen { .. } => ActionKind::Reopen,
+            Self::OnSite { .. } => ActionKind::OnSite,
+            Self::Supervise { .. } => ActionKind::Supervise,
         }
     }
 }
@@ -284,6 +350,9 @@ impl std::error::Error for TransitionError {}
 /// One recorded transition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Transition {
+    /// What happened: an [`ActionKind`] name (`dispatch`, `accept`...), `register`,
+    /// `update` (the incident changed, state unchanged) or `self_recover`.
+    pub action: String,
     /// Who: a user name, a team, or `system`.
     pub actor: String,
     /// When.
@@ -337,6 +406,13 @@ pub struct Case {
     pub rework_count: u32,
     /// Times handed back.
     pub returned_count: u32,
+    /// Highest supervision (督办) level reached; only ever goes up.
+    pub supervision_level: u32,
+    /// An urgent accepted case's crew must report on site by then (cleared when it does, or
+    /// when the lateness has been escalated).
+    pub on_site_due_ms: Option<UnixMs>,
+    /// The crew reported on site (since the last acceptance) at.
+    pub on_site_ms: Option<UnixMs>,
     /// Every transition.
     pub history: Vec<Transition>,
 }
@@ -377,7 +453,11 @@ impl Case {
             clear_since_ms: None,
             rework_count: 0,
             returned_count: 0,
+            supervision_level: 0,
+            on_site_due_ms: None,
+            on_site_ms: None,
             history: vec![Transition {
+                action: "register".into(),
                 actor: actor.to_owned(),
                 at_ms: now,
                 from: None,
@@ -434,7 +514,10 @@ impl Case {
                 self.team = Some(team);
                 (CaseState::Dispatched, note)
             }
-            CaseAction::Accept => (CaseState::Accepted, String::new()),
+            CaseAction::Accept => {
+                self.on_site_ms = None;
+                (CaseState::Accepted, String::new())
+            }
             CaseAction::Return { reason } => {
                 if reason.trim().is_empty() {
                     return refuse("a reason is required");
@@ -470,8 +553,27 @@ impl Case {
                 self.condition_active = true;
                 (CaseState::Dispatched, note)
             }
+            CaseAction::OnSite { note } => {
+                if self.on_site_ms.is_some() {
+                    return refuse("the crew already reported on site since the case was accepted");
+                }
+                self.on_site_ms = Some(now);
+                self.on_site_due_ms = None;
+                (self.state, note)
+            }
+            CaseAction::Supervise { note } => {
+                if note.trim().is_empty() {
+                    return refuse("a note is required");
+                }
+                self.supervision_level = self.supervision_level.saturating_add(1);
+                (self.state, note)
+            }
         };
+        if to != CaseState::Accepted {
+            self.on_site_due_ms = None;
+        }
         let t = Transition {
+            action: kind.as_str().into(),
             actor: actor.to_owned(),
             at_ms: now,
             from: Some(self.state),
@@ -479,6 +581,82 @@ impl Case {
             note,
         };
         self.state = to;
+        self.updated_ms = now;
+        self.history.push(t.clone());
+        Ok(t)
+    }
+
+    /// Supervision as time passes (督办): an urgent accepted case whose crew is not on site by
+    /// its on-site time limit, or an overdue case whose next level's time has come, climbs one
+    /// level, recorded as a `supervise` entry by `system`. Each level is reached once: the level
+    /// only goes up, and one tick climbs at most one level.
+    pub fn supervise_tick(
+        &mut self,
+        plan: &super::SupervisionConfig,
+        now: UnixMs,
+    ) -> Option<Transition> {
+        use super::supervision::{duration_text, note};
+        let (n, spec) = plan.next(self.supervision_level)?;
+        let on_site_late = self.state == CaseState::Accepted
+            && self.on_site_ms.is_none()
+            && self.on_site_due_ms.is_some_and(|due| now > due);
+        let reason = if on_site_late {
+            format!(
+                "not on site within the on-site time limit of {} min",
+                plan.on_site_min(self.case_type)
+            )
+        } else if self.is_overdue(now) && plan.due_level(self.due_ms, now) >= n {
+            format!("overdue by {}", duration_text(now - self.due_ms))
+        } else {
+            return None;
+        };
+        let action = CaseAction::Supervise {
+            note: note(n, spec, &reason),
+        };
+        let t = self.apply(action, "system", now).ok()?;
+        // The lateness on site is escalated once per acceptance.
+        self.on_site_due_ms = None;
+        Some(t)
+    }
+
+    /// 二次派遣: send a case that was handed back, or sent back as rework, to another team.
+    /// Recorded as a `dispatch` whose note says it is the second dispatch and why.
+    pub fn second_dispatch(
+        &mut self,
+        team: String,
+        why: &str,
+        now: UnixMs,
+    ) -> Result<Transition, TransitionError> {
+        if !matches!(self.state, CaseState::Returned | CaseState::Dispatched) {
+            return Err(TransitionError {
+                state: self.state,
+                attempted: ActionKind::Dispatch,
+                problem: Some("a second dispatch is made when a case is returned or reworked"),
+            });
+        }
+        if team.trim().is_empty() {
+            return Err(TransitionError {
+                state: self.state,
+                attempted: ActionKind::Dispatch,
+                problem: Some("a team is required"),
+            });
+        }
+        let note = format!(
+            "{} (二次派遣) to {team}, from {}: {why}",
+            super::supervision::SECOND_DISPATCH,
+            self.team.as_deref().unwrap_or("no team")
+        );
+        let t = Transition {
+            action: ActionKind::Dispatch.as_str().into(),
+            actor: "system".into(),
+            at_ms: now,
+            from: Some(self.state),
+            to: CaseState::Dispatched,
+            note,
+        };
+        self.team = Some(team);
+        self.state = CaseState::Dispatched;
+        self.on_site_due_ms = None;
         self.updated_ms = now;
         self.history.push(t.clone());
         Ok(t)
@@ -587,6 +765,7 @@ impl Case {
         self.set_condition(true, now);
         self.updated_ms = now;
         let t = Transition {
+            action: "update".into(),
             actor: "system".into(),
             at_ms: now,
             from: Some(self.state),
@@ -615,6 +794,7 @@ impl Case {
         let note =
             "self-recovered: the sensor shows recovery before the case was accepted".to_owned();
         let t = Transition {
+            action: "self_recover".into(),
             actor: "system".into(),
             at_ms: now,
             from: Some(self.state),

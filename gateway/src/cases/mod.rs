@@ -10,6 +10,7 @@ mod config;
 mod incident;
 mod machine;
 pub mod service;
+pub mod supervision;
 
 pub use config::{CasesConfig, RoutingConfig};
 pub use incident::{Incident, Incidents};
@@ -17,6 +18,7 @@ pub use machine::{
     ActionKind, Case, CaseAction, CasePolicy, Router, Transition, TransitionError, case_type_for,
 };
 pub use service::{CaseService, Opened};
+pub use supervision::{Recipient, SupervisionConfig, SupervisionForm, SupervisionLevel};
 
 use crate::model::{CaseState, UnixMs};
 

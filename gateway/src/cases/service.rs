@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use streetgate_protocols::DeviceId;
 
-use super::{Case, CaseAction, CasePolicy, Router, Transition, TransitionError};
+use super::{
+    ActionKind, Case, CaseAction, CasePolicy, Router, SupervisionConfig, Transition,
+    TransitionError,
+};
 use crate::model::{CaseState, Subject, UnixMs};
 use crate::store::{CaseHistoryEntry, CaseInsert, CaseRecord, Store, StoreError, StoreResult};
 
@@ -53,21 +56,87 @@ pub struct CaseService {
     store: Arc<dyn Store>,
     policy: Arc<CasePolicy>,
     router: Arc<Router>,
+    supervision: Arc<SupervisionConfig>,
 }
 
 impl CaseService {
-    /// A service over `store`, with the time limits and routing table of the configuration.
-    pub fn new(store: Arc<dyn Store>, policy: Arc<CasePolicy>, router: Arc<Router>) -> Self {
+    /// A service over `store`, with the time limits, routing table and supervision levels of
+    /// the configuration.
+    pub fn new(
+        store: Arc<dyn Store>,
+        policy: Arc<CasePolicy>,
+        router: Arc<Router>,
+        supervision: Arc<SupervisionConfig>,
+    ) -> Self {
         Self {
             store,
             policy,
             router,
+            supervision,
         }
     }
 
     /// The time limits.
     pub fn policy(&self) -> &CasePolicy {
         &self.policy
+    }
+
+    /// The supervision levels and on-site time limits.
+    pub fn supervision(&self) -> &SupervisionConfig {
+        &self.supervision
+    }
+
+    /// What follows an action on `case` by itself: the second dispatch (二次派遣) of a case
+    /// returned, or reworked, as often as `[routing]` says, to its route's alternative team.
+    pub fn follow_up(&self, case: &mut Case, after: ActionKind, now: UnixMs) -> Option<Transition> {
+        let (team, why) = self.router.second_dispatch(case, after)?;
+        let t = case.second_dispatch(team, &why, now).ok()?;
+        tracing::info!(case = case.id, team = ?case.team, %why, "second dispatch");
+        Some(t)
+    }
+
+    /// The action a person asked for, as the machine applies it: a supervision by hand is
+    /// raised to the next configured level, its note naming the level, form and recipients.
+    fn prepare(&self, case: &Case, action: CaseAction) -> Result<CaseAction, TransitionError> {
+        let CaseAction::Supervise { note } = action else {
+            return Ok(action);
+        };
+        let refuse = |problem| TransitionError {
+            state: case.state,
+            attempted: ActionKind::Supervise,
+            problem: Some(problem),
+        };
+        if !ActionKind::allowed(case.state).contains(&ActionKind::Supervise) {
+            return Err(TransitionError {
+                state: case.state,
+                attempted: ActionKind::Supervise,
+                problem: None,
+            });
+        }
+        if note.trim().is_empty() {
+            return Err(refuse("a note is required"));
+        }
+        let (n, spec) = self
+            .supervision
+            .next(case.supervision_level)
+            .ok_or_else(|| refuse("the case is already at the highest supervision level"))?;
+        Ok(CaseAction::Supervise {
+            note: super::supervision::note(n, spec, note.trim()),
+        })
+    }
+
+    /// Store supervision the machine made on `case`, read as `read`; `false` when the case
+    /// changed meanwhile (the next tick looks again).
+    pub async fn save_from(
+        &self,
+        case: &Case,
+        read: &CaseRecord,
+        transitions: &[Transition],
+    ) -> StoreResult<bool> {
+        let entries: Vec<CaseHistoryEntry> = transitions.iter().map(to_entry).collect();
+        self.store
+            .update_case_from(&to_record(case), read, &entries)
+            .await
     }
 
     /// Register a case built with [`Case::register`] and dispatch it to the team the routing
@@ -79,6 +148,7 @@ impl CaseService {
             .first()
             .map(to_entry)
             .unwrap_or(CaseHistoryEntry {
+                action: "register".into(),
                 at_ms: now,
                 actor: SYSTEM.into(),
                 from: None,
@@ -143,12 +213,17 @@ impl CaseService {
                 .await?
                 .ok_or(ActError::NotFound(id))?;
             let mut case = from_record(&record).ok_or(ActError::Unreadable(id))?;
-            let transition = case.apply(action.clone(), actor, now)?;
-            let entry = to_entry(&transition);
+            let kind = action.kind();
+            let transition = case.apply(self.prepare(&case, action.clone())?, actor, now)?;
+            if kind == ActionKind::Accept && case.urgent {
+                case.on_site_due_ms = Some(self.supervision.on_site_due(case.case_type, now));
+            }
+            let mut entries = vec![to_entry(&transition)];
+            entries.extend(self.follow_up(&mut case, kind, now).as_ref().map(to_entry));
             let updated = to_record(&case);
             if self
                 .store
-                .update_case_from(&updated, &record, &[entry])
+                .update_case_from(&updated, &record, &entries)
                 .await?
             {
                 return Ok(updated);
@@ -188,6 +263,9 @@ pub fn from_record(r: &CaseRecord) -> Option<Case> {
         clear_since_ms: r.clear_since_ms,
         rework_count: r.rework_count,
         returned_count: r.returned_count,
+        supervision_level: r.supervision_level,
+        on_site_due_ms: r.on_site_due_ms,
+        on_site_ms: r.on_site_ms,
         history: Vec::new(),
     })
 }
@@ -214,12 +292,16 @@ pub fn to_record(c: &Case) -> CaseRecord {
         clear_since_ms: c.clear_since_ms,
         rework_count: c.rework_count,
         returned_count: c.returned_count,
+        supervision_level: c.supervision_level,
+        on_site_due_ms: c.on_site_due_ms,
+        on_site_ms: c.on_site_ms,
     }
 }
 
 /// A transition as a history entry.
 pub fn to_entry(t: &Transition) -> CaseHistoryEntry {
     CaseHistoryEntry {
+        action: t.action.clone(),
         at_ms: t.at_ms,
         actor: t.actor.clone(),
         from: t.from,

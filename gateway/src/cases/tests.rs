@@ -99,6 +99,12 @@ fn every_state_refuses_what_it_does_not_allow() {
         CaseAction::Reopen {
             note: String::new(),
         },
+        CaseAction::OnSite {
+            note: String::new(),
+        },
+        CaseAction::Supervise {
+            note: "late".into(),
+        },
     ];
     let paths: [&[CaseAction]; 8] = [
         &[],
@@ -625,7 +631,7 @@ proptest! {
                 let _ = match team {
                     0 => case.apply(CaseAction::Accept, "team", now),
                     1 => case.apply(CaseAction::Resolve { note: String::new() }, "team", now),
-                    _ => Ok(Transition { actor: String::new(), at_ms: 0, from: None, to: case.state, note: String::new() }),
+                    _ => Ok(Transition { action: String::new(), actor: String::new(), at_ms: 0, from: None, to: case.state, note: String::new() }),
                 };
                 case.on_tick(&p, now);
             }
@@ -705,4 +711,334 @@ fn a_case_type_escalates_and_never_de_escalates() {
             .is_none()
     );
     assert_eq!(c.history.len(), 3);
+}
+
+fn urgent_cover() -> Case {
+    Case::register(
+        CaseType::ManholeCover,
+        CaseSource::Sensor,
+        Subject::Device(id("MH-1")),
+        Some(Condition::Alarm(AlarmKind::CoverTilted)),
+        "g1".into(),
+        true,
+        vec![id("MH-1")],
+        "cover open".into(),
+        &CasePolicy::default(),
+        "sensor",
+        0,
+    )
+}
+
+#[test]
+fn on_site_once_per_acceptance_state_unchanged() {
+    let on_site = || CaseAction::OnSite {
+        note: "crew arrived".into(),
+    };
+    let mut c = case();
+    c.apply(dispatch(), "system", 1).unwrap();
+    // Not before the case is accepted.
+    let e = c.apply(on_site(), "li.wei", 2).unwrap_err();
+    assert!(e.to_string().contains("cannot on_site"), "{e}");
+    c.apply(CaseAction::Accept, "li.wei", 3).unwrap();
+    c.on_site_due_ms = Some(100);
+    let t = c.apply(on_site(), "li.wei", 4).unwrap();
+    assert_eq!(
+        (t.action.as_str(), t.from, t.to),
+        ("on_site", Some(CaseState::Accepted), CaseState::Accepted)
+    );
+    assert_eq!((c.on_site_ms, c.on_site_due_ms), (Some(4), None));
+    // Once per acceptance.
+    let e = c.apply(on_site(), "li.wei", 5).unwrap_err();
+    assert!(e.to_string().contains("already reported on site"), "{e}");
+    // Handed back, dispatched again and accepted again: a new acceptance, a new report.
+    c.apply(
+        CaseAction::Return {
+            reason: "needs a crane".into(),
+        },
+        "li.wei",
+        6,
+    )
+    .unwrap();
+    c.apply(dispatch(), "centre", 7).unwrap();
+    c.apply(CaseAction::Accept, "li.wei", 8).unwrap();
+    assert_eq!(c.on_site_ms, None);
+    c.apply(on_site(), "li.wei", 9).unwrap();
+}
+
+#[test]
+fn on_site_limits_by_type() {
+    let plan = SupervisionConfig::default();
+    assert_eq!(plan.on_site_min(CaseType::ManholeCover), 30);
+    assert_eq!(plan.on_site_min(CaseType::BinFire), 30);
+    assert_eq!(plan.on_site_min(CaseType::LampSafety), 30);
+    assert_eq!(plan.on_site_min(CaseType::BinOverflow), 60);
+    let mut changed = plan.clone();
+    changed.on_site_limits_min.insert(CaseType::BinOverflow, 45);
+    changed.on_site_limit_min = 90;
+    assert_eq!(changed.on_site_min(CaseType::BinOverflow), 45);
+    assert_eq!(changed.on_site_min(CaseType::ToiletOdour), 90);
+    assert_eq!(
+        changed.on_site_due(CaseType::BinOverflow, 1_000),
+        1_000 + 45 * 60_000
+    );
+}
+
+#[test]
+fn urgent_case_not_on_site_in_time_escalates_once() {
+    let plan = SupervisionConfig::default();
+    let clock = crate::clock::Clock::scaled(0, 0, 60.0);
+    let minute = |m: i64| clock.at_wall(m * 1000);
+    let mut c = urgent_cover();
+    c.apply(dispatch(), "system", minute(1)).unwrap();
+    c.apply(CaseAction::Accept, "li.wei", minute(2)).unwrap();
+    c.on_site_due_ms = Some(plan.on_site_due(c.case_type, minute(2)));
+    // Within the 30 minutes: nothing.
+    assert_eq!(c.supervise_tick(&plan, minute(32)), None);
+    let t = c.supervise_tick(&plan, minute(33)).expect("escalated");
+    assert_eq!(
+        (t.action.as_str(), t.actor.as_str(), t.from, t.to),
+        (
+            "supervise",
+            "system",
+            Some(CaseState::Accepted),
+            CaseState::Accepted
+        )
+    );
+    assert_eq!(
+        t.note,
+        "level 1 (phone; told team): not on site within the on-site time limit of 30 min"
+    );
+    assert_eq!((c.supervision_level, c.on_site_due_ms), (1, None));
+    // Not again for the same lateness, nor at the deadline (level 1 is reached already).
+    assert_eq!(c.supervise_tick(&plan, minute(34)), None);
+    assert_eq!(c.supervise_tick(&plan, minute(61)), None);
+    // Level 2 comes two hours after the deadline (60 min for urgent cases).
+    assert_eq!(c.supervise_tick(&plan, minute(180)), None);
+    let t = c.supervise_tick(&plan, minute(181)).expect("level 2");
+    assert!(
+        t.note
+            .starts_with("level 2 (written; told team, supervisor): overdue by 2 h 01 min"),
+        "{}",
+        t.note
+    );
+}
+
+#[test]
+fn overdue_case_climbs_each_level_once() {
+    let plan = SupervisionConfig::default();
+    let mut c = case();
+    c.apply(dispatch(), "system", 1).unwrap();
+    let due = c.due_ms;
+    assert_eq!(plan.due_level(due, due), 0);
+    assert_eq!(plan.due_level(due, due + 1), 1);
+    assert_eq!(plan.due_level(due, due + 120 * 60_000 + 1), 2);
+    assert_eq!(plan.due_level(due, due + 48 * 3_600_000), 3);
+    let mut levels = Vec::new();
+    // A tick every 10 minutes for two days.
+    for step in 0..(2 * 24 * 6) {
+        let now = due - 3_600_000 + step * 600_000;
+        if let Some(t) = c.supervise_tick(&plan, now) {
+            let n = supervision::parse_note(&t.note).unwrap();
+            levels.push((n.level, n.form, n.recipients.len()));
+        }
+    }
+    use SupervisionForm as F;
+    assert_eq!(
+        levels,
+        [(1, F::Phone, 1), (2, F::Written, 2), (3, F::OnSite, 3)]
+    );
+    assert_eq!(c.supervision_level, 3);
+    // A gateway that was stopped for days climbs one level per tick, never skipping one.
+    let mut late = case();
+    late.apply(dispatch(), "system", 1).unwrap();
+    let far = late.due_ms + 7 * 24 * 3_600_000;
+    let notes: Vec<u32> = (0..5)
+        .filter_map(|i| late.supervise_tick(&plan, far + i))
+        .map(|t| supervision::parse_note(&t.note).unwrap().level)
+        .collect();
+    assert_eq!(notes, [1, 2, 3]);
+    // Resolved cases are not supervised (the deadline ends with the team's feedback).
+    let mut resolved = case();
+    resolved.apply(dispatch(), "system", 1).unwrap();
+    resolved.apply(CaseAction::Accept, "t", 2).unwrap();
+    resolved
+        .apply(
+            CaseAction::Resolve {
+                note: String::new(),
+            },
+            "t",
+            3,
+        )
+        .unwrap();
+    assert_eq!(resolved.supervise_tick(&plan, far), None);
+    // Without levels, nothing.
+    let none = SupervisionConfig {
+        levels: Vec::new(),
+        ..SupervisionConfig::default()
+    };
+    assert_eq!(case().supervise_tick(&none, far), None);
+}
+
+#[test]
+fn supervision_notes_read_back_and_config_is_checked() {
+    let plan = SupervisionConfig::default();
+    let n = supervision::note(3, plan.level(3).unwrap(), "overdue by 1 day: call them");
+    assert_eq!(
+        n,
+        "level 3 (on_site; told team, supervisor, centre): overdue by 1 day: call them"
+    );
+    let back = supervision::parse_note(&n).unwrap();
+    assert_eq!(
+        (back.level, back.form, back.reason.as_str()),
+        (3, SupervisionForm::OnSite, "overdue by 1 day: call them")
+    );
+    assert_eq!(
+        back.recipients,
+        [Recipient::Team, Recipient::Supervisor, Recipient::Centre]
+    );
+    assert!(supervision::parse_note("escalated: now urgent").is_none());
+    assert!(plan.validate().is_ok());
+    let mut bad = plan.clone();
+    bad.levels[1].after_due_min = 0;
+    assert_eq!(
+        bad.validate().unwrap_err().key,
+        "supervision.levels[1].after_due_min"
+    );
+    let mut bad = plan.clone();
+    bad.levels[0].recipients.clear();
+    assert_eq!(
+        bad.validate().unwrap_err().key,
+        "supervision.levels[0].recipients"
+    );
+    let mut bad = plan.clone();
+    bad.on_site_limits_min.insert(CaseType::BinFire, 0);
+    assert_eq!(
+        bad.validate().unwrap_err().key,
+        "supervision.on_site_limits_min.bin_fire"
+    );
+    let bad = SupervisionConfig {
+        on_site_limit_min: -5,
+        ..plan
+    };
+    assert_eq!(
+        bad.validate().unwrap_err().key,
+        "supervision.on_site_limit_min"
+    );
+}
+
+#[test]
+fn supervise_by_hand_needs_a_note_and_an_open_unresolved_case() {
+    let mut c = case();
+    c.apply(dispatch(), "system", 1).unwrap();
+    let e = c
+        .apply(CaseAction::Supervise { note: " ".into() }, "centre", 2)
+        .unwrap_err();
+    assert_eq!(e.to_string(), "supervise: a note is required");
+    c.apply(
+        CaseAction::Supervise {
+            note: "call the foreman".into(),
+        },
+        "centre",
+        3,
+    )
+    .unwrap();
+    assert_eq!((c.supervision_level, c.state), (1, CaseState::Dispatched));
+    c.apply(
+        CaseAction::Void {
+            reason: "dup".into(),
+        },
+        "centre",
+        4,
+    )
+    .unwrap();
+    assert!(
+        c.apply(
+            CaseAction::Supervise {
+                note: "again".into()
+            },
+            "centre",
+            5
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn second_dispatch_after_two_returns_or_two_reworks() {
+    let mut router = Router::default_teams();
+    router.alternatives.insert(
+        "*".into(),
+        [(CaseType::ManholeCover, "municipal-b".to_owned())].into(),
+    );
+    let back = |c: &mut Case, at| {
+        c.apply(
+            CaseAction::Return {
+                reason: "not ours".into(),
+            },
+            "li.wei",
+            at,
+        )
+        .unwrap();
+    };
+    let mut c = case();
+    c.apply(dispatch(), "system", 1).unwrap();
+    back(&mut c, 2);
+    assert_eq!(router.second_dispatch(&c, ActionKind::Return), None);
+    c.apply(dispatch(), "centre", 3).unwrap();
+    back(&mut c, 4);
+    let (team, why) = router.second_dispatch(&c, ActionKind::Return).unwrap();
+    assert_eq!(
+        (team.as_str(), why.as_str()),
+        ("municipal-b", "returned 2 times")
+    );
+    let t = c.second_dispatch(team, &why, 5).unwrap();
+    assert_eq!(
+        (t.action.as_str(), t.from, t.to),
+        ("dispatch", Some(CaseState::Returned), CaseState::Dispatched)
+    );
+    assert_eq!(
+        t.note,
+        "second dispatch (二次派遣) to municipal-b, from municipal: returned 2 times"
+    );
+    assert_eq!(c.team.as_deref(), Some("municipal-b"));
+    // Already with the alternative team: no second dispatch to itself.
+    assert_eq!(router.second_dispatch(&c, ActionKind::Return), None);
+
+    // Rework twice.
+    let mut c = case();
+    c.apply(dispatch(), "system", 1).unwrap();
+    for round in 0..2 {
+        c.apply(CaseAction::Accept, "t", 10 + round).unwrap();
+        c.apply(
+            CaseAction::Resolve {
+                note: String::new(),
+            },
+            "t",
+            20 + round,
+        )
+        .unwrap();
+        c.apply(
+            CaseAction::Rework {
+                note: "still tilted".into(),
+            },
+            "system",
+            30 + round,
+        )
+        .unwrap();
+    }
+    let (team, why) = router.second_dispatch(&c, ActionKind::Rework).unwrap();
+    assert_eq!(why, "failed verification 2 times (rework)");
+    let t = c.second_dispatch(team, &why, 40).unwrap();
+    assert_eq!(
+        (t.from, t.to),
+        (Some(CaseState::Dispatched), CaseState::Dispatched)
+    );
+    // No alternative configured: nothing.
+    let plain = Router::default_teams();
+    assert_eq!(plain.second_dispatch(&c, ActionKind::Rework), None);
+    // A second dispatch is not made from other states.
+    let mut accepted = case();
+    accepted.apply(dispatch(), "system", 1).unwrap();
+    accepted.apply(CaseAction::Accept, "t", 2).unwrap();
+    assert!(accepted.second_dispatch("x".into(), "why", 3).is_err());
 }

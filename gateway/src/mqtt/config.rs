@@ -20,6 +20,12 @@ pub struct MqttConfig {
     /// Password.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
+    /// User name of the publisher's connection (alerts, commands; same password); unset:
+    /// `username`. A broker that makes the user name the client id (Mosquitto's
+    /// `use_username_as_clientid`, as in deploy/mosquitto) needs a user of its own for it,
+    /// e.g. `streetgate-pub`, or the gateway's two connections would take each other over.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publisher_username: Option<String>,
     /// Shared-subscription group: subscribe to `$share/<group>/streetgate/v1/+/...`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shared_group: Option<String>,
@@ -45,6 +51,7 @@ impl Default for MqttConfig {
             client_id: "streetgate-gateway".to_owned(),
             username: None,
             password: None,
+            publisher_username: None,
             shared_group: None,
             keep_alive_s: 30,
             reconnect_min_ms: 500,

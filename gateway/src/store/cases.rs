@@ -48,11 +48,22 @@ pub struct CaseRecord {
     pub rework_count: u32,
     /// Times the team handed it back (退单).
     pub returned_count: u32,
+    /// Highest supervision (督办) level reached (0: none); never goes down.
+    #[serde(default)]
+    pub supervision_level: u32,
+    /// The crew of an urgent accepted case must report on site by then.
+    #[serde(default)]
+    pub on_site_due_ms: Option<UnixMs>,
+    /// The crew reported on site (since the last acceptance) at.
+    #[serde(default)]
+    pub on_site_ms: Option<UnixMs>,
 }
 
 /// One recorded transition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaseHistoryEntry {
+    /// What happened (see [`Transition::action`](crate::cases::Transition::action)).
+    pub action: String,
     /// When.
     pub at_ms: UnixMs,
     /// Who (`system`, `sensor`, a user name).
@@ -87,9 +98,15 @@ pub struct CaseFilter {
     pub grid: Option<String>,
     /// Team.
     pub team: Option<String>,
+    /// Urgent (`true`) or not.
+    pub urgent: Option<bool>,
     /// Overdue at this time: past `due_ms` and not yet resolved (registered, dispatched,
     /// accepted or returned).
     pub overdue_at: Option<UnixMs>,
+    /// Below this supervision level (cases that can still climb).
+    pub supervision_below: Option<u32>,
+    /// Accepted, urgent, and not reported on site by their on-site time limit at this time.
+    pub on_site_late_at: Option<UnixMs>,
     /// Page size.
     pub limit: u32,
     /// Rows skipped.
@@ -139,7 +156,10 @@ pub trait CaseStore: Send + Sync {
     /// [`CaseStore::update_case`] for a transition someone made on the case as `read`: refused
     /// as well when the sensor's fields (`condition_active`, `clear_since_ms`) changed since, so
     /// a team's transition never writes back a sensor state the gateway has moved on from (a
-    /// recovery lost that way fails verification: rework nobody earned).
+    /// recovery lost that way fails verification: rework nobody earned), and when its
+    /// supervision (`supervision_level`, `on_site_ms`) changed since, so an escalation and an
+    /// on-site report made meanwhile are kept. Either update refuses to lower
+    /// `supervision_level`.
     async fn update_case_from(
         &self,
         case: &CaseRecord,
@@ -170,4 +190,7 @@ pub trait CaseStore: Send + Sync {
     async fn case_history(&self, id: i64) -> StoreResult<Vec<CaseHistoryEntry>>;
     /// Case events after `after_id`, oldest first, at most `limit`.
     async fn case_events_after(&self, after_id: i64, limit: u32) -> StoreResult<Vec<CaseEvent>>;
+    /// The newest case event's id (0 when there is none): where a live stream that wants only
+    /// what happens from now on starts.
+    async fn last_case_event_id(&self) -> StoreResult<i64>;
 }

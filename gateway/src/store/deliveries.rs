@@ -49,7 +49,21 @@ pub trait DeliveryStore: Send + Sync {
     /// newest event: a new webhook is not flooded with the past.
     async fn alert_cursor(&self, sink: &str) -> StoreResult<i64>;
     /// Record a delivery and move the sink's cursor to its event, in one transaction.
-    async fn record_delivery(&self, delivery: &DeliveryRecord) -> StoreResult<()>;
+    async fn record_delivery(&self, delivery: &DeliveryRecord) -> StoreResult<()> {
+        self.record_delivery_at(delivery, delivery.event_id).await
+    }
+    /// Record a delivery and move the sink's cursor to `cursor` (never back), in one
+    /// transaction. A sink holding earlier events (quiet hours) keeps its cursor before the
+    /// first one it holds while it delivers later, urgent ones.
+    async fn record_delivery_at(&self, delivery: &DeliveryRecord, cursor: i64) -> StoreResult<()>;
+    /// Move a sink's cursor to `cursor` (never back) without a delivery: the events up to it
+    /// were not for this sink (its filters), or are recorded already.
+    async fn set_alert_cursor(&self, sink: &str, cursor: i64) -> StoreResult<()>;
+    /// The events after `after` that a sink has a delivery record of: done, although its cursor
+    /// is still before them (it held an earlier event).
+    async fn recorded_events_after(&self, sink: &str, after: i64) -> StoreResult<Vec<i64>>;
+    /// Whether a sink has a delivery record of an event.
+    async fn delivery_recorded(&self, sink: &str, event_id: i64) -> StoreResult<bool>;
     /// Delivery records, newest first, optionally of one sink and/or status.
     async fn list_deliveries(
         &self,

@@ -34,6 +34,15 @@ pub trait DeviceStore: Send + Sync {
     async fn upsert_devices(&self, devices: &[Device], now_ms: UnixMs) -> StoreResult<()>;
     /// Delete a device and its readings; `false` if it did not exist.
     async fn delete_device(&self, id: &str) -> StoreResult<bool>;
+    /// Store devices' MQTT credentials, `(device id, hex SHA-256 of the secret)`, replacing
+    /// earlier ones; ids not in the inventory are skipped. Returns how many were stored.
+    async fn set_device_credentials(
+        &self,
+        credentials: &[(String, String)],
+        now_ms: UnixMs,
+    ) -> StoreResult<u64>;
+    /// Every device's credential hash, `(device id, hex SHA-256)`, by id.
+    async fn device_credentials(&self) -> StoreResult<Vec<(String, String)>>;
     /// Number of devices.
     async fn count_devices(&self) -> StoreResult<u64>;
 

@@ -10,6 +10,8 @@
 //! | [`RuleStateStore`] | the rule engine's snapshot |
 //! | [`LeaseStore`] | the active gateway's lease (`[ha]`) |
 //! | [`UserStore`] | users, sign-in sessions, API tokens, the audit log |
+//! | [`PhotoStore`] | photos attached to cases |
+//! | [`EvaluationStore`] | a period's cases and history, lighting per segment and night, reports written |
 //!
 //! [`Store`] is all of them. [`sql::SqlStore`] implements them once, in SQL both databases
 //! accept, for SQLite ([`SqliteStore`], the embedded default: one file in WAL mode) and
@@ -20,7 +22,9 @@ pub mod commands;
 pub mod config;
 pub mod deliveries;
 pub mod devices;
+pub mod evaluation;
 pub mod lease;
+pub mod photos;
 pub mod readings;
 pub mod rule_state;
 pub mod sql;
@@ -35,7 +39,9 @@ pub use commands::{CommandRecord, CommandState, CommandStore};
 pub use config::{StoreBackend, StoreConfig};
 pub use deliveries::{DeliveryRecord, DeliveryStatus, DeliveryStore};
 pub use devices::{DeviceStore, UnregisteredDevice};
+pub use evaluation::{EvaluationStore, LightingDay, PeriodCases, ReportRecord};
 pub use lease::{LeaseHeld, LeaseState, LeaseStore};
+pub use photos::{PhotoRecord, PhotoStore};
 pub use readings::{
     ReadingRecord, ReadingStore, SeqSummary, StoredReading, UnregisteredSighting, WriteBatch,
     reading_json, reading_type,
@@ -118,6 +124,8 @@ pub trait Store:
     + RuleStateStore
     + LeaseStore
     + UserStore
+    + PhotoStore
+    + EvaluationStore
     + std::fmt::Debug
     + 'static
 {

@@ -144,8 +144,22 @@ pub trait ReadingStore: Send + Sync {
     /// Latest reading of each type for a device, newest first.
     async fn latest_readings(&self, device_id: &str) -> StoreResult<Vec<StoredReading>>;
     /// Recent readings of a device, newest first.
-    async fn reading_history(&self, device_id: &str, limit: u32)
-    -> StoreResult<Vec<StoredReading>>;
+    async fn reading_history(
+        &self,
+        device_id: &str,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredReading>> {
+        self.reading_history_between(device_id, UnixMs::MIN, UnixMs::MAX, limit)
+            .await
+    }
+    /// Readings of a device received from `from_ms` to `to_ms` (both included), newest first.
+    async fn reading_history_between(
+        &self,
+        device_id: &str,
+        from_ms: UnixMs,
+        to_ms: UnixMs,
+        limit: u32,
+    ) -> StoreResult<Vec<StoredReading>>;
     /// Every device's committed sequence state (to seed the trackers at start).
     async fn seq_states(&self) -> StoreResult<HashMap<DeviceId, SeqState>>;
     /// One device's committed sequence state.

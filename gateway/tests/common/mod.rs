@@ -12,6 +12,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 use streetgate_gateway::app::{self, Running};
 use streetgate_gateway::auth::{self, Role};
+use streetgate_gateway::broker::AuthMode;
 use streetgate_gateway::config::Config;
 use tempfile::TempDir;
 
@@ -67,6 +68,9 @@ impl Gateway {
         let mut config = Config::default();
         config.http.listen = "127.0.0.1:0".parse().expect("addr");
         config.broker.listen = "127.0.0.1:0".parse().expect("addr");
+        // The tests' MQTT clients publish for several devices each (`publish`): device
+        // authentication has its own tests (device_auth.rs), which keep the default.
+        config.broker.auth = AuthMode::Open;
         config.store.path = dir.path().join("data/streetgate.db");
         config.mqtt.reconnect_min_ms = 50;
         config.mqtt.reconnect_max_ms = 1000;

@@ -26,18 +26,26 @@ impl Mosquitto {
     }
 }
 
-/// The deploy config with the listener on `port`, persistence and log in `dir`, and anonymous
-/// access (the deploy file asks for a password file).
-fn test_config(deploy: &str, dir: &Path, port: u16) -> String {
+/// Password file and ACL of a Mosquitto that authenticates its clients.
+pub struct MosquittoAuth<'a> {
+    pub password_file: &'a Path,
+    pub acl_file: &'a Path,
+}
+
+/// The deploy config with the listener on `port`, persistence and log in `dir`, and either
+/// anonymous access or the given password file and ACL.
+fn test_config(deploy: &str, dir: &Path, port: u16, auth: Option<&MosquittoAuth>) -> String {
     let mut out = String::new();
     for line in deploy.lines() {
         let key = line.split_whitespace().next().unwrap_or("");
-        let line = match key {
-            "listener" => format!("listener {port} 127.0.0.1"),
-            "persistence_location" => format!("persistence_location {}/", dir.display()),
-            "log_dest" => format!("log_dest file {}", dir.join("mosquitto.log").display()),
-            "allow_anonymous" => "allow_anonymous true".to_owned(),
-            "password_file" => continue,
+        let line = match (key, auth) {
+            ("listener", _) => format!("listener {port} 127.0.0.1"),
+            ("persistence_location", _) => format!("persistence_location {}/", dir.display()),
+            ("log_dest", _) => format!("log_dest file {}", dir.join("mosquitto.log").display()),
+            ("allow_anonymous", None) => "allow_anonymous true".to_owned(),
+            ("password_file" | "acl_file" | "use_username_as_clientid", None) => continue,
+            ("password_file", Some(a)) => format!("password_file {}", a.password_file.display()),
+            ("acl_file", Some(a)) => format!("acl_file {}", a.acl_file.display()),
             _ => line.to_owned(),
         };
         out.push_str(&line);
@@ -46,8 +54,15 @@ fn test_config(deploy: &str, dir: &Path, port: u16) -> String {
     out
 }
 
-/// Mosquitto started from `bin` with the deploy configuration, data and log in `dir`.
+/// Mosquitto started from `bin` with the deploy configuration, data and log in `dir`, anonymous
+/// access.
 pub fn start_mosquitto(bin: &str, dir: &Path) -> Mosquitto {
+    start_mosquitto_with(bin, dir, None)
+}
+
+/// Mosquitto started from `bin` with the deploy configuration, data and log in `dir`, and
+/// `auth`'s password file and ACL (or anonymous access).
+pub fn start_mosquitto_with(bin: &str, dir: &Path, auth: Option<&MosquittoAuth>) -> Mosquitto {
     let deploy = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/mosquitto/streetgate.conf"),
     )
@@ -58,6 +73,8 @@ pub fn start_mosquitto(bin: &str, dir: &Path) -> Mosquitto {
         "max_inflight_messages",
         "queue_qos0_messages false",
         "persistent_client_expiration",
+        "acl_file",
+        "use_username_as_clientid true",
     ] {
         assert!(
             deploy.lines().any(|l| l.starts_with(key)),
@@ -73,7 +90,7 @@ pub fn start_mosquitto(bin: &str, dir: &Path) -> Mosquitto {
     }
     let port = free_port();
     let conf = dir.join("mosquitto.conf");
-    std::fs::write(&conf, test_config(&deploy, dir, port)).expect("write the config");
+    std::fs::write(&conf, test_config(&deploy, dir, port, auth)).expect("write the config");
     let child = Command::new(bin)
         .arg("-c")
         .arg(&conf)

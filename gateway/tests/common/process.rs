@@ -25,6 +25,8 @@ impl Process {
             .current_dir(dir)
             .env("STREETGATE_HTTP_LISTEN", format!("127.0.0.1:{http}"))
             .env("STREETGATE_BROKER_LISTEN", format!("127.0.0.1:{broker}"))
+            // The tests' publishers send for several devices each.
+            .env("STREETGATE_BROKER_AUTH", "open")
             .env("STREETGATE_STORE_PATH", dir.join("data/streetgate.db"))
             .env("STREETGATE_INVENTORY_IMPORT_CSV", dir.join("inventory.csv"))
             .env("RUST_LOG", "warn")

@@ -18,6 +18,8 @@ pub struct Gateway {
     pub base: String,
     pub client: reqwest::Client,
     pub stats: Arc<LinkStats>,
+    /// Each MQTT device's secret, from the inventory import.
+    pub credentials: std::collections::HashMap<String, String>,
     _dir: tempfile::TempDir,
 }
 
@@ -51,10 +53,24 @@ impl Gateway {
             .await
             .unwrap();
         assert_eq!(r.status().as_u16(), 200, "inventory import");
+        // The import issued every MQTT device its secret, shown in this answer only.
+        let imported: Value = r.json().await.unwrap();
+        let credentials = imported["credentials"]
+            .as_array()
+            .expect("credentials issued")
+            .iter()
+            .map(|c| {
+                (
+                    c["id"].as_str().unwrap().to_owned(),
+                    c["password"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
         Self {
             running,
             base,
             client,
+            credentials,
             stats: Arc::default(),
             _dir: dir,
         }
@@ -68,6 +84,9 @@ impl Gateway {
             &broker.ip().to_string(),
             broker.port(),
             node.node(),
+            self.credentials
+                .get(node.node().id().as_str())
+                .map(String::as_str),
             self.stats.clone(),
         );
         (node, link)

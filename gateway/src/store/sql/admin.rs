@@ -113,6 +113,7 @@ enum ColumnType {
     Float,
     Bool,
     Text,
+    Bytes,
 }
 
 /// One value read from SQLite.
@@ -122,6 +123,7 @@ enum Value {
     Float(Option<f64>),
     Bool(Option<bool>),
     Text(Option<String>),
+    Bytes(Option<Vec<u8>>),
 }
 
 /// Rows per INSERT during the copy (PostgreSQL allows 65,535 parameters a statement).
@@ -178,6 +180,7 @@ pub async fn copy_sqlite_to_postgres(from: &SqliteStore, to: &PgStore) -> StoreR
                     "double precision" | "real" => ColumnType::Float,
                     "boolean" => ColumnType::Bool,
                     "text" | "character varying" => ColumnType::Text,
+                    "bytea" => ColumnType::Bytes,
                     other => {
                         return Err(corrupt(
                             "copy",
@@ -202,6 +205,7 @@ pub async fn copy_sqlite_to_postgres(from: &SqliteStore, to: &PgStore) -> StoreR
                     ColumnType::Float => Value::Float(row.try_get(i)?),
                     ColumnType::Bool => Value::Bool(row.try_get(i)?),
                     ColumnType::Text => Value::Text(row.try_get(i)?),
+                    ColumnType::Bytes => Value::Bytes(row.try_get(i)?),
                 });
             }
             pending.push(values);
@@ -248,6 +252,7 @@ async fn insert_rows(
                 Value::Float(v) => b.push_bind(*v),
                 Value::Bool(v) => b.push_bind(*v),
                 Value::Text(v) => b.push_bind(v.clone()),
+                Value::Bytes(v) => b.push_bind(v.clone()),
             };
         }
     });

@@ -14,7 +14,7 @@ use crate::store::{
     UNRESOLVED_STATES,
 };
 
-fn case_from_row<R: Row>(row: &R) -> StoreResult<CaseRecord>
+pub(super) fn case_from_row<R: Row>(row: &R) -> StoreResult<CaseRecord>
 where
     for<'a> &'a str: ColumnIndex<R>,
     for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
@@ -30,6 +30,7 @@ where
     let devices: String = row.try_get("devices")?;
     let rework: i64 = row.try_get("rework_count")?;
     let returned: i64 = row.try_get("returned_count")?;
+    let level: i64 = row.try_get("supervision_level")?;
     Ok(CaseRecord {
         id,
         case_type: text_enum(&case_type).map_err(|e| bad("case_type", &e))?,
@@ -50,10 +51,13 @@ where
         clear_since_ms: row.try_get("clear_since_ms")?,
         rework_count: u32::try_from(rework).map_err(|e| bad("rework_count", &e))?,
         returned_count: u32::try_from(returned).map_err(|e| bad("returned_count", &e))?,
+        supervision_level: u32::try_from(level).map_err(|e| bad("supervision_level", &e))?,
+        on_site_due_ms: row.try_get("on_site_due_ms")?,
+        on_site_ms: row.try_get("on_site_ms")?,
     })
 }
 
-fn history_from_row<R: Row>(r: &R) -> StoreResult<CaseHistoryEntry>
+pub(super) fn history_from_row<R: Row>(r: &R) -> StoreResult<CaseHistoryEntry>
 where
     for<'a> &'a str: ColumnIndex<R>,
     for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
@@ -62,6 +66,7 @@ where
     let from: Option<String> = r.try_get("from_state")?;
     let to: String = r.try_get("to_state")?;
     Ok(CaseHistoryEntry {
+        action: r.try_get("action")?,
         at_ms: r.try_get("at_ms")?,
         actor: r.try_get("actor")?,
         from: from
@@ -105,6 +110,22 @@ where
     if let Some(t) = &f.team {
         q.push(" AND team = ").push_bind(t.clone());
     }
+    if let Some(level) = f.supervision_below {
+        q.push(" AND supervision_level < ")
+            .push_bind(i64::from(level));
+    }
+    if let Some(now) = f.on_site_late_at {
+        q.push(" AND state = 'accepted' AND on_site_ms IS NULL AND on_site_due_ms IS NOT NULL")
+            .push(" AND on_site_due_ms < ")
+            .push_bind(now);
+    }
+    if let Some(urgent) = f.urgent {
+        q.push(if urgent {
+            " AND urgent = TRUE"
+        } else {
+            " AND urgent = FALSE"
+        });
+    }
     if let Some(now) = f.overdue_at {
         q.push(" AND due_ms IS NOT NULL AND due_ms < ")
             .push_bind(now);
@@ -134,10 +155,11 @@ where
         e: &CaseHistoryEntry,
     ) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO case_history (case_id, at_ms, actor, from_state, to_state, note)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO case_history (case_id, action, at_ms, actor, from_state, to_state, note)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(case_id)
+        .bind(e.action.as_str())
         .bind(e.at_ms)
         .bind(e.actor.as_str())
         .bind(e.from.map(state_text))
@@ -148,13 +170,16 @@ where
         Ok(())
     }
 
-    /// Store a changed case if it is still in `expected_state` and, when `sensor` is given,
-    /// its (`condition_active`, `clear_since_ms`) are still those.
+    /// Store a changed case if it is still in `expected_state`, its supervision level is not
+    /// above the new one, and, when `read` is given, its sensor fields (`condition_active`,
+    /// `clear_since_ms`) and supervision (`supervision_level`, `on_site_ms`) are still those.
+    /// Without `read` (the automation's own updates) an on-site report stored meanwhile is kept
+    /// while the state stays the same.
     async fn update_case_guarded(
         &self,
         case: &CaseRecord,
         expected_state: CaseState,
-        sensor: Option<(bool, Option<UnixMs>)>,
+        read: Option<&CaseRecord>,
         entries: &[CaseHistoryEntry],
     ) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await?;
@@ -163,9 +188,12 @@ where
             "UPDATE cases SET case_type = $1, team = $2, state = $3, urgent = $4, devices = $5,
                  detail = $6, due_ms = $7, updated_ms = $8, closed_ms = $9,
                  condition_active = $10, clear_since_ms = $11, rework_count = $12,
-                 returned_count = $13
-             WHERE id = $14 AND state = $15
-               AND ($16 OR (condition_active = $17 AND clear_since_ms IS NOT DISTINCT FROM $18))",
+                 returned_count = $13, supervision_level = $19, on_site_due_ms = $20,
+                 on_site_ms = CASE WHEN $16 AND $3 = $15 THEN COALESCE(on_site_ms, $21)
+                     ELSE $21 END
+             WHERE id = $14 AND state = $15 AND supervision_level <= $19
+               AND ($16 OR (condition_active = $17 AND clear_since_ms IS NOT DISTINCT FROM $18
+                   AND supervision_level = $22 AND on_site_ms IS NOT DISTINCT FROM $23))",
         )
         .bind(enum_text(&case.case_type))
         .bind(case.team.clone())
@@ -182,9 +210,14 @@ where
         .bind(i64::from(case.returned_count))
         .bind(case.id)
         .bind(state_text(expected_state))
-        .bind(sensor.is_none())
-        .bind(sensor.is_some_and(|(active, _)| active))
-        .bind(sensor.and_then(|(_, clear)| clear))
+        .bind(read.is_none())
+        .bind(read.is_some_and(|r| r.condition_active))
+        .bind(read.and_then(|r| r.clear_since_ms))
+        .bind(i64::from(case.supervision_level))
+        .bind(case.on_site_due_ms)
+        .bind(case.on_site_ms)
+        .bind(read.map_or(0, |r| i64::from(r.supervision_level)))
+        .bind(read.and_then(|r| r.on_site_ms))
         .execute(&mut *tx)
         .await?;
         if DB::rows_affected(&updated) == 0 {
@@ -231,9 +264,10 @@ where
         let inserted: Result<i64, sqlx::Error> = sqlx::query_scalar(
             "INSERT INTO cases (case_type, source, subject_key, condition_key, grid, team, state,
                  urgent, devices, detail, opened_ms, due_ms, updated_ms, closed_ms,
-                 condition_active, clear_since_ms, rework_count, returned_count)
+                 condition_active, clear_since_ms, rework_count, returned_count,
+                 supervision_level, on_site_due_ms, on_site_ms)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                 $18)
+                 $18, $19, $20, $21)
              RETURNING id",
         )
         .bind(enum_text(&case.case_type))
@@ -254,6 +288,9 @@ where
         .bind(case.clear_since_ms)
         .bind(i64::from(case.rework_count))
         .bind(i64::from(case.returned_count))
+        .bind(i64::from(case.supervision_level))
+        .bind(case.on_site_due_ms)
+        .bind(case.on_site_ms)
         .fetch_one(&mut *tx)
         .await;
         match inserted {
@@ -292,13 +329,8 @@ where
         read: &CaseRecord,
         entries: &[CaseHistoryEntry],
     ) -> StoreResult<bool> {
-        self.update_case_guarded(
-            case,
-            read.state,
-            Some((read.condition_active, read.clear_since_ms)),
-            entries,
-        )
-        .await
+        self.update_case_guarded(case, read.state, Some(read), entries)
+            .await
     }
 
     async fn get_case(&self, id: i64) -> StoreResult<Option<CaseRecord>> {
@@ -375,7 +407,7 @@ where
 
     async fn case_history(&self, id: i64) -> StoreResult<Vec<CaseHistoryEntry>> {
         let rows = sqlx::query(
-            "SELECT at_ms, actor, from_state, to_state, note FROM case_history
+            "SELECT action, at_ms, actor, from_state, to_state, note FROM case_history
              WHERE case_id = $1 ORDER BY id",
         )
         .bind(id)
@@ -386,7 +418,7 @@ where
 
     async fn case_events_after(&self, after_id: i64, limit: u32) -> StoreResult<Vec<CaseEvent>> {
         let rows = sqlx::query(
-            "SELECT h.id AS event_id, h.at_ms, h.actor, h.from_state, h.to_state, h.note, c.*
+            "SELECT h.id AS event_id, h.action, h.at_ms, h.actor, h.from_state, h.to_state, h.note, c.*
              FROM case_history h JOIN cases c ON c.id = h.case_id
              WHERE h.id > $1 ORDER BY h.id LIMIT $2",
         )
@@ -403,5 +435,12 @@ where
                 })
             })
             .collect()
+    }
+
+    async fn last_case_event_id(&self) -> StoreResult<i64> {
+        let (id,): (Option<i64>,) = sqlx::query_as("SELECT MAX(id) FROM case_history")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(id.unwrap_or(0))
     }
 }

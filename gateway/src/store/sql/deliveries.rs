@@ -35,7 +35,7 @@ where
         Ok(cursor)
     }
 
-    async fn record_delivery(&self, d: &DeliveryRecord) -> StoreResult<()> {
+    async fn record_delivery_at(&self, d: &DeliveryRecord, cursor: i64) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO alert_deliveries (sink, event_id, case_id, status, attempts,
@@ -60,11 +60,48 @@ where
                  THEN excluded.last_event_id ELSE alert_cursors.last_event_id END",
         )
         .bind(d.sink.as_str())
-        .bind(d.event_id)
+        .bind(cursor)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn set_alert_cursor(&self, sink: &str, cursor: i64) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO alert_cursors (sink, last_event_id) VALUES ($1, $2)
+             ON CONFLICT (sink) DO UPDATE SET last_event_id = CASE
+                 WHEN excluded.last_event_id > alert_cursors.last_event_id
+                 THEN excluded.last_event_id ELSE alert_cursors.last_event_id END",
+        )
+        .bind(sink)
+        .bind(cursor)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn recorded_events_after(&self, sink: &str, after: i64) -> StoreResult<Vec<i64>> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT DISTINCT event_id FROM alert_deliveries WHERE sink = $1 AND event_id > $2
+             ORDER BY event_id",
+        )
+        .bind(sink)
+        .bind(after)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids)
+    }
+
+    async fn delivery_recorded(&self, sink: &str, event_id: i64) -> StoreResult<bool> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM alert_deliveries WHERE sink = $1 AND event_id = $2",
+        )
+        .bind(sink)
+        .bind(event_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n > 0)
     }
 
     async fn list_deliveries(

@@ -136,7 +136,12 @@ where
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        for table in ["latest_readings", "reading_history", "device_sequences"] {
+        for table in [
+            "latest_readings",
+            "reading_history",
+            "device_sequences",
+            "device_credentials",
+        ] {
             let sql = format!("DELETE FROM {table} WHERE device_id = $1");
             sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(id)
@@ -145,6 +150,41 @@ where
         }
         tx.commit().await?;
         Ok(DB::rows_affected(&deleted) > 0)
+    }
+
+    async fn set_device_credentials(
+        &self,
+        credentials: &[(String, String)],
+        now_ms: UnixMs,
+    ) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        let mut stored = 0;
+        for (id, hash) in credentials {
+            let done = sqlx::query(
+                "INSERT INTO device_credentials (device_id, secret_hash, issued_ms)
+                 SELECT id, $2, $3 FROM devices WHERE id = $1
+                 ON CONFLICT (device_id) DO UPDATE SET
+                     secret_hash = excluded.secret_hash, issued_ms = excluded.issued_ms",
+            )
+            .bind(id.as_str())
+            .bind(hash.as_str())
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+            stored += DB::rows_affected(&done);
+        }
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    async fn device_credentials(&self) -> StoreResult<Vec<(String, String)>> {
+        let rows =
+            sqlx::query("SELECT device_id, secret_hash FROM device_credentials ORDER BY device_id")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("device_id")?, r.try_get("secret_hash")?)))
+            .collect()
     }
 
     async fn count_devices(&self) -> StoreResult<u64> {

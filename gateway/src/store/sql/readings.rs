@@ -224,16 +224,21 @@ where
         .collect()
     }
 
-    async fn reading_history(
+    async fn reading_history_between(
         &self,
         device_id: &str,
+        from_ms: UnixMs,
+        to_ms: UnixMs,
         limit: u32,
     ) -> StoreResult<Vec<StoredReading>> {
         sqlx::query(
             "SELECT reading_type, received_ms, body FROM reading_history
-             WHERE device_id = $1 ORDER BY id DESC LIMIT $2",
+             WHERE device_id = $1 AND received_ms >= $2 AND received_ms <= $3
+             ORDER BY id DESC LIMIT $4",
         )
         .bind(device_id)
+        .bind(from_ms)
+        .bind(to_ms)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?

@@ -170,6 +170,38 @@ async fn devices_round_trip() {
 }
 
 #[tokio::test]
+async fn device_credentials_replace_skip_unknown_and_go_with_the_device() {
+    for t in stores().await {
+        let s = t.store.clone();
+        let devices = parse_csv(CSV.as_bytes()).unwrap();
+        s.upsert_devices(&devices, 1).await.unwrap();
+        let ids: Vec<String> = devices.iter().map(|d| d.id.to_string()).collect();
+        let first: Vec<(String, String)> = ids
+            .iter()
+            .map(|id| (id.clone(), format!("hash-1-{id}")))
+            .chain([("NOT-IN-INVENTORY".to_owned(), "x".to_owned())])
+            .collect();
+        assert_eq!(s.set_device_credentials(&first, 5).await.unwrap(), 2);
+        let replaced = vec![(ids[0].clone(), "hash-2".to_owned())];
+        assert_eq!(s.set_device_credentials(&replaced, 6).await.unwrap(), 1);
+        let mut expected = vec![
+            (ids[0].clone(), "hash-2".to_owned()),
+            (ids[1].clone(), format!("hash-1-{}", ids[1])),
+        ];
+        expected.sort();
+        assert_eq!(s.device_credentials().await.unwrap(), expected);
+        // Deleting a device deletes its credential; registering it again does not bring it back.
+        assert!(s.delete_device(&ids[1]).await.unwrap());
+        s.upsert_devices(&devices, 7).await.unwrap();
+        assert_eq!(
+            s.device_credentials().await.unwrap(),
+            vec![(ids[0].clone(), "hash-2".to_owned())]
+        );
+        t.done().await;
+    }
+}
+
+#[tokio::test]
 async fn sequence_states_are_committed_with_readings_and_never_go_back() {
     for t in stores().await {
         let s = t.store.clone();
@@ -266,6 +298,18 @@ async fn batches_latest_history_unregistered() {
         assert_eq!(latest[0].received_ms, 4);
         assert_eq!(latest[0].body["t"], 4);
         assert_eq!(s.reading_history("SL-1", 10).await.unwrap().len(), 4);
+        // A window includes both ends, newest first.
+        let window = s.reading_history_between("SL-1", 2, 3, 10).await.unwrap();
+        assert_eq!(
+            window.iter().map(|r| r.received_ms).collect::<Vec<_>>(),
+            [3, 2]
+        );
+        assert!(
+            s.reading_history_between("SL-1", 5, 9, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(s.trim_history(2).await.unwrap(), 2);
         assert_eq!(s.reading_history("SL-1", 10).await.unwrap().len(), 2);
         let u = s.list_unregistered(10).await.unwrap();
@@ -307,11 +351,121 @@ fn case(subject: &str, condition: &str, state: CaseState) -> CaseRecord {
         clear_since_ms: None,
         rework_count: 0,
         returned_count: 0,
+        supervision_level: 0,
+        on_site_due_ms: None,
+        on_site_ms: None,
+    }
+}
+
+#[tokio::test]
+async fn supervision_level_and_on_site_are_stored_and_never_go_back() {
+    for t in stores().await {
+        let s = t.store.clone();
+        let mut c = case("device:MH-9", "alarm:cover_tilted", CaseState::Accepted);
+        c.on_site_due_ms = Some(3_000);
+        let CaseInsert::Created(id) = s
+            .insert_case(&c, &entry(1_000, None, CaseState::Accepted))
+            .await
+            .unwrap()
+        else {
+            panic!("not created")
+        };
+        let read = s.get_case(id).await.unwrap().unwrap();
+        assert_eq!(
+            (read.supervision_level, read.on_site_due_ms, read.on_site_ms),
+            (0, Some(3_000), None)
+        );
+        // The automation's filters: late on site after 3 000, below the highest level.
+        let ids = |f: CaseFilter| {
+            let s = s.clone();
+            async move {
+                s.list_cases(&CaseFilter { limit: 100, ..f })
+                    .await
+                    .unwrap()
+                    .1
+                    .iter()
+                    .map(|c| c.id)
+                    .collect::<Vec<_>>()
+            }
+        };
+        let late = |at| CaseFilter {
+            on_site_late_at: Some(at),
+            supervision_below: Some(3),
+            ..CaseFilter::default()
+        };
+        assert_eq!(ids(late(3_000)).await, Vec::<i64>::new());
+        assert_eq!(ids(late(3_001)).await, [id]);
+        let at_top = CaseFilter {
+            supervision_below: Some(0),
+            ..late(3_001)
+        };
+        assert_eq!(ids(at_top).await, Vec::<i64>::new());
+        // The automation escalates to level 1 (the on-site limit passed).
+        let mut level1 = read.clone();
+        level1.supervision_level = 1;
+        level1.on_site_due_ms = None;
+        let supervise = CaseHistoryEntry {
+            action: "supervise".into(),
+            note: "level 1 (phone; told team): not on site".into(),
+            ..entry(3_500, Some(CaseState::Accepted), CaseState::Accepted)
+        };
+        assert!(
+            s.update_case_from(&level1, &read, std::slice::from_ref(&supervise))
+                .await
+                .unwrap()
+        );
+        let after = s.get_case(id).await.unwrap().unwrap();
+        assert_eq!((after.supervision_level, after.on_site_due_ms), (1, None));
+        // A person's on-site report made on the case as read before the escalation loses (it
+        // is made again on the case as it is now), so the level is not written back to 0...
+        let mut on_site = read.clone();
+        on_site.on_site_ms = Some(3_600);
+        assert!(!s.update_case_from(&on_site, &read, &[]).await.unwrap());
+        // ...and no writer, however unguarded, lowers the level.
+        assert!(
+            !s.update_case(&on_site, CaseState::Accepted, &[])
+                .await
+                .unwrap()
+        );
+        let mut on_site = after.clone();
+        on_site.on_site_ms = Some(3_600);
+        assert!(s.update_case_from(&on_site, &after, &[]).await.unwrap());
+        let last = s.get_case(id).await.unwrap().unwrap();
+        assert_eq!((last.supervision_level, last.on_site_ms), (1, Some(3_600)));
+        // The automation noting a change on the case as it read it before the report keeps
+        // the report.
+        let mut noted = after.clone();
+        noted.detail = "cover open".into();
+        assert!(
+            s.update_case(&noted, CaseState::Accepted, &[])
+                .await
+                .unwrap()
+        );
+        let last = s.get_case(id).await.unwrap().unwrap();
+        assert_eq!(
+            (last.detail.as_str(), last.on_site_ms),
+            ("cover open", Some(3_600))
+        );
+        // An escalation computed before the on-site report loses in turn.
+        let mut level2 = after.clone();
+        level2.supervision_level = 2;
+        assert!(!s.update_case_from(&level2, &after, &[]).await.unwrap());
+        let history = s.case_history(id).await.unwrap();
+        assert_eq!(history.last().unwrap().action, "supervise");
+        // The level shows in the case events the alert sinks read.
+        let events = s.case_events_after(0, 100).await.unwrap();
+        assert!(
+            events
+                .iter()
+                .any(|e| e.case.id == id && e.case.supervision_level == 1)
+        );
+        t.done().await;
     }
 }
 
 fn entry(at: i64, from: Option<CaseState>, to: CaseState) -> CaseHistoryEntry {
     CaseHistoryEntry {
+        action: if from.is_none() { "register" } else { "update" }.into(),
         at_ms: at,
         actor: "system".into(),
         from,
@@ -405,6 +559,14 @@ async fn cases_dedup_update_history_filters() {
         );
         let history = s.case_history(id).await.unwrap();
         assert_eq!(history.len(), 2);
+        // The newest event id is where a live stream starts: nothing after it.
+        let last = s.last_case_event_id().await.unwrap();
+        assert!(last > 0);
+        assert!(s.case_events_after(last, 10).await.unwrap().is_empty());
+        assert_eq!(
+            s.case_events_after(last - 1, 10).await.unwrap()[0].event_id,
+            last
+        );
         assert_eq!(history[1].from, Some(CaseState::Dispatched));
 
         let f = |f: CaseFilter| {
@@ -453,6 +615,22 @@ async fn cases_dedup_update_history_filters() {
         assert_eq!(
             f(CaseFilter {
                 overdue_at: Some(6_000),
+                ..Default::default()
+            })
+            .await,
+            2
+        );
+        assert_eq!(
+            f(CaseFilter {
+                urgent: Some(true),
+                ..Default::default()
+            })
+            .await,
+            0
+        );
+        assert_eq!(
+            f(CaseFilter {
+                urgent: Some(false),
                 ..Default::default()
             })
             .await,
@@ -594,6 +772,23 @@ async fn sqlite_copies_to_postgres() {
     })
     .await
     .unwrap();
+    let night = LightingDay {
+        segment: "S-1".into(),
+        day: 20_758,
+        grid: "G1".into(),
+        road_class: Some("main".into()),
+        lit_s: 99,
+        expected_s: 100,
+    };
+    from.save_lighting_days(std::slice::from_ref(&night))
+        .await
+        .unwrap();
+    let written = ReportRecord {
+        month: "2026-11".into(),
+        written_ms: 3,
+        files: "bulletin-2026-11.html".into(),
+    };
+    assert!(from.record_report(&written).await.unwrap());
     // Case 1 closed, case 2 open with two history entries.
     let mut first = case("device:BN-1", "alarm:bin_full", CaseState::Dispatched);
     let CaseInsert::Created(id1) = from
@@ -652,6 +847,10 @@ async fn sqlite_copies_to_postgres() {
         .await
         .unwrap();
     from.save_rule_state("{\"v\":1}", 9).await.unwrap();
+    let photo = from
+        .insert_photo(id2, "image/png", b"\x89PNG\r\n\x1a\n\0\xff", "ops", 4)
+        .await
+        .unwrap();
 
     let db = ScratchDatabase::create(&url).await.unwrap();
     let to = PgStore::connect(&db.url, 4).await.unwrap();
@@ -697,9 +896,16 @@ async fn sqlite_copies_to_postgres() {
     assert_eq!(to.alert_cursor("mqtt").await.unwrap(), 1);
     assert_eq!(to.list_commands(None, 10).await.unwrap()[0].id, cmd);
     assert_eq!(
+        to.photo(id2, photo).await.unwrap(),
+        from.photo(id2, photo).await.unwrap(),
+        "photos are copied byte for byte"
+    );
+    assert_eq!(
         to.load_rule_state().await.unwrap(),
         Some(("{\"v\":1}".to_owned(), 9))
     );
+    assert_eq!(to.lighting_days(0, i64::MAX).await.unwrap(), [night]);
+    assert_eq!(to.reports().await.unwrap(), [written]);
     // New rows continue after the copied ids; the open case is still deduplicated.
     assert_eq!(
         to.insert_case(&reopened, &entry(5, None, CaseState::Dispatched))
@@ -925,6 +1131,161 @@ async fn audit_filters_and_pages_newest_first() {
         // Entries at 0 and 10 are older than 20: trimmed.
         assert_eq!(s.trim_audit(20).await.unwrap(), 2);
         assert_eq!(page(AuditFilter::default()).await.0, 2);
+        t.done().await;
+    }
+}
+
+#[tokio::test]
+async fn case_photos_round_trip() {
+    for t in stores().await {
+        let s = t.store.clone();
+        let c = case("device:MH-1", "alarm:cover_open", CaseState::Accepted);
+        let CaseInsert::Created(id) = s
+            .insert_case(&c, &entry(1_000, None, CaseState::Accepted))
+            .await
+            .unwrap()
+        else {
+            panic!("created")
+        };
+        assert!(s.case_photos(id).await.unwrap().is_empty());
+        let jpeg = [0xFF, 0xD8, 0xFF, 0xE0, 0, 1, 2, 255];
+        let p1 = s
+            .insert_photo(id, "image/jpeg", &jpeg, "li.wei", 2_000)
+            .await
+            .unwrap();
+        let p2 = s
+            .insert_photo(id, "image/png", b"\x89PNG\r\n\x1a\n", "li.wei", 2_001)
+            .await
+            .unwrap();
+        let listed = s.case_photos(id).await.unwrap();
+        assert_eq!(listed.iter().map(|p| p.id).collect::<Vec<_>>(), [p1, p2]);
+        assert_eq!(listed[0].size_bytes, 8);
+        assert_eq!(listed[0].uploader, "li.wei");
+        let (record, bytes) = s.photo(id, p1).await.unwrap().expect("stored");
+        assert_eq!(bytes, jpeg, "the bytes come back as sent");
+        assert_eq!(record.content_type, "image/jpeg");
+        // A photo belongs to its case: another case number does not reach it.
+        assert!(s.photo(id + 1, p1).await.unwrap().is_none());
+        t.done().await;
+    }
+}
+
+fn history(action: &str, at: i64, from: CaseState, to: CaseState) -> CaseHistoryEntry {
+    CaseHistoryEntry {
+        action: action.into(),
+        at_ms: at,
+        actor: "system".into(),
+        from: Some(from),
+        to,
+        note: format!("{action} at {at}"),
+    }
+}
+
+/// The cases a period touches: registered before its end and not finished before its start,
+/// or with history inside it; their history up to its end. Lighting days replace by segment
+/// and day; a month's report is recorded once.
+#[tokio::test]
+async fn period_cases_lighting_days_and_reports() {
+    use CaseState as S;
+    for t in stores().await {
+        let s = t.store.clone();
+        // (subject, opened, closed at): the period is [100, 200).
+        let mut ids = Vec::new();
+        for (subject, opened, closed) in [
+            ("before", 10, Some(50)),   // finished before: not touched
+            ("spans", 20, Some(150)),   // closed inside
+            ("open", 30, None),         // still open at the end
+            ("inside", 120, Some(130)), // all inside
+            ("after", 200, None),       // registered at the end: not touched
+            ("late", 40, Some(250)),    // closed after the end
+        ] {
+            let mut c = case(
+                &format!("device:{subject}"),
+                "alarm:bin_full",
+                S::Registered,
+            );
+            c.opened_ms = opened;
+            let CaseInsert::Created(id) = s
+                .insert_case(&c, &entry(opened, None, S::Registered))
+                .await
+                .unwrap()
+            else {
+                panic!("{subject}")
+            };
+            c.id = id;
+            if let Some(at) = closed {
+                c.state = S::Closed;
+                c.closed_ms = Some(at);
+                let entries = [
+                    history("dispatch", opened + 1, S::Registered, S::Dispatched),
+                    history("close", at, S::Dispatched, S::Closed),
+                ];
+                assert!(s.update_case(&c, S::Registered, &entries).await.unwrap());
+            }
+            ids.push((subject, id));
+        }
+        let id = |name: &str| ids.iter().find(|(n, _)| *n == name).unwrap().1;
+        let p = s.period_cases(100, 200).await.unwrap();
+        let touched: Vec<i64> = p.cases.iter().map(|c| c.id).collect();
+        assert_eq!(touched, [id("spans"), id("open"), id("inside"), id("late")]);
+        // History before the end only: the late close (250) is left out.
+        let late: Vec<&str> = p
+            .history
+            .iter()
+            .filter(|(c, _)| *c == id("late"))
+            .map(|(_, e)| e.action.as_str())
+            .collect();
+        assert_eq!(late, ["register", "dispatch"]);
+        // Notes only where the evaluation reads them: a dispatch's names the team.
+        let notes: Vec<&str> = p
+            .history
+            .iter()
+            .filter(|(c, _)| *c == id("spans"))
+            .map(|(_, e)| e.note.as_str())
+            .collect();
+        assert_eq!(notes, ["", "dispatch at 21", ""]);
+        assert!(p.history.iter().all(|(_, e)| e.at_ms < 200));
+        // A case closed before the period but acted on inside it (a reopen) is touched.
+        let mut before = s.get_case(id("before")).await.unwrap().unwrap();
+        before.state = S::Dispatched;
+        before.closed_ms = None;
+        let reopen = [history("reopen", 110, S::Closed, S::Dispatched)];
+        assert!(s.update_case(&before, S::Closed, &reopen).await.unwrap());
+        let p = s.period_cases(100, 200).await.unwrap();
+        assert_eq!(p.cases.len(), 5);
+
+        let day = |d: i64, lit: i64| LightingDay {
+            segment: "S-1".into(),
+            day: d,
+            grid: "G1".into(),
+            road_class: Some("back".into()),
+            lit_s: lit,
+            expected_s: 100,
+        };
+        s.save_lighting_days(&[day(1, 50), day(2, 60), day(3, 70)])
+            .await
+            .unwrap();
+        s.save_lighting_days(&[day(2, 95)]).await.unwrap();
+        assert_eq!(
+            s.lighting_days(2, 4).await.unwrap(),
+            [day(2, 95), day(3, 70)]
+        );
+
+        let report = ReportRecord {
+            month: "2026-11".into(),
+            written_ms: 5,
+            files: "a,b".into(),
+        };
+        assert!(s.record_report(&report).await.unwrap());
+        assert!(
+            !s.record_report(&ReportRecord {
+                written_ms: 6,
+                ..report.clone()
+            })
+            .await
+            .unwrap()
+        );
+        assert_eq!(s.reports().await.unwrap(), [report]);
         t.done().await;
     }
 }

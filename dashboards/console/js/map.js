@@ -1,0 +1,205 @@
+// The overview (一张图): a map of devices, open cases and grid outlines, with the numbers the
+// centre is judged on beside it and the newest cases. Zoomed out the server answers per grid.
+
+import { api } from "./api.js";
+import { h, fill } from "./dom.js";
+import { t } from "./i18n.js";
+import { fmtShort } from "./time.js";
+import { onCaseEvent } from "./live.js";
+import { caseTone, stateBadge, casePlace } from "./cases.js";
+
+const TONES = { red: "#d93025", orange: "#e8710a", blue: "#1a73e8", green: "#188038", grey: "#80868b" };
+
+let leaflet = null;
+
+/** Leaflet, loaded once (a classic script from the gateway: window.L). */
+function loadLeaflet() {
+  if (leaflet) return leaflet;
+  leaflet = new Promise((resolve, reject) => {
+    document.head.appendChild(h("link", { rel: "stylesheet", href: "/console/vendor/leaflet/leaflet.css" }));
+    const script = h("script", { src: "/console/vendor/leaflet/leaflet.js" });
+    script.addEventListener("load", () => resolve(window.L));
+    script.addEventListener("error", () => reject(new Error("leaflet")));
+    document.head.appendChild(script);
+  });
+  return leaflet;
+}
+
+// WGS-84 → GCJ-02 (the datum of Chinese tile servers), the published approximation.
+const A = 6378245.0;
+const EE = 0.00669342162296594323;
+function outOfChina(lat, lon) {
+  return lon < 72.004 || lon > 137.8347 || lat < 0.8293 || lat > 55.8271;
+}
+function tLat(x, y) {
+  let r = -100 + 2 * x + 3 * y + 0.2 * y * y + 0.1 * x * y + 0.2 * Math.sqrt(Math.abs(x));
+  r += ((20 * Math.sin(6 * x * Math.PI) + 20 * Math.sin(2 * x * Math.PI)) * 2) / 3;
+  r += ((20 * Math.sin(y * Math.PI) + 40 * Math.sin((y / 3) * Math.PI)) * 2) / 3;
+  r += ((160 * Math.sin((y / 12) * Math.PI) + 320 * Math.sin((y * Math.PI) / 30)) * 2) / 3;
+  return r;
+}
+function tLon(x, y) {
+  let r = 300 + x + 2 * y + 0.1 * x * x + 0.1 * x * y + 0.1 * Math.sqrt(Math.abs(x));
+  r += ((20 * Math.sin(6 * x * Math.PI) + 20 * Math.sin(2 * x * Math.PI)) * 2) / 3;
+  r += ((20 * Math.sin(x * Math.PI) + 40 * Math.sin((x / 3) * Math.PI)) * 2) / 3;
+  r += ((150 * Math.sin((x / 12) * Math.PI) + 300 * Math.sin((x / 30) * Math.PI)) * 2) / 3;
+  return r;
+}
+export function wgs84ToGcj02(lat, lon) {
+  if (outOfChina(lat, lon)) return [lat, lon];
+  let dLat = tLat(lon - 105, lat - 35);
+  let dLon = tLon(lon - 105, lat - 35);
+  const radLat = (lat / 180) * Math.PI;
+  let magic = Math.sin(radLat);
+  magic = 1 - EE * magic * magic;
+  const sq = Math.sqrt(magic);
+  dLat = (dLat * 180) / (((A * (1 - EE)) / (magic * sq)) * Math.PI);
+  dLon = (dLon * 180) / ((A / sq) * Math.cos(radLat) * Math.PI);
+  return [lat + dLat, lon + dLon];
+}
+
+function kpi(label, value, tone, test) {
+  return h("div", { class: "kpi" + (tone ? " " + tone : ""), dataset: { kpi: test } }, h("span", { class: "kpi-value" }, value), h("span", { class: "kpi-label" }, label));
+}
+
+export async function mapPage(el, ctx) {
+  const gcj = ctx.settings.coordinates === "gcj02";
+  const toMap = (lat, lon) => (gcj ? wgs84ToGcj02(lat, lon) : [lat, lon]);
+  const mapBox = h("div", { class: "map", id: "map", "data-test": "map" });
+  const kpis = h("div", { class: "kpis", "data-test": "kpis" });
+  const newest = h("ol", { class: "newest", "data-test": "newest" });
+  const legend = h(
+    "div",
+    { class: "legend" },
+    [["red", "legend.red"], ["orange", "legend.orange"], ["blue", "legend.blue"], ["green", "legend.green"], ["grey", "legend.grey"]].map(([c, k]) =>
+      h("span", {}, h("i", { class: "dot " + c }), t(k)),
+    ),
+  );
+  fill(
+    el,
+    h("div", { class: "overview" },
+      h("section", { class: "map-area" }, kpis, mapBox, legend),
+      h("aside", { class: "panel side" }, h("h2", {}, t("map.newest")), newest)),
+  );
+  const L = await loadLeaflet();
+  const centre = ctx.settings.center || [35.7476, 114.2975];
+  const map = L.map(mapBox, { zoomControl: true, attributionControl: true, preferCanvas: true }).setView(toMap(centre[0], centre[1]), ctx.settings.zoom || 14);
+  if (ctx.settings.tile_url) {
+    L.tileLayer(ctx.settings.tile_url, { attribution: ctx.settings.tile_attribution || "", maxZoom: 19 }).addTo(map);
+  } else {
+    mapBox.classList.add("no-tiles");
+  }
+  const layer = L.layerGroup().addTo(map);
+  ctx.onCleanup(() => map.remove());
+
+  let lighting = null;
+  async function loadLighting() {
+    if (!ctx.can("lighting_read")) return;
+    try {
+      lighting = await api("/api/lighting");
+    } catch (_) {
+      lighting = null;
+    }
+  }
+
+  let fitted = false;
+  async function draw() {
+    const b = map.getBounds();
+    // The box in WGS-84 (GCJ-02 offsets are a few hundred metres: widen the box by as much).
+    const pad = gcj ? 0.01 : 0;
+    const bbox = [b.getWest() - pad, b.getSouth() - pad, b.getEast() + pad, b.getNorth() + pad].map((x) => x.toFixed(5)).join(",");
+    const data = await api(`/api/map?bbox=${bbox}&zoom=${map.getZoom()}`);
+    const now = data.now_ms;
+    layer.clearLayers();
+    const segRate = new Map((lighting?.segments || []).map((s) => [s.segment, s]));
+    for (const g of data.grids) {
+      const tone = g.overdue_cases || g.urgent_cases ? TONES.red : g.open_cases ? TONES.blue : "#5f6b7a";
+      L.polygon(g.outline.map((p) => toMap(p[0], p[1])), { color: tone, weight: 1.5, fillOpacity: data.mode === "grids" ? 0.12 : 0.03, interactive: data.mode === "grids" })
+        .bindTooltip(`${t("col.grid")} ${g.grid} · ${t("map.devices")} ${g.devices} · ${t("map.open")} ${g.open_cases}`)
+        .addTo(layer);
+      if (data.mode === "grids" && g.open_cases) {
+        L.circleMarker(toMap(g.center[0], g.center[1]), { radius: 8 + Math.min(12, g.open_cases * 2), color: "#fff", weight: 2, fillColor: tone, fillOpacity: 0.9 })
+          .bindTooltip(`${g.open_cases}`, { permanent: true, direction: "center", className: "count" })
+          .addTo(layer);
+      }
+    }
+    if (data.mode === "points") {
+      // Road segments coloured by lighting rate against their target.
+      const bySeg = new Map();
+      for (const d of data.devices) if (d.segment && d.kind === "streetlight") (bySeg.get(d.segment) || bySeg.set(d.segment, []).get(d.segment)).push(d);
+      for (const [seg, lamps] of bySeg) {
+        const r = segRate.get(seg);
+        if (!r || lamps.length < 2) continue;
+        lamps.sort((a, b) => a.lon - b.lon || a.lat - b.lat);
+        L.polyline(lamps.map((d) => toMap(d.lat, d.lon)), { color: r.below_target ? TONES.red : TONES.green, weight: 5, opacity: 0.55 })
+          .bindTooltip(`${seg} · ${t("map.lighting")} ${(r.rate * 100).toFixed(1)}% / ${(r.target * 100).toFixed(0)}%`)
+          .addTo(layer);
+      }
+      for (const d of data.devices) {
+        L.circleMarker(toMap(d.lat, d.lon), { radius: 3, weight: 0, fillColor: d.offline ? TONES.grey : "#3c4a5c", fillOpacity: d.offline ? 0.9 : 0.55 })
+          .bindTooltip(`${d.id} · ${t("kind." + d.kind)}${d.offline ? " · " + t("map.offline") : ""}`)
+          .addTo(layer);
+      }
+      for (const c of data.cases) {
+        L.circleMarker(toMap(c.lat, c.lon), { radius: 9, color: "#fff", weight: 2, fillColor: TONES[caseTone(c, now)], fillOpacity: 0.95 })
+          .bindTooltip(`#${c.id} ${t("type." + c.case_type)} · ${t("state." + c.state)}`)
+          .on("click", () => (location.hash = `#/case/${c.id}`))
+          .addTo(layer);
+      }
+    }
+    // The first time, show the whole city (every grid the caller sees).
+    if (!fitted) {
+      fitted = true;
+      const all = await api("/api/map?zoom=0");
+      const pts = all.grids.flatMap((g) => g.outline.map((p) => toMap(p[0], p[1])));
+      if (pts.length) {
+        map.fitBounds(L.latLngBounds(pts).pad(0.05));
+        return; // the move draws the fitted view
+      }
+    }
+    const s = data.summary;
+    const city = lighting?.city;
+    fill(
+      kpis,
+      kpi(t("map.open"), String(s.open_cases), s.open_cases ? "blue" : "", "open"),
+      kpi(t("filter.urgent"), String(s.urgent_cases), s.urgent_cases ? "red" : "", "urgent"),
+      kpi(t("map.overdue_now"), String(s.overdue_cases), s.overdue_cases ? "red" : "", "overdue"),
+      city ? kpi(t("map.lighting"), city.expected ? `${(city.rate * 100).toFixed(1)}%` : "—", city.expected ? (city.below_target ? "red" : "green") : "", "lighting") : null,
+      kpi(t("map.online"), `${s.devices - s.offline_devices} / ${s.devices}`, s.offline_devices ? "orange" : "green", "online"),
+    );
+  }
+
+  async function loadNewest() {
+    const data = await api("/api/cases?limit=12");
+    fill(
+      newest,
+      data.cases.map((c) =>
+        h("li", { class: "tone-" + caseTone(c, data.now_ms), dataset: { caseId: c.id } },
+          h("a", { href: `#/case/${c.id}` }, `#${c.id} ${t("type." + c.case_type)}`),
+          stateBadge(c, data.now_ms),
+          h("div", { class: "muted" }, `${casePlace(c)} · ${fmtShort(c.opened_ms, data.now_ms)}`)),
+      ),
+    );
+    if (!data.cases.length) newest.appendChild(h("li", { class: "muted" }, t("list.empty")));
+  }
+
+  let timer = null;
+  const refresh = () => {
+    if (timer) return;
+    timer = setTimeout(() => {
+      timer = null;
+      draw().catch(() => {});
+      loadNewest().catch(() => {});
+    }, 400);
+  };
+  map.on("moveend", () => draw().catch(() => {}));
+  ctx.onCleanup(onCaseEvent(refresh));
+  // The lighting rate changes with the automation's tick: every minute is enough for a screen.
+  const every = setInterval(() => loadLighting().then(refresh), 60000);
+  ctx.onCleanup(() => {
+    clearInterval(every);
+    if (timer) clearTimeout(timer);
+  });
+  await loadLighting();
+  await Promise.all([draw(), loadNewest()]);
+}

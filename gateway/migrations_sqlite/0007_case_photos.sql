@@ -1,0 +1,12 @@
+-- Photos of a case (处置照片): the proof a team attaches when it reports a case resolved, kept
+-- with the case. The type is decided from the bytes at upload (JPEG, PNG or WebP).
+CREATE TABLE case_photos (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    case_id         BIGINT NOT NULL REFERENCES cases (id) ON DELETE CASCADE,
+    content_type    TEXT NOT NULL,
+    size_bytes      INTEGER NOT NULL,
+    bytes           BLOB NOT NULL,
+    uploader        TEXT NOT NULL,
+    uploaded_ms     BIGINT NOT NULL
+);
+CREATE INDEX case_photos_case ON case_photos (case_id, id);

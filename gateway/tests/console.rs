@@ -1,0 +1,1049 @@
+//! The operations console, over real sockets:
+//! - its files are served with their types, ETags and Content-Security-Policy;
+//! - the API it relies on: the actions a caller may take on a case, the live event stream
+//!   (scoped, resumable), case photos (types from the bytes, limits);
+//! - in a real browser (WebDriver), when `STREETGATE_TEST_CHROMEDRIVER` names a chromedriver:
+//!   a dispatcher and a team member work a case raised over MQTT from fault to closure, and the
+//!   language switch leaves no English on screen. Without the variable that test says so and
+//!   does nothing; with it, a chromedriver that does not start fails it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Gateway, Msg, eventually, publish, topic};
+use serde_json::{Value, json};
+use streetgate_gateway::auth::Role;
+
+/// A minimal JPEG header and a few bytes: what the type check reads.
+const JPEG: &[u8] = &[
+    0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0, 1, 2, 3,
+];
+
+fn cover(seq: u32, state: &str) -> Msg {
+    Msg::new(
+        topic("MH-1", "event"),
+        format!(
+            r#"{{"device_id":"MH-1","seq":{seq},"alarm":"cover_open","state":"{state}","value":75.0}}"#
+        ),
+    )
+}
+
+#[tokio::test]
+async fn console_files_are_served_with_types_etags_and_a_strict_policy() {
+    let gw = Gateway::start(|c| {
+        c.console.tile_url = "https://tiles.example.org/{z}/{x}/{y}.png".into();
+        c.alerts.utc_offset_min = 420;
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let base = format!("http://{}", gw.running.http_addr);
+
+    // The page itself needs no sign-in (it shows the sign-in form).
+    let index = client.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(index.status(), 200);
+    let h = index.headers().clone();
+    assert_eq!(h["content-type"], "text/html; charset=utf-8");
+    assert_eq!(h["cache-control"], "no-cache");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    let csp = h["content-security-policy"].to_str().unwrap().to_owned();
+    for part in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+        "https://tiles.example.org",
+    ] {
+        assert!(csp.contains(part), "{part} missing from {csp}");
+    }
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+        "{csp}"
+    );
+    let etag = h["etag"].to_str().unwrap().to_owned();
+    let text = index.text().await.unwrap();
+    assert!(text.contains("/console/js/main.js"), "{text}");
+
+    // Revalidation: the same ETag gets 304 without a body; another gets the file.
+    let again = client
+        .get(format!("{base}/"))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+    let other = client
+        .get(format!("{base}/"))
+        .header("if-none-match", "\"something-else\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 200);
+
+    for (path, ty) in [
+        ("/console/js/main.js", "text/javascript; charset=utf-8"),
+        ("/console/console.css", "text/css; charset=utf-8"),
+        ("/console/icon.svg", "image/svg+xml"),
+    ] {
+        let r = client.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.headers()["content-type"], ty, "{path}");
+        assert!(r.headers().contains_key("etag"), "{path}");
+    }
+    for missing in ["/console/nope.js", "/console/../Cargo.toml", "/console/js/"] {
+        let r = client.get(format!("{base}{missing}")).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{missing}");
+    }
+    // The settings the scripts read: the map and the city's offset (alerts' unless set).
+    let (status, settings) = gw.anonymous().get("/console/settings.json").await;
+    assert_eq!(status, 200);
+    assert_eq!(settings["utc_offset_min"], 420);
+    assert_eq!(settings["coordinates"], "wgs84");
+    assert_eq!(
+        settings["tile_url"],
+        "https://tiles.example.org/{z}/{x}/{y}.png"
+    );
+    // The API is unchanged around it: an unknown API route is still JSON.
+    let (status, body) = gw.http.get("/api/nothing-here").await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("no_route")));
+    gw.running.shutdown().await.unwrap();
+}
+
+/// The case detail says which actions the caller may take, from the case machine and the
+/// role; the console shows exactly those buttons.
+#[tokio::test]
+async fn case_detail_lists_the_actions_of_the_caller() {
+    let gw = Gateway::start(|_| {}).await;
+    gw.import_inventory().await;
+    let dispatcher = gw.http_as("di.spatch", Role::Dispatcher, None, None).await;
+    let member = gw
+        .http_as("li.wei", Role::TeamMember, Some("municipal"), None)
+        .await;
+    let viewer = gw.http_as("vi.ew", Role::Viewer, None, None).await;
+    let (status, case) = dispatcher
+        .post_json(
+            "/api/cases",
+            &json!({"source": "patrol", "type": "manhole_cover", "grid": "320508001001001",
+                    "detail": "cover loose", "device_id": "MH-1"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{case}");
+    let id = case["id"].as_i64().unwrap();
+    let actions = |http: common::Http| async move {
+        let (status, c) = http.get(&format!("/api/cases/{id}")).await;
+        assert_eq!(status, 200, "{c}");
+        (
+            c["state"].as_str().unwrap().to_owned(),
+            c["actions"].clone(),
+        )
+    };
+    // Registered and routed: the reported case went straight to its team.
+    let (state, a) = actions(dispatcher.clone()).await;
+    assert_eq!(state, "dispatched");
+    assert_eq!(a, json!(["accept", "return", "void", "supervise"]));
+    assert_eq!(actions(member.clone()).await.1, json!(["accept", "return"]));
+    assert_eq!(actions(viewer.clone()).await.1, json!([]));
+
+    let (status, c) = member
+        .post_json(
+            &format!("/api/cases/{id}/transitions"),
+            &json!({"action": "accept"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(c["actions"], json!(["resolve", "return", "on_site"]), "{c}");
+    let (status, c) = member
+        .post_json(
+            &format!("/api/cases/{id}/transitions"),
+            &json!({"action": "resolve", "note": "reseated"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{c}");
+    // Verification is the centre's: nothing left for the team.
+    assert_eq!(c["actions"], json!([]), "{c}");
+    assert_eq!(actions(dispatcher).await.1, json!(["verify", "rework"]));
+    // What the list did not offer is refused.
+    let (status, _) = member
+        .post_json(
+            &format!("/api/cases/{id}/transitions"),
+            &json!({"action": "verify"}),
+        )
+        .await;
+    assert_eq!(status, 403);
+    gw.running.shutdown().await.unwrap();
+}
+
+/// Reads server-sent events from a response: (event, id, data) triples.
+struct Sse {
+    resp: reqwest::Response,
+    buf: String,
+}
+
+impl Sse {
+    async fn open(http: &common::Http, path: &str, last_id: Option<i64>) -> Self {
+        let (client, base) = http.client();
+        let mut req = client.get(format!("{base}{path}"));
+        if let Some(id) = last_id {
+            req = req.header("last-event-id", id.to_string());
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["content-type"], "text/event-stream");
+        Self {
+            resp,
+            buf: String::new(),
+        }
+    }
+
+    /// The next event (comments skipped), within `within`.
+    async fn next(&mut self, within: Duration) -> Option<(String, Option<i64>, Value)> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let (mut event, mut id, mut data) = (String::from("message"), None, String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("id:") {
+                        id = v.trim().parse().ok();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim());
+                    }
+                }
+                if data.is_empty() {
+                    continue;
+                }
+                return Some((event, id, serde_json::from_str(&data).unwrap()));
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.resp.chunk())
+                .await
+                .ok()?
+                .unwrap()?;
+            self.buf.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
+
+/// Case events stream to consoles as they happen, scoped like the case list, and a client
+/// that reconnects with Last-Event-ID gets what it missed.
+#[tokio::test]
+async fn live_events_are_scoped_and_resume_after_the_last_id() {
+    let gw = Gateway::start(|_| {}).await;
+    gw.import_inventory().await;
+    let municipal = gw
+        .http_as("liu.yang", Role::TeamMember, Some("municipal"), None)
+        .await;
+    let mut centre = Sse::open(&gw.http, "/api/events", None).await;
+    let mut team = Sse::open(&municipal, "/api/events", None).await;
+    for s in [&mut centre, &mut team] {
+        let (event, _, data) = s.next(Duration::from_secs(5)).await.expect("ready");
+        assert_eq!(event, "ready");
+        assert_eq!(data["after"], 0);
+    }
+
+    // A device raises a case: it reaches both streams (registered, then dispatched).
+    let published = Instant::now();
+    publish(&gw.broker(), vec![cover(1, "raised")]).await;
+    let (event, id, data) = centre.next(Duration::from_secs(10)).await.expect("event");
+    println!(
+        "a case raised over MQTT reached the live stream {} ms after it was published",
+        published.elapsed().as_millis()
+    );
+    assert_eq!(event, "case");
+    assert_eq!(data["action"], "register");
+    assert_eq!(data["case"]["case_type"], "manhole_cover");
+    assert_eq!(id, data["event_id"].as_i64());
+    let (_, _, dispatched) = centre.next(Duration::from_secs(10)).await.expect("event");
+    assert_eq!(dispatched["action"], "dispatch");
+    assert_eq!(dispatched["case"]["team"], "municipal");
+    // The team sees its case (the events carry the case as it is now: the team's).
+    let mut seen = Vec::new();
+    let mut team_id = None;
+    while seen.len() < 2 {
+        let (_, id, e) = team.next(Duration::from_secs(10)).await.expect("event");
+        assert_eq!(e["case"]["team"], "municipal");
+        team_id = id;
+        seen.push(e);
+    }
+    assert_eq!(seen[1]["action"], "dispatch");
+    let seen = seen.remove(1);
+
+    // Another team's case never reaches the municipal team's stream.
+    let (status, other) = gw
+        .http
+        .post_json(
+            "/api/cases",
+            &json!({"source": "hotline", "type": "bin_full", "grid": "320508001001002",
+                    "detail": "bin full", "device_id": "BN-1"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{other}");
+    let (_, _, reg) = centre.next(Duration::from_secs(10)).await.expect("event");
+    assert_eq!(reg["case"]["id"], other["id"]);
+    assert!(
+        team.next(Duration::from_millis(1500)).await.is_none(),
+        "the sanitation case leaked into the municipal stream"
+    );
+
+    // Resume: events after the last one seen come again on a new connection.
+    let case_id = seen["case"]["id"].as_i64().unwrap();
+    let (status, _) = municipal
+        .post_json(
+            &format!("/api/cases/{case_id}/transitions"),
+            &json!({"action": "accept"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    drop(team);
+    let mut resumed = Sse::open(&municipal, "/api/events", team_id).await;
+    let (event, _, _) = resumed.next(Duration::from_secs(5)).await.expect("ready");
+    assert_eq!(event, "ready");
+    let (_, _, missed) = resumed.next(Duration::from_secs(5)).await.expect("missed");
+    assert_eq!(
+        (missed["action"].as_str(), missed["actor"].as_str()),
+        (Some("accept"), Some("liu.yang"))
+    );
+
+    // A Last-Event-ID that is not a number is refused; without a credential, 401.
+    let (client, base) = gw.http.client();
+    let bad = client
+        .get(format!("{base}/api/events"))
+        .header("last-event-id", "abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let anonymous = reqwest::get(format!("{base}/api/events")).await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    gw.running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn photos_are_typed_from_their_bytes_limited_and_served_in_scope() {
+    let gw = Gateway::start(|c| c.cases.photo_max_bytes = 4096).await;
+    gw.import_inventory().await;
+    let member = gw
+        .http_as("liu.yang", Role::TeamMember, Some("municipal"), None)
+        .await;
+    let outsider = gw
+        .http_as("chen.jie", Role::TeamMember, Some("sanitation"), None)
+        .await;
+    let (_, case) = gw
+        .http
+        .post_json(
+            "/api/cases",
+            &json!({"source": "patrol", "type": "manhole_cover", "grid": "320508001001001",
+                    "detail": "cover loose", "device_id": "MH-1"}),
+        )
+        .await;
+    let id = case["id"].as_i64().unwrap();
+    let upload = |http: common::Http, bytes: Vec<u8>, ty: &'static str| async move {
+        let (client, base) = http.client();
+        let r = client
+            .post(format!("{base}/api/cases/{id}/photos"))
+            .header("content-type", ty)
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json::<Value>().await.unwrap_or(Value::Null))
+    };
+    let (status, photo) = upload(member.clone(), JPEG.to_vec(), "image/jpeg").await;
+    assert_eq!(status, 200, "{photo}");
+    assert_eq!(photo["content_type"], "image/jpeg");
+    assert_eq!(photo["uploader"], "liu.yang");
+    // The type comes from the bytes, not from what the request says.
+    let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+    let (status, p) = upload(member.clone(), png, "application/octet-stream").await;
+    assert_eq!(
+        (status, p["content_type"].as_str()),
+        (200, Some("image/png"))
+    );
+    for (bytes, why) in [
+        (b"GIF89a....".to_vec(), "a GIF"),
+        (b"<svg xmlns='http://www.w3.org/2000/svg'/>".to_vec(), "SVG"),
+        (b"not a picture".to_vec(), "text"),
+    ] {
+        let (status, e) = upload(member.clone(), bytes, "image/jpeg").await;
+        assert_eq!(
+            (status, e["code"].as_str()),
+            (415, Some("unsupported_media_type")),
+            "{why}"
+        );
+    }
+    let mut big = JPEG.to_vec();
+    big.resize(4097, 0);
+    let (status, e) = upload(member.clone(), big, "image/jpeg").await;
+    assert_eq!((status, e["code"].as_str()), (413, Some("photo_too_large")));
+    let (status, _) = upload(outsider.clone(), JPEG.to_vec(), "image/jpeg").await;
+    assert_eq!(status, 403, "another team's case");
+
+    // Listed in the detail, served with its type, the bytes as sent.
+    let (_, detail) = member.get(&format!("/api/cases/{id}")).await;
+    let photos = detail["photos"].as_array().unwrap();
+    assert_eq!(photos.len(), 2, "{detail}");
+    let pid = photos[0]["id"].as_i64().unwrap();
+    let (client, base) = member.client();
+    let got = client
+        .get(format!("{base}/api/cases/{id}/photos/{pid}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.headers()["content-type"], "image/jpeg");
+    assert_eq!(got.bytes().await.unwrap().as_ref(), JPEG);
+    let (status, _) = outsider.get(&format!("/api/cases/{id}/photos/{pid}")).await;
+    assert_eq!(status, 403);
+    let (status, e) = member.get(&format!("/api/cases/{id}/photos/999")).await;
+    assert_eq!((status, e["code"].as_str()), (404, Some("photo_not_found")));
+
+    // A voided case takes no more photos.
+    let (status, _) = gw
+        .http
+        .post_json(
+            &format!("/api/cases/{id}/transitions"),
+            &json!({"action": "void", "reason": "duplicate"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, e) = upload(gw.http.clone(), JPEG.to_vec(), "image/jpeg").await;
+    assert_eq!((status, e["code"].as_str()), (409, Some("case_closed")));
+    gw.running.shutdown().await.unwrap();
+}
+
+/// The overview map: per grid zoomed out, points with open cases zoomed in, scoped to the
+/// caller, and the figures beside it.
+#[tokio::test]
+async fn map_answers_per_grid_zoomed_out_and_points_zoomed_in() {
+    let gw = Gateway::start(|c| c.rules.hold_s = 0).await;
+    gw.import_inventory().await;
+    publish(&gw.broker(), vec![cover(1, "raised")]).await;
+    eventually("the cover case", Duration::from_secs(10), || async {
+        gw.http.get("/api/cases").await.1["total"] == 1
+    })
+    .await;
+    let (status, out) = gw.http.get("/api/map?zoom=10").await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["mode"], "grids");
+    assert_eq!(out["devices"], json!([]));
+    let grids = out["grids"].as_array().unwrap();
+    assert_eq!(grids.len(), 2, "{out}");
+    let g1 = grids
+        .iter()
+        .find(|g| g["grid"] == "320508001001001")
+        .unwrap();
+    assert_eq!(
+        (
+            g1["devices"].as_u64(),
+            g1["open_cases"].as_u64(),
+            g1["urgent_cases"].as_u64()
+        ),
+        (Some(2), Some(1), Some(1))
+    );
+    // Two devices: the outline is a padded box around them.
+    assert_eq!(g1["outline"].as_array().map(Vec::len), Some(4));
+    assert_eq!(out["summary"]["devices"], 4);
+    assert_eq!(out["summary"]["open_cases"], 1);
+
+    // Zoomed in on the first grid's corner: its devices and the case at the cover.
+    let (_, near) = gw
+        .http
+        .get("/api/map?zoom=17&bbox=120.595,31.295,120.615,31.315")
+        .await;
+    assert_eq!(near["mode"], "points", "{near}");
+    let ids: Vec<&str> = near["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(ids.contains(&"SL-1") && ids.contains(&"MH-1"), "{ids:?}");
+    assert_eq!(near["cases"][0]["case_type"], "manhole_cover");
+    assert_eq!(near["cases"][0]["lat"], 31.31);
+
+    // A viewer of the other grid sees neither the first grid nor its case.
+    let viewer = gw
+        .http_as("v.two", Role::Viewer, None, Some("320508001001002"))
+        .await;
+    let (_, theirs) = viewer.get("/api/map?zoom=10").await;
+    assert_eq!(
+        theirs["grids"].as_array().map(Vec::len),
+        Some(1),
+        "{theirs}"
+    );
+    assert_eq!(theirs["summary"]["open_cases"], 0);
+    assert_eq!(theirs["summary"]["devices"], 2);
+    // The Devices page's search: ids containing the text, any case.
+    let (_, found) = gw.http.get("/api/devices?q=mh").await;
+    assert_eq!(found["total"], 1, "{found}");
+    assert_eq!(found["devices"][0]["id"], "MH-1");
+    let (status, e) = gw.http.get("/api/map?bbox=north").await;
+    assert_eq!((status, e["code"].as_str()), (400, Some("invalid_bbox")));
+    gw.running.shutdown().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// In a real browser.
+
+use fantoccini::{Client, ClientBuilder, Locator};
+
+/// Where screenshots go: `target/console-screenshots/`.
+fn screenshot_dir() -> std::path::PathBuf {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/console-screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshot directory");
+    dir
+}
+
+/// A chromedriver started from `STREETGATE_TEST_CHROMEDRIVER`, killed when dropped.
+struct Driver {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Driver {
+    /// `None` (with a note) when the variable is unset; a driver that does not start fails.
+    async fn start(test: &str) -> Option<Self> {
+        let Ok(path) = std::env::var("STREETGATE_TEST_CHROMEDRIVER") else {
+            println!(
+                "{test}: STREETGATE_TEST_CHROMEDRIVER is not set (path to chromedriver): the console is not tested in a browser"
+            );
+            return None;
+        };
+        let port = common::process::free_port();
+        let child = std::process::Command::new(&path)
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("STREETGATE_TEST_CHROMEDRIVER={path}: {e}"));
+        let driver = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let status = format!("{}/status", driver.url);
+        eventually("chromedriver answers", Duration::from_secs(20), || {
+            let status = status.clone();
+            async move { reqwest::get(&status).await.is_ok_and(|r| r.status() == 200) }
+        })
+        .await;
+        Some(driver)
+    }
+
+    /// A browser window of this size preferring this language.
+    async fn browser(&self, width: u32, height: u32, lang: &str) -> Client {
+        let chromium = std::env::var("STREETGATE_TEST_CHROMIUM").ok().or_else(|| {
+            // Next to the driver (Debian: /usr/bin/chromium beside /usr/bin/chromedriver).
+            let driver = std::env::var("STREETGATE_TEST_CHROMEDRIVER").ok()?;
+            let next = std::path::Path::new(&driver).with_file_name("chromium");
+            next.exists().then(|| next.display().to_string())
+        });
+        let mut options = json!({
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     format!("--window-size={width},{height}"), format!("--lang={lang}")],
+            "prefs": {"intl.accept_languages": lang},
+        });
+        if let Some(binary) = chromium {
+            options["binary"] = json!(binary);
+        }
+        let mut caps = serde_json::Map::new();
+        caps.insert("browserName".into(), json!("chrome"));
+        caps.insert("goog:chromeOptions".into(), options);
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&self.url)
+            .await
+            .expect("a browser session");
+        client
+            .set_window_size(width, height)
+            .await
+            .expect("window size");
+        client
+    }
+}
+
+async fn shot(b: &Client, name: &str) {
+    let png = b.screenshot().await.expect("screenshot");
+    std::fs::write(screenshot_dir().join(format!("{name}.png")), png).expect("write screenshot");
+}
+
+async fn wait_for(b: &Client, css: &str, within: Duration) -> fantoccini::elements::Element {
+    b.wait()
+        .at_most(within)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css} within {within:?}: {e}"))
+}
+
+/// Wait until a script returns true.
+async fn wait_true(b: &Client, what: &str, script: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        if b.execute(script, vec![]).await.ok() == Some(Value::Bool(true)) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn sign_in(b: &Client, base: &str, user: &str, password: &str) {
+    b.goto(&format!("{base}/")).await.expect("console");
+    wait_for(b, "input[name=username]", Duration::from_secs(10))
+        .await
+        .send_keys(user)
+        .await
+        .unwrap();
+    b.find(Locator::Css("input[name=password]"))
+        .await
+        .unwrap()
+        .send_keys(password)
+        .await
+        .unwrap();
+    b.find(Locator::Css("form.signin button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for(b, "header.top .who", Duration::from_secs(10)).await;
+    // The live stream is open before the test makes anything happen.
+    wait_true(
+        b,
+        "the live stream",
+        "return document.querySelector('[data-test=live]')?.dataset.state === 'live'",
+        Duration::from_secs(10),
+    )
+    .await;
+}
+
+/// Click what `css` finds, finding it again when the live page re-rendered it in between.
+async fn click(b: &Client, css: &str) {
+    for attempt in 0.. {
+        match wait_for(b, css, Duration::from_secs(10))
+            .await
+            .click()
+            .await
+        {
+            Ok(()) => return,
+            Err(e) if attempt < 5 && e.to_string().contains("stale") => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("click {css}: {e}"),
+        }
+    }
+}
+
+/// Type into what `css` finds (found again when re-rendered).
+async fn type_into(b: &Client, css: &str, text: &str) {
+    for attempt in 0.. {
+        match wait_for(b, css, Duration::from_secs(10))
+            .await
+            .send_keys(text)
+            .await
+        {
+            Ok(()) => return,
+            Err(e) if attempt < 5 && e.to_string().contains("stale") => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("type into {css}: {e}"),
+        }
+    }
+}
+
+/// English strings of the console's dictionary that are visible on the page (whole words).
+const ENGLISH_LEFT: &str = r#"
+    const m = await import('/console/js/i18n.js');
+    const text = document.body.innerText;
+    const zh = new Set(Object.values(m.DICT.zh));
+    const left = [];
+    for (const v of Object.values(m.DICT.en)) {
+      for (const part of v.split(/\{[a-z_]+\}/)) {
+        const p = part.trim().replace(/[.:…]+$/, '');
+        if (p.length < 3 || zh.has(v) || !/[A-Za-z]/.test(p)) continue;
+        const re = new RegExp('(^|[^A-Za-z])' + p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&') + '($|[^A-Za-z])');
+        if (re.test(text)) left.push(p);
+      }
+    }
+    return left;
+"#;
+
+async fn english_left(b: &Client) -> Vec<String> {
+    let script = format!(
+        "const done = arguments[arguments.length - 1]; (async () => {{ {ENGLISH_LEFT} }})().then(done, e => done(['error: ' + e]));"
+    );
+    let v = b.execute_async(&script, vec![]).await.expect("scan");
+    serde_json::from_value(v).expect("a list")
+}
+
+/// A dispatcher and a team member work a case the sensor raised, from fault to closure, in
+/// the browser; then the language switch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_case_is_worked_in_the_browser_from_fault_to_closure() {
+    let Some(driver) = Driver::start("a_case_is_worked_in_the_browser_from_fault_to_closure").await
+    else {
+        return;
+    };
+    let gw = Gateway::start(|c| {
+        c.rules.hold_s = 0;
+        c.cases.verify_window_s = 1;
+    })
+    .await;
+    gw.import_inventory().await;
+    let store = gw.running.state.store.as_ref();
+    let now = streetgate_gateway::clock::wall_ms();
+    for (name, role, team) in [
+        ("di.spatch", Role::Dispatcher, None),
+        ("liu.yang", Role::TeamMember, Some("municipal".to_owned())),
+    ] {
+        streetgate_gateway::auth::add_user(
+            store,
+            name,
+            role,
+            team,
+            None,
+            Some("console-test-pw".into()),
+            now,
+        )
+        .await
+        .expect("user");
+    }
+    let base = format!("http://{}", gw.running.http_addr);
+
+    // The dispatcher's desk, in English.
+    let desk = driver.browser(1400, 900, "en-US").await;
+    sign_in(&desk, &base, "di.spatch", "console-test-pw").await;
+    // The dispatcher starts on the overview map.
+    wait_for(
+        &desk,
+        "[data-test=map] .leaflet-pane",
+        Duration::from_secs(10),
+    )
+    .await;
+    desk.goto(&format!("{base}/#/cases")).await.unwrap();
+    wait_for(&desk, "[data-test=case-list]", Duration::from_secs(10)).await;
+    shot(&desk, "01-desk-empty").await;
+
+    // A manhole cover opens: the case appears in the open list without a reload.
+    let published = Instant::now();
+    publish(&gw.broker(), vec![cover(1, "raised")]).await;
+    wait_for(&desk, "tr[data-case-id]", Duration::from_secs(10)).await;
+    println!(
+        "the case appeared in the open console {} ms after the device's message was published",
+        published.elapsed().as_millis()
+    );
+    let (_, list) = gw.http.get("/api/cases").await;
+    let id = list["cases"][0]["id"].as_i64().expect("a case");
+    shot(&desk, "02-desk-case-live").await;
+
+    // The team member on a phone-sized window: the case is there; hand it back (退单).
+    let phone = driver.browser(400, 860, "en-US").await;
+    sign_in(&phone, &base, "liu.yang", "console-test-pw").await;
+    let card = format!("article[data-case-id='{id}']");
+    wait_for(&phone, &card, Duration::from_secs(10)).await;
+    shot(&phone, "03-phone-dispatched").await;
+    click(&phone, &format!("{card} button[data-action=return]")).await;
+    type_into(
+        &phone,
+        &format!("{card} textarea[name=reason]"),
+        "cover belongs to the gas company",
+    )
+    .await;
+    click(&phone, &format!("{card} form.act-form button.confirm")).await;
+
+    // The dispatcher opens it (live: it now offers dispatch) and dispatches it again.
+    click(&desk, &format!("tr[data-case-id='{id}']")).await;
+    wait_for(&desk, "[data-test=timeline]", Duration::from_secs(10)).await;
+    click(&desk, "button[data-action=dispatch]").await;
+    shot(&desk, "04-desk-dispatch-form").await;
+    click(&desk, "form.act-form button.confirm").await;
+    wait_for(
+        &desk,
+        "h1 .badge[data-state=dispatched]",
+        Duration::from_secs(10),
+    )
+    .await;
+
+    // The phone's list follows; accept, then resolve with a note and a photo.
+    click(
+        &phone,
+        &format!("{card}[data-state=dispatched] button[data-action=accept]"),
+    )
+    .await;
+    click(
+        &phone,
+        &format!("{card}[data-state=accepted] button[data-action=resolve]"),
+    )
+    .await;
+    type_into(
+        &phone,
+        &format!("{card} textarea[name=note]"),
+        "cover reseated",
+    )
+    .await;
+    let photo = gw.dir.path().join("repair.jpg");
+    std::fs::write(&photo, JPEG).unwrap();
+    type_into(
+        &phone,
+        &format!("{card} input[type=file]"),
+        &photo.display().to_string(),
+    )
+    .await;
+    shot(&phone, "05-phone-resolve-form").await;
+    click(&phone, &format!("{card} form.act-form button.confirm")).await;
+    wait_for(
+        &phone,
+        &format!("{card}[data-state=resolved]"),
+        Duration::from_secs(10),
+    )
+    .await;
+    shot(&phone, "06-phone-resolved").await;
+
+    // The sensor shows the cover back: the gateway verifies and closes the case, and the
+    // dispatcher's open page shows it, with the photo in the timeline.
+    publish(&gw.broker(), vec![cover(2, "cleared")]).await;
+    wait_for(
+        &desk,
+        "h1 .badge[data-state=closed]",
+        Duration::from_secs(30),
+    )
+    .await;
+    wait_for(
+        &desk,
+        "[data-test=timeline] li[data-action=photo] img",
+        Duration::from_secs(5),
+    )
+    .await;
+    let timeline = desk
+        .find(Locator::Css("[data-test=timeline]"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for expected in [
+        "Returned",
+        "cover belongs to the gas company",
+        "Accepted",
+        "cover reseated",
+        "Verified",
+        "Closed",
+    ] {
+        assert!(
+            timeline.contains(expected),
+            "{expected} missing from the timeline: {timeline}"
+        );
+    }
+    wait_for(&desk, ".facts .tag.green", Duration::from_secs(5)).await;
+    shot(&desk, "07-desk-closed").await;
+    let (_, case) = gw.http.get(&format!("/api/cases/{id}")).await;
+    assert_eq!(case["state"], "closed", "{case}");
+    assert_eq!(case["photos"].as_array().map(Vec::len), Some(1), "{case}");
+
+    // Language: every visible string turns Chinese, and the choice is remembered.
+    assert!(
+        english_left(&desk).await.len() > 3,
+        "the English page shows English"
+    );
+    click(&desk, "button.lang").await;
+    wait_true(
+        &desk,
+        "zh",
+        "return document.documentElement.lang === 'zh-CN'",
+        Duration::from_secs(5),
+    )
+    .await;
+    let left = english_left(&desk).await;
+    assert!(
+        left.is_empty(),
+        "English left on the Chinese case page: {left:?}"
+    );
+    shot(&desk, "08-desk-case-zh").await;
+    desk.goto(&format!("{base}/#/cases?open=false"))
+        .await
+        .unwrap();
+    wait_for(&desk, "tr[data-case-id]", Duration::from_secs(10)).await;
+    let left = english_left(&desk).await;
+    assert!(
+        left.is_empty(),
+        "English left on the Chinese case list: {left:?}"
+    );
+    shot(&desk, "09-desk-list-zh").await;
+    click(&phone, "button.lang").await;
+    wait_true(
+        &phone,
+        "zh",
+        "return document.documentElement.lang === 'zh-CN'",
+        Duration::from_secs(5),
+    )
+    .await;
+    let left = english_left(&phone).await;
+    assert!(
+        left.is_empty(),
+        "English left on the Chinese field page: {left:?}"
+    );
+    shot(&phone, "10-phone-zh").await;
+    desk.goto(&format!("{base}/#/map")).await.unwrap();
+    wait_for(
+        &desk,
+        "[data-test=kpis] [data-kpi=online]",
+        Duration::from_secs(10),
+    )
+    .await;
+    let left = english_left(&desk).await;
+    assert!(
+        left.is_empty(),
+        "English left on the Chinese overview: {left:?}"
+    );
+    shot(&desk, "11-desk-map-zh").await;
+
+    desk.close().await.unwrap();
+    phone.close().await.unwrap();
+    gw.running.shutdown().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bench (not a test: `cargo test -p streetgate-gateway --test console -- --ignored bench
+// --nocapture`; build with `--release` for figures that mean something).
+
+/// A city of 1,000,000 devices in 1,000 grids with 10,000 open cases: the time until the
+/// overview is usable (the per-grid map of the whole city, then a zoomed-in box), and the time
+/// to list and filter the cases. Prints the figures; asserts only that the answers are right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a bench: run with --ignored"]
+async fn bench_million_devices_and_ten_thousand_cases() {
+    use streetgate_gateway::model::{CaseSource, CaseState, CaseType};
+    use streetgate_gateway::store::{CaseHistoryEntry, CaseRecord};
+    const DEVICES: usize = 1_000_000;
+    const GRIDS: usize = 1_000;
+    const CASES: usize = 10_000;
+    let gw = Gateway::start(|_| {}).await;
+    let started = Instant::now();
+    let mut csv = String::from(
+        "id,kind,component_code,lat,lon,grid,road_segment,road_class,toilet_class,bin_depth_mm,transport,overrides\n",
+    );
+    for i in 0..DEVICES {
+        let g = i % GRIDS;
+        // Grids on a 40 x 25 lattice of ~1 km cells; devices spread inside their cell.
+        #[allow(clippy::cast_precision_loss)]
+        let (lat, lon) = (
+            35.6 + (g / 40) as f64 * 0.01 + (i / GRIDS % 100) as f64 * 0.0001,
+            114.1 + (g % 40) as f64 * 0.01 + (i / GRIDS / 100) as f64 * 0.001,
+        );
+        csv.push_str(&format!(
+            "BN-{i:07},bin,,{lat:.6},{lon:.6},G{g:04},,,,1200,mqtt,\n"
+        ));
+    }
+    let devices = streetgate_gateway::inventory::parse_csv(csv.as_bytes()).expect("inventory");
+    gw.running.state.inventory.upsert(devices);
+    println!(
+        "bench: {DEVICES} devices in memory after {:?}",
+        started.elapsed()
+    );
+
+    let store = gw.running.state.store.clone();
+    let started = Instant::now();
+    let now = streetgate_gateway::clock::wall_ms();
+    for i in 0..CASES {
+        let g = i % GRIDS;
+        let id =
+            streetgate_protocols::DeviceId::new(&format!("BN-{:07}", i * 97 % DEVICES)).unwrap();
+        let case = CaseRecord {
+            id: 0,
+            case_type: if i % 3 == 0 {
+                CaseType::BinOverflow
+            } else {
+                CaseType::BinFull
+            },
+            source: CaseSource::Sensor,
+            subject_key: format!("device:{}", id.as_str()),
+            condition_key: Some("alarm:bin_full".into()),
+            grid: format!("G{g:04}"),
+            team: Some("sanitation".into()),
+            state: CaseState::Dispatched,
+            urgent: i % 10 == 0,
+            devices: vec![id],
+            detail: "bench".into(),
+            opened_ms: now - 1000,
+            due_ms: Some(if i % 4 == 0 { now - 1 } else { now + 3_600_000 }),
+            updated_ms: now,
+            closed_ms: None,
+            condition_active: true,
+            clear_since_ms: None,
+            rework_count: 0,
+            returned_count: 0,
+            supervision_level: 0,
+            on_site_due_ms: None,
+            on_site_ms: None,
+        };
+        let entry = CaseHistoryEntry {
+            action: "register".into(),
+            at_ms: now,
+            actor: "system".into(),
+            from: None,
+            to: CaseState::Dispatched,
+            note: String::new(),
+        };
+        store.insert_case(&case, &entry).await.expect("case");
+    }
+    println!(
+        "bench: {CASES} open cases stored after {:?}",
+        started.elapsed()
+    );
+
+    let time = |path: String| {
+        let http = gw.http.clone();
+        async move {
+            let t = Instant::now();
+            let (status, body) = http.get(&path).await;
+            assert_eq!(status, 200, "{path}: {body}");
+            (t.elapsed(), body)
+        }
+    };
+    for round in ["first (outlines computed)", "again (outlines cached)"] {
+        let (took, overview) = time("/api/map?zoom=11".into()).await;
+        assert_eq!(overview["mode"], "grids");
+        assert_eq!(overview["grids"].as_array().map(Vec::len), Some(GRIDS));
+        assert_eq!(overview["summary"]["open_cases"], CASES);
+        println!(
+            "bench: whole-city overview, {GRIDS} grids, {round}: {took:?}, {} bytes",
+            overview.to_string().len()
+        );
+    }
+    let (took, near) = time("/api/map?zoom=17&bbox=114.10,35.60,114.11,35.61".into()).await;
+    assert_eq!(near["mode"], "points", "{}", near["summary"]);
+    println!(
+        "bench: one zoomed-in box, {} devices and {} cases: {took:?}",
+        near["devices"].as_array().map_or(0, Vec::len),
+        near["cases"].as_array().map_or(0, Vec::len)
+    );
+    for path in [
+        "/api/cases?limit=50",
+        "/api/cases?limit=50&offset=5000",
+        "/api/cases?type=bin_overflow&limit=50",
+        "/api/cases?grid=G0042&limit=50",
+        "/api/cases?urgent=true&limit=50",
+        "/api/cases?overdue=true&limit=50",
+    ] {
+        let (took, list) = time(path.into()).await;
+        println!("bench: {path}: {took:?} ({} matching)", list["total"]);
+    }
+    let (took, devices) = time("/api/devices?q=bn-00420&limit=50".into()).await;
+    println!(
+        "bench: device search over {DEVICES}: {took:?} ({} matching)",
+        devices["total"]
+    );
+    gw.running.shutdown().await.unwrap();
+}
