@@ -40,6 +40,10 @@ pub const MQTT_SINK: &str = "mqtt";
 /// Events read from the store per round.
 const BATCH: u32 = 100;
 
+/// Events a sink holds in memory during its quiet hours; past it, it stops reading until they
+/// end.
+const MAX_HELD: usize = 10_000;
+
 /// The alerts topic of a case event: `streetgate/v1/_alerts/{grid}/{case_type}`.
 pub fn topic(event: &CaseEvent) -> String {
     format!(
@@ -518,6 +522,14 @@ async fn run_sink(
             && route
                 .quiet_hours
                 .is_some_and(|q| q.contains(clock.now_ms(), config.utc_offset_min));
+        if quiet && held.len() >= MAX_HELD {
+            // Holding more would only grow memory: the rest waits in the store, read in order
+            // after the quiet hours (the cursor is before the first event held).
+            if !sleep_or_cancel(poll * 10, &cancel).await {
+                break;
+            }
+            continue;
+        }
         let mut work: Vec<CaseEvent> = Vec::new();
         if !quiet && !held.is_empty() {
             tracing::info!(sink = %name, events = held.len(), "quiet hours over: sending the events held");

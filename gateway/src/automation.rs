@@ -154,7 +154,7 @@ impl Automation {
         let incidents = self.group(events.iter().map(|ev| {
             let device = match &ev.subject {
                 Subject::Device(id) => devices.get(id).map(AsRef::as_ref),
-                Subject::Segment(_) => None,
+                Subject::Segment(_) | Subject::Fleet => None,
             };
             (ev, device)
         }));

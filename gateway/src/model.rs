@@ -284,7 +284,8 @@ impl FromStr for Condition {
     }
 }
 
-/// What a condition is about: one device, or a whole road segment (grouped lamp faults).
+/// What a condition is about: one device, a whole road segment (grouped lamp faults), or the
+/// whole fleet (a fleet-wide outage: one case instead of one per device).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "type", content = "id", rename_all = "snake_case")]
 pub enum Subject {
@@ -292,14 +293,17 @@ pub enum Subject {
     Device(DeviceId),
     /// A road segment.
     Segment(SegmentId),
+    /// The gateway's whole fleet.
+    Fleet,
 }
 
 impl Subject {
-    /// Stable text form (`device:SL-1`, `segment:S-12`) used as a store key.
+    /// Stable text form (`device:SL-1`, `segment:S-12`, `fleet`) used as a store key.
     pub fn key(&self) -> String {
         match self {
             Self::Device(d) => format!("device:{d}"),
             Self::Segment(s) => format!("segment:{s}"),
+            Self::Fleet => "fleet".to_owned(),
         }
     }
 }

@@ -544,3 +544,123 @@ async fn supervision_second_dispatch_and_notification_routing() {
     assert_eq!(per_case, BTreeMap::from([(cover, 1), (other, 1)]));
     gw.running.shutdown().await.unwrap();
 }
+
+/// A fleet-wide outage (every device's last will at once) is one case and one summary: no
+/// per-device offline case, no message per device; the case names the devices cut off and
+/// closes itself when the fleet is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_wide_outage_sends_one_summary() {
+    use common::{Msg, publish, topic};
+    let received = Received::default();
+    let anchor = wall_ms();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let receiver = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new()
+        .route("/{sink}", post(receive))
+        .with_state((received.clone(), anchor));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(&dir, anchor, &receiver);
+    // Real time, at noon in the city (no lamp is expected on), four devices: an outage is
+    // three of them at once.
+    c.clock.speed = 1.0;
+    c.clock.start_ms = Some(START_MS - 10 * 60 * MINUTE - 30 * MINUTE);
+    c.rules.outage_min_devices = 3;
+    c.broker.auth = streetgate_gateway::broker::AuthMode::Open;
+    c.alerts.webhooks.truncate(1);
+    let gw = Gateway::start_with(c, dir).await;
+    gw.import_inventory().await;
+    let devices = [
+        ("SL-1", "streetlight"),
+        ("MH-1", "manhole"),
+        ("BN-1", "bin"),
+        ("WC-1", "toilet"),
+    ];
+    let status = |online: bool, seq: u32| {
+        devices
+            .iter()
+            .map(|(id, kind)| {
+                Msg::new(
+                    topic(id, "status"),
+                    format!(
+                        r#"{{"device_id":"{id}","seq":{seq},"kind":"{kind}","online":{online}}}"#
+                    ),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    publish(&gw.broker(), status(true, 1)).await;
+    for (id, _) in devices {
+        eventually(
+            "every device heard from",
+            Duration::from_secs(10),
+            || async {
+                let (_, d) = gw.http.get(&format!("/api/devices/{id}")).await;
+                d["last_seq"] == 1
+            },
+        )
+        .await;
+    }
+    // The broker goes: every device's last will at once.
+    publish(&gw.broker(), status(false, 0)).await;
+    let fleet = |list: &Value| -> Option<Value> {
+        list["cases"]
+            .as_array()?
+            .iter()
+            .find(|c| c["subject_key"] == "fleet")
+            .cloned()
+    };
+    eventually("the outage's case", Duration::from_secs(15), || async {
+        let (_, list) = gw.http.get("/api/cases?limit=50").await;
+        fleet(&list).is_some()
+    })
+    .await;
+    let (_, list) = gw.http.get("/api/cases?limit=50").await;
+    let case = fleet(&list).unwrap();
+    assert_eq!(case["case_type"], "device_offline", "{case}");
+    assert_eq!(case["grid"], "city");
+    assert_eq!(case["urgent"], true);
+    assert_eq!(case["devices"].as_array().unwrap().len(), 4, "{case}");
+    let detail = case["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("4 of 4 devices lost their connection at once")
+            && detail.contains("320508001001001 2")
+            && detail.contains("320508001001002 2"),
+        "{detail}"
+    );
+    assert_eq!(gw.metric("streetgate_fleet_outage_devices").await, 4.0);
+
+    // The fleet is back: the case closes itself.
+    publish(&gw.broker(), status(true, 2)).await;
+    let id = case["id"].as_i64().unwrap();
+    eventually(
+        "the outage's case closed",
+        Duration::from_secs(15),
+        || async {
+            let (_, c) = gw.http.get(&format!("/api/cases/{id}")).await;
+            c["state"] == "closed"
+        },
+    )
+    .await;
+    eventually("its closure announced", Duration::from_secs(10), || async {
+        received
+            .of("all")
+            .iter()
+            .any(|(_, b)| b["case_id"] == id && b["case"]["state"] == "closed")
+    })
+    .await;
+    // One case, and nothing else: every message is about the outage's case.
+    let (_, list) = gw.http.get("/api/cases?limit=50").await;
+    assert_eq!(list["total"], 1, "{list}");
+    let got = received.of("all");
+    assert!(
+        got.iter().all(|(_, b)| b["case_id"] == id),
+        "messages about other cases: {got:?}"
+    );
+    let registrations = got
+        .iter()
+        .filter(|(_, b)| b["action"] == "register")
+        .count();
+    assert_eq!(registrations, 1);
+}

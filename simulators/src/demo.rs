@@ -29,6 +29,7 @@ pub fn event_line(e: &CaseEvent) -> String {
         .unwrap_or_default();
     let place = match c.subject_key.split_once(':') {
         Some(("segment", s)) => format!("segment {s}"),
+        None if c.subject_key == "fleet" => "the whole fleet".to_owned(),
         Some((_, d)) => d.to_owned(),
         None => c.subject_key.clone(),
     };

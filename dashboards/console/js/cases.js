@@ -23,12 +23,13 @@ export function stateBadge(c, now) {
   return h("span", { class: `badge ${caseTone(c, now)}`, dataset: { state: c.state } }, t("state." + c.state));
 }
 
-/** Where a case is: its segment or its first device. */
+/** Where a case is: its segment, its device, or the whole fleet (a fleet-wide outage). */
 export function casePlace(c) {
   const k = c.subject_key || "";
   if (k.startsWith("segment:place:")) return k.slice("segment:place:".length);
   if (k.startsWith("segment:")) return `${t("case.segment")} ${k.slice(8)}`;
   if (k.startsWith("device:")) return k.slice(7);
+  if (k === "fleet") return t("case.fleet");
   return k;
 }
 

@@ -207,6 +207,9 @@ fn escape(text: &str) -> String {
     out
 }
 
+/// Devices a message names; the rest are counted.
+const DEVICES_NAMED: usize = 10;
+
 /// The message for a case event.
 pub fn render(
     event: &CaseEvent,
@@ -251,11 +254,20 @@ pub fn render(
     let devices = if c.devices.is_empty() {
         none.to_owned()
     } else {
-        c.devices
+        // A fleet-wide outage's case lists up to 200 devices: a message names a few and counts
+        // the rest (robot messages are limited to a few kilobytes).
+        let named = c
+            .devices
             .iter()
+            .take(DEVICES_NAMED)
             .map(|d| escape(d.as_str()))
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", ");
+        match (c.devices.len().saturating_sub(DEVICES_NAMED), zh) {
+            (0, _) => named,
+            (_, true) => format!("{named} 等 {} 台", c.devices.len()),
+            (more, false) => format!("{named} and {more} more"),
+        }
     };
     let team = c.team.as_deref().map_or_else(|| none.to_owned(), escape);
     let due = c

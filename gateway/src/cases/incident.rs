@@ -36,6 +36,9 @@ pub struct Incident {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Member {
     device: Option<DeviceId>,
+    /// The devices of a fleet-wide member (the devices an outage cut off).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    others: Vec<DeviceId>,
     condition: Condition,
     urgent: bool,
     detail: String,
@@ -61,7 +64,7 @@ impl Group {
         let mut devices: Vec<DeviceId> = self
             .members
             .values()
-            .filter_map(|m| m.device.clone())
+            .flat_map(|m| m.device.iter().chain(&m.others).cloned())
             .collect();
         devices.extend(self.dark.iter().flatten().cloned());
         devices.sort();
@@ -182,13 +185,17 @@ impl Incidents {
                     Member {
                         device: match &ev.subject {
                             Subject::Device(d) => Some(d.clone()),
-                            Subject::Segment(_) => None,
+                            Subject::Segment(_) | Subject::Fleet => None,
+                        },
+                        others: match &ev.subject {
+                            Subject::Fleet => ev.devices.clone(),
+                            Subject::Device(_) | Subject::Segment(_) => Vec::new(),
                         },
                         condition: ev.condition,
                         urgent: ev.urgent,
                         detail: match &ev.subject {
                             Subject::Device(d) => format!("{d}: {}", ev.detail),
-                            Subject::Segment(_) => ev.detail.clone(),
+                            Subject::Segment(_) | Subject::Fleet => ev.detail.clone(),
                         },
                     },
                 );

@@ -234,6 +234,9 @@ impl CaseService {
 }
 
 fn subject_from_key(key: &str) -> Option<Subject> {
+    if key == "fleet" {
+        return Some(Subject::Fleet);
+    }
     if let Some(id) = key.strip_prefix("device:") {
         return DeviceId::new(id).ok().map(Subject::Device);
     }

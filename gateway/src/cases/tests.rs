@@ -477,6 +477,58 @@ fn an_open_cover_escalates_the_tilt_incident() {
 }
 
 #[test]
+fn a_fleet_wide_outage_is_one_urgent_offline_incident_listing_its_devices() {
+    let mut inc = Incidents::default();
+    let cut: Vec<DeviceId> = (0..30).map(|i| id(&format!("MH-{i}"))).collect();
+    let began = inc
+        .apply(
+            &ev(Subject::Fleet, Condition::Offline, true, cut.clone(), true),
+            None,
+        )
+        .unwrap();
+    assert_eq!(
+        (
+            &began.subject,
+            began.case_type,
+            began.active,
+            began.urgent,
+            began.grid.as_str()
+        ),
+        (&Subject::Fleet, CaseType::DeviceOffline, true, true, "g1")
+    );
+    let mut sorted = cut.clone();
+    sorted.sort();
+    assert_eq!(began.devices, sorted);
+    assert_eq!(began.subject.key(), "fleet");
+    // A device's own offline condition is its own incident, beside the fleet's.
+    let own = inc
+        .apply(
+            &ev(
+                Subject::Device(id("MH-1")),
+                Condition::Offline,
+                true,
+                vec![id("MH-1")],
+                false,
+            ),
+            None,
+        )
+        .unwrap();
+    assert_eq!(own.subject, Subject::Device(id("MH-1")));
+    assert_eq!(inc.active().count(), 2);
+    // The state survives a restart (it is persisted with the rule state).
+    let restored: Incidents = serde_json::from_str(&serde_json::to_string(&inc).unwrap()).unwrap();
+    assert_eq!(restored, inc);
+    let over = inc
+        .apply(
+            &ev(Subject::Fleet, Condition::Offline, false, vec![], false),
+            None,
+        )
+        .unwrap();
+    assert!(!over.active);
+    assert_eq!(inc.active().count(), 1);
+}
+
+#[test]
 fn both_gases_are_one_odour_incident() {
     let mut inc = Incidents::default();
     let s = Subject::Device(id("WC-1"));

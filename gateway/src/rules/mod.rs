@@ -79,6 +79,10 @@ pub struct RulesConfig {
     /// Longest outage that suspends offline judgement, s; past it, devices still missing are
     /// judged one by one.
     pub outage_max_s: u32,
+    /// Grid code of the one case a fleet-wide outage raises (subject `fleet`, type
+    /// `device_offline`, urgent), routed like any case of that grid: the whole city, for the
+    /// operations centre, by default.
+    pub outage_grid: String,
     /// Lighting rate.
     pub lighting: LightingConfig,
 }
@@ -108,6 +112,7 @@ impl Default for RulesConfig {
             outage_min_devices: 10,
             outage_fraction: 0.2,
             outage_max_s: 3600,
+            outage_grid: "city".to_owned(),
             lighting: LightingConfig::default(),
         }
     }
@@ -226,6 +231,18 @@ pub struct Outage {
     /// over.
     #[serde(default)]
     pub expired: bool,
+}
+
+/// Devices named in a fleet-wide outage's case (the rest are counted in its detail).
+const OUTAGE_DEVICES_LISTED: usize = 200;
+/// Grids named in a fleet-wide outage's detail.
+const OUTAGE_GRIDS_NAMED: usize = 5;
+
+/// A fleet-wide outage began or ended at a tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutageEdge {
+    Started { devices: u64, heard: u64 },
+    Ended { outage: Outage, still_missing: u64 },
 }
 
 /// The rules engine.
@@ -800,9 +817,9 @@ impl RulesEngine {
         out
     }
 
-    /// Recognise a fleet-wide outage (many last wills pending at once) and end it; true while
-    /// offline judgement is suspended.
-    fn outage_tick(&mut self, now: UnixMs) -> bool {
+    /// Recognise a fleet-wide outage (many last wills pending at once) and end it: whether
+    /// offline judgement is suspended, and the outage's start or end at this tick.
+    fn outage_tick(&mut self, now: UnixMs) -> (bool, Option<OutageEdge>) {
         let key = Condition::Offline.key();
         let (mut heard, mut pending) = (0u64, 0u64);
         for st in self.state.devices.values() {
@@ -823,7 +840,7 @@ impl RulesEngine {
             && pending as f64 >= heard as f64 * f64::from(self.config.outage_fraction);
         let max_ms = i64::from(self.config.outage_max_s) * 1000;
         match (&mut self.state.outage, wide) {
-            (None, false) => false,
+            (None, false) => (false, None),
             (None, true) => {
                 tracing::warn!(
                     devices = pending,
@@ -838,7 +855,13 @@ impl RulesEngine {
                     devices: pending,
                     expired: false,
                 });
-                true
+                (
+                    true,
+                    Some(OutageEdge::Started {
+                        devices: pending,
+                        heard,
+                    }),
+                )
             }
             (Some(o), true) => {
                 o.devices = pending;
@@ -852,7 +875,7 @@ impl RulesEngine {
                         self.config.outage_max_s
                     );
                 }
-                !o.expired
+                (!o.expired, None)
             }
             (Some(o), false) => {
                 let o = *o;
@@ -873,8 +896,84 @@ impl RulesEngine {
                         }
                     }
                 }
-                false
+                (
+                    false,
+                    Some(OutageEdge::Ended {
+                        outage: o,
+                        still_missing: pending,
+                    }),
+                )
             }
+        }
+    }
+
+    /// The one condition event of a fleet-wide outage's start or end: a case for the whole
+    /// fleet (one notification), not one per device.
+    fn outage_event(
+        &self,
+        edge: OutageEdge,
+        now: UnixMs,
+        cut_off: &mut [(DeviceId, String)],
+    ) -> ConditionEvent {
+        let (raised, detail, devices) = match edge {
+            OutageEdge::Started { devices, heard } => {
+                let mut per_grid: BTreeMap<&str, u64> = BTreeMap::new();
+                for (_, grid) in cut_off.iter() {
+                    *per_grid.entry(grid.as_str()).or_default() += 1;
+                }
+                let mut grids: Vec<(&str, u64)> = per_grid.into_iter().collect();
+                grids.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+                let shown: Vec<String> = grids
+                    .iter()
+                    .take(OUTAGE_GRIDS_NAMED)
+                    .map(|(g, n)| format!("{g} {n}"))
+                    .collect();
+                let more = grids.len().saturating_sub(OUTAGE_GRIDS_NAMED);
+                let detail = format!(
+                    "fleet-wide outage: {devices} of {heard} devices lost their connection at \
+                     once (grids: {}{}); the network or the broker, not each device: no device \
+                     is judged offline until they are back (at most {} s)",
+                    shown.join(", "),
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    },
+                    self.config.outage_max_s
+                );
+                cut_off.sort();
+                let listed = cut_off
+                    .iter()
+                    .take(OUTAGE_DEVICES_LISTED)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                (true, detail, listed)
+            }
+            OutageEdge::Ended {
+                outage,
+                still_missing,
+            } => (
+                false,
+                format!(
+                    "fleet-wide outage over after {} s (at most {} devices cut off); {} still \
+                     missing, judged one by one",
+                    (now - outage.since_ms) / 1000,
+                    outage.peak_devices,
+                    still_missing
+                ),
+                Vec::new(),
+            ),
+        };
+        ConditionEvent {
+            subject: Subject::Fleet,
+            condition: Condition::Offline,
+            raised,
+            at_ms: now,
+            grid: self.config.outage_grid.clone(),
+            value: None,
+            detail,
+            devices,
+            urgent: raised,
         }
     }
 
@@ -896,8 +995,10 @@ impl RulesEngine {
             .map_or(0, |t| (now - t).clamp(0, 3_600_000));
         self.state.last_tick_ms = Some(now);
         let started = *self.started_ms.get_or_insert(now);
-        let suspended = self.outage_tick(now);
+        let (suspended, edge) = self.outage_tick(now);
         let offline_key = Condition::Offline.key();
+        let outage_began = matches!(edge, Some(OutageEdge::Started { .. }));
+        let mut cut_off = Vec::new();
         let mut lamps = Vec::new();
         let mut lamp_heard = false;
         for device in devices {
@@ -908,6 +1009,14 @@ impl RulesEngine {
                 .devices
                 .entry(device.id.as_str().to_owned())
                 .or_default();
+            if outage_began
+                && st
+                    .conditions
+                    .get(&offline_key)
+                    .is_some_and(|c| !c.active && c.over_since_ms.is_some())
+            {
+                cut_off.push((device.id.clone(), device.grid.clone()));
+            }
             // A device never heard from is not offline (not yet installed), only dark if a lamp.
             // Start-up grace: silence is counted from this run's start at the earliest, so no
             // device is judged offline before it has had `offline_missed` report intervals to
@@ -965,6 +1074,9 @@ impl RulesEngine {
                     .is_some_and(|s| s.last_seen_ms.is_some());
                 lamps.push(self.lamp_view(device, now));
             }
+        }
+        if let Some(edge) = edge {
+            out.push(self.outage_event(edge, now, &mut cut_off));
         }
         self.state.lighting.accumulate(&lamps, now, dt);
         let report = LightingReport::compute(&lamps, &self.config.lighting);

@@ -627,7 +627,23 @@ fn a_fleet_wide_outage_suspends_offline_judgement_until_the_fleet_is_back() {
     for d in &covers {
         assert!(e.on_reading(d, &will(d, 100)).is_empty());
     }
-    assert!(e.on_tick(101_000, &covers).is_empty());
+    // One event for the whole fleet, not thirty: one case, one notification.
+    let began = e.on_tick(101_000, &covers);
+    assert_eq!(began.len(), 1, "{began:?}");
+    let fleet = &began[0];
+    assert_eq!(
+        (&fleet.subject, fleet.condition, fleet.raised, fleet.urgent),
+        (&Subject::Fleet, Condition::Offline, true, true)
+    );
+    assert_eq!(fleet.grid, "city");
+    assert_eq!(fleet.devices.len(), 30);
+    assert!(
+        fleet
+            .detail
+            .starts_with("fleet-wide outage: 30 of 30 devices lost their connection at once (grids: 110101001001001 30)"),
+        "{}",
+        fleet.detail
+    );
     assert_eq!(e.outage().0.map(|o| o.devices), Some(30));
     // Long past the 120 s hold, nothing is raised while the outage lasts.
     assert!(e.on_tick(400_000, &covers).is_empty());
@@ -635,7 +651,16 @@ fn a_fleet_wide_outage_suspends_offline_judgement_until_the_fleet_is_back() {
     for d in &covers[3..] {
         e.on_reading(d, &tilt(d, 500, 1.0));
     }
-    assert!(e.on_tick(501_000, &covers).is_empty(), "outage over");
+    let over = e.on_tick(501_000, &covers);
+    assert_eq!(over.len(), 1, "outage over: {over:?}");
+    assert_eq!((&over[0].subject, over[0].raised), (&Subject::Fleet, false));
+    assert!(
+        over[0]
+            .detail
+            .contains("over after 400 s (at most 30 devices cut off); 3 still missing"),
+        "{}",
+        over[0].detail
+    );
     let (outage, seen) = e.outage();
     assert_eq!((outage, seen), (None, 1));
     // The three missing get their whole hold from the end of the outage.
@@ -678,9 +703,15 @@ fn a_few_last_wills_are_judged_one_by_one_and_an_endless_outage_expires() {
     for d in &covers[5..] {
         e.on_reading(d, &will(d, 300));
     }
-    assert!(e.on_tick(301_000, &covers).is_empty());
+    let began = e.on_tick(301_000, &covers);
+    assert_eq!(
+        began.iter().map(|ev| &ev.subject).collect::<Vec<_>>(),
+        [&Subject::Fleet]
+    );
     assert!(e.on_tick(900_000, &covers).is_empty());
-    assert_eq!(e.on_tick(902_000, &covers).len(), 25);
+    let judged = e.on_tick(902_000, &covers);
+    assert_eq!(judged.len(), 25);
+    assert!(judged.iter().all(|ev| ev.subject != Subject::Fleet));
     assert!(e.outage().0.is_some_and(|o| o.expired));
 }
 

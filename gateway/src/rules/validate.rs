@@ -58,6 +58,13 @@ impl RulesConfig {
                 "a positive current, mA (30 = a typical residual-current limit)",
             ));
         }
+        if !crate::inventory::is_code(&r.outage_grid) {
+            return Err(invalid(
+                "rules.outage_grid",
+                &r.outage_grid,
+                crate::inventory::CODE_RULE,
+            ));
+        }
         if r.outage_min_devices == 0 {
             return Err(invalid(
                 "rules.outage_min_devices",
