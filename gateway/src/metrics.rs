@@ -101,6 +101,8 @@ pub struct Metrics {
     pub fleet_outage_devices: AtomicU64,
     /// Fleet-wide outages recognised.
     pub fleet_outages: AtomicU64,
+    /// What the automation did to cases (registered, supervised, ...), as of its last tick.
+    pub automation: std::sync::Mutex<crate::automation::AutomationStats>,
     /// Modbus devices of the inventory not polled because `modbus.allowed_endpoints` or
     /// `modbus.allowed_serial` does not allow where they are.
     pub modbus_not_allowed: AtomicU64,
@@ -361,6 +363,29 @@ impl Metrics {
             "Fleet-wide outages recognised (many last wills at once).",
             self.fleet_outages.load(Relaxed),
         );
+        let a = self
+            .automation
+            .lock()
+            .map(|a| *a)
+            .unwrap_or_else(|e| *e.into_inner());
+        let _ = writeln!(
+            out,
+            "# HELP streetgate_automation_cases_total What the gateway did to cases by itself: registered, deduplicated (an edge that found its case open), self_recovered, verified (by the sensor), reopened (rework), supervised (a supervision level reached, 督办), second_dispatch (二次派遣).\n# TYPE streetgate_automation_cases_total counter"
+        );
+        for (what, n) in [
+            ("registered", a.registered),
+            ("deduplicated", a.deduplicated),
+            ("self_recovered", a.self_recovered),
+            ("verified", a.verified),
+            ("reopened", a.reopened),
+            ("supervised", a.supervised),
+            ("second_dispatch", a.second_dispatches),
+        ] {
+            let _ = writeln!(
+                out,
+                "streetgate_automation_cases_total{{event=\"{what}\"}} {n}"
+            );
+        }
         counter(
             &mut out,
             "streetgate_alerts_delivered_total",

@@ -110,6 +110,9 @@ pub async fn run_pipeline(
                     Relaxed,
                 );
                 metrics.fleet_outages.store(outages, Relaxed);
+                if let Ok(mut a) = metrics.automation.lock() {
+                    *a = automation.stats;
+                }
                 ticks += 1;
                 if ticks.is_multiple_of(persist_every_ticks) {
                     if let Err(e) = automation.persist(now).await {

@@ -663,4 +663,18 @@ async fn a_fleet_wide_outage_sends_one_summary() {
         .filter(|(_, b)| b["action"] == "register")
         .count();
     assert_eq!(registrations, 1);
+    let counted = |event: &'static str| {
+        let gw = &gw;
+        async move {
+            gw.metric(&format!(
+                "streetgate_automation_cases_total{{event=\"{event}\"}}"
+            ))
+            .await
+        }
+    };
+    eventually("the counters at a tick", Duration::from_secs(5), || async {
+        counted("self_recovered").await + counted("verified").await == 1.0
+    })
+    .await;
+    assert_eq!(counted("registered").await, 1.0);
 }
