@@ -623,6 +623,24 @@ WC-1,toilet,,31.33,120.63,320508001001002,,,2,,,
 ";
 
     #[test]
+    fn a_transport_with_a_field_it_does_not_have_is_refused() {
+        let ok: Transport =
+            serde_json::from_str(r#"{"type":"modbus-tcp","host":"10.0.0.7","port":502,"unit":3}"#)
+                .unwrap();
+        assert_eq!(ok.label(), "modbus-tcp");
+        for bad in [
+            r#"{"type":"mqtt","host":"10.0.0.7"}"#,
+            r#"{"type":"modbus-tcp","host":"10.0.0.7","port":502,"unit":3,"baud":9600}"#,
+            r#"{"type":"modbus-rtu","path":"/dev/ttyUSB0","baud":9600,"unit":7,"host":"x"}"#,
+        ] {
+            let e = serde_json::from_str::<Transport>(bad)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("unknown field"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn imports_every_column() {
         let devices = parse_csv(GOOD.as_bytes()).unwrap();
         assert_eq!(devices.len(), 4);

@@ -69,7 +69,7 @@ impl<'de> Deserialize<'de> for ToiletClass {
 
 /// How the gateway reaches a device.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case")]
+#[serde(tag = "type", rename_all = "kebab-case", from = "TransportWire")]
 pub enum Transport {
     /// Publishes to the broker itself.
     Mqtt,
@@ -91,6 +91,26 @@ pub enum Transport {
         /// Modbus unit id (slave address) 1..=247.
         unit: u8,
     },
+}
+
+/// [`Transport`] as it is read: a field the variant does not have is refused, `mqtt`
+/// included (serde lets extra fields through beside the tag of a variant without fields).
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+enum TransportWire {
+    Mqtt {},
+    ModbusTcp { host: String, port: u16, unit: u8 },
+    ModbusRtu { path: String, baud: u32, unit: u8 },
+}
+
+impl From<TransportWire> for Transport {
+    fn from(w: TransportWire) -> Self {
+        match w {
+            TransportWire::Mqtt {} => Self::Mqtt,
+            TransportWire::ModbusTcp { host, port, unit } => Self::ModbusTcp { host, port, unit },
+            TransportWire::ModbusRtu { path, baud, unit } => Self::ModbusRtu { path, baud, unit },
+        }
+    }
 }
 
 impl Transport {
