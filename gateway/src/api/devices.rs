@@ -76,6 +76,9 @@ pub(super) struct DeviceList {
     total: usize,
     offset: usize,
     devices: Vec<Device>,
+    /// The devices of this page whose last word was "offline" (an offline status message or
+    /// a last will, until they are heard from again).
+    offline: Vec<String>,
 }
 
 pub(super) async fn list(
@@ -105,16 +108,23 @@ pub(super) async fn list(
         .collect();
     matching.sort_by(|a, b| a.id.cmp(&b.id));
     let total = matching.len();
-    let devices = matching
+    let devices: Vec<Device> = matching
         .into_iter()
         .skip(q.offset)
         .take(q.limit.min(100_000))
         .cloned()
         .collect();
+    let states = &state.console.device_states;
+    let offline = devices
+        .iter()
+        .filter(|d| states.is_offline(&d.id))
+        .map(|d| d.id.to_string())
+        .collect();
     Ok(Json(DeviceList {
         total,
         offset: q.offset,
         devices,
+        offline,
     }))
 }
 
@@ -129,6 +139,9 @@ pub(super) struct DeviceView {
     seq_gaps: u64,
     /// Counter restarts (reboots), not counted as gaps.
     seq_restarts: u64,
+    /// Its last word was "offline" (an offline status message or a last will), and it has not
+    /// been heard from since.
+    offline: bool,
 }
 
 pub(super) async fn get(
@@ -153,6 +166,7 @@ pub(super) async fn get(
         last_seq: seq.map(|s| s.last_seq),
         seq_gaps: seq.map_or(0, |s| s.missing),
         seq_restarts: seq.map_or(0, |s| s.restarts),
+        offline: state.console.device_states.is_offline(&id),
     }))
 }
 

@@ -214,11 +214,19 @@ pub(super) async fn map(
         .into_iter()
         .filter(|c| who.sees_case(c))
         .collect();
-    let offline: HashSet<&streetgate_protocols::DeviceId> = open
+    // Offline: named by an open offline case, or whose last word was an offline status or a
+    // last will (the live device states).
+    let said_offline = state.console.device_states.offline();
+    let mut offline: HashSet<&streetgate_protocols::DeviceId> = open
         .iter()
         .filter(|c| c.condition_key.as_deref() == Some("offline"))
         .flat_map(|c| c.devices.iter())
         .collect();
+    offline.extend(
+        said_offline
+            .iter()
+            .filter(|id| devices.get(*id).is_some_and(|d| who.sees_grid(&d.grid))),
+    );
     let overdue = |c: &crate::store::CaseRecord| {
         c.due_ms.is_some_and(|d| d < now) && crate::store::UNRESOLVED_STATES.contains(&c.state)
     };
