@@ -112,6 +112,7 @@ export async function mapPage(el, ctx) {
     const bbox = [b.getWest() - pad, b.getSouth() - pad, b.getEast() + pad, b.getNorth() + pad].map((x) => x.toFixed(5)).join(",");
     const data = await api(`/api/map?bbox=${bbox}&zoom=${map.getZoom()}`);
     const now = data.now_ms;
+    nowMs = now;
     layer.clearLayers();
     markers.clear();
     const segRate = new Map((lighting?.segments || []).map((s) => [s.segment, s]));
@@ -162,7 +163,6 @@ export async function mapPage(el, ctx) {
       }
     }
     summary = data.summary;
-    nowMs = now;
     renderKpis();
   }
 
