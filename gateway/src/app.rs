@@ -396,10 +396,9 @@ async fn start_as(config: Config, promotion: Option<Promotion>) -> anyhow::Resul
 
     // The console's live device states: fed by the store writer, flushed once a second.
     let console = crate::console::Console::new(&config.console, config.alerts.utc_offset_min);
-    let device_states_task = tokio::spawn(Arc::clone(&console.device_states).run(
-        Arc::clone(&inventory),
-        cancel.clone(),
-    ));
+    let device_states_task = tokio::spawn(
+        Arc::clone(&console.device_states).run(Arc::clone(&inventory), cancel.clone()),
+    );
 
     // Pipeline, from the store backwards.
     let capacity = config.pipeline.channel_capacity;
@@ -415,9 +414,13 @@ async fn start_as(config: Config, promotion: Option<Promotion>) -> anyhow::Resul
                 keep_history: config.store.history_per_device > 0,
             },
         )
-        .with_outputs(outputs.outputs.with(Arc::new(
-            crate::console::live::DeviceStateOutput(Arc::clone(&console.device_states)),
-        )))
+        .with_outputs(
+            outputs
+                .outputs
+                .with(Arc::new(crate::console::live::DeviceStateOutput(
+                    Arc::clone(&console.device_states),
+                ))),
+        )
         .run(write_rx),
     );
     let automation = crate::automation::Automation::new(

@@ -338,7 +338,10 @@ async fn next_device(s: &mut Sse, within: Duration) -> Option<Value> {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let (event, id, data) = s.next(left).await?;
         if event == "device" {
-            assert_eq!(id, None, "device events carry no id: Last-Event-ID stays a case event's");
+            assert_eq!(
+                id, None,
+                "device events carry no id: Last-Event-ID stays a case event's"
+            );
             return Some(data);
         }
     }
@@ -367,7 +370,10 @@ async fn device_state_is_live_coalesced_and_scoped() {
     let mut team = Sse::open(&municipal, "/api/events", None).await;
     let mut quiet = Sse::open(&gw.http, "/api/events?devices=false", None).await;
     for s in [&mut centre, &mut own, &mut other, &mut team, &mut quiet] {
-        assert_eq!(s.next(Duration::from_secs(5)).await.expect("ready").0, "ready");
+        assert_eq!(
+            s.next(Duration::from_secs(5)).await.expect("ready").0,
+            "ready"
+        );
     }
 
     // The device's last will: offline.
@@ -381,7 +387,11 @@ async fn device_state_is_live_coalesced_and_scoped() {
         published.elapsed().as_millis()
     );
     assert_eq!(
-        (e["device_id"].as_str(), e["online"].as_bool(), e["status_changed"].as_bool()),
+        (
+            e["device_id"].as_str(),
+            e["online"].as_bool(),
+            e["status_changed"].as_bool()
+        ),
         (Some("MH-1"), Some(false), Some(true)),
         "{e}"
     );
@@ -427,11 +437,8 @@ async fn device_state_is_live_coalesced_and_scoped() {
     publish(&gw.broker(), burst).await;
     let mut events = Vec::new();
     let until = Instant::now() + Duration::from_millis(3500);
-    while let Some(e) = next_device(
-        &mut centre,
-        until.saturating_duration_since(Instant::now()),
-    )
-    .await
+    while let Some(e) =
+        next_device(&mut centre, until.saturating_duration_since(Instant::now())).await
     {
         events.push(e);
     }
@@ -452,7 +459,11 @@ async fn device_state_is_live_coalesced_and_scoped() {
 
     // Scope: the other grid's viewer, a team member and a stream that asked for none got no
     // device event; the other grid's viewer gets its own grid's.
-    for (who, s) in [("other grid", &mut other), ("team", &mut team), ("devices=false", &mut quiet)] {
+    for (who, s) in [
+        ("other grid", &mut other),
+        ("team", &mut team),
+        ("devices=false", &mut quiet),
+    ] {
         assert!(
             next_device(s, Duration::from_millis(300)).await.is_none(),
             "{who} got a device event of grid 001"
@@ -1162,7 +1173,11 @@ async fn a_case_is_worked_in_the_browser_from_fault_to_closure() {
         "English left on the Chinese lighting page: {left:?}"
     );
     type_into(&desk, "[data-test=lamp-id]", "SL-1").await;
-    click(&desk, "[data-test=lamp-command] button[data-lamp-command=off]").await;
+    click(
+        &desk,
+        "[data-test=lamp-command] button[data-lamp-command=off]",
+    )
+    .await;
     shot(&desk, "14-desk-lamp-confirm").await;
     click(&desk, "[data-test=lamp-command] button.confirm").await;
     wait_true(
@@ -1387,7 +1402,11 @@ fn renderer_rss_kib(root: u32) -> u64 {
     let mut parent = std::collections::HashMap::new();
     let mut renderers = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
             continue;
         };
         let dir = entry.path();

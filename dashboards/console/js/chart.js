@@ -91,10 +91,10 @@ function round(v) {
  */
 export function nightsChart(series, opts = {}) {
   const W = 560;
-  const H = 170;
+  const H = 180;
   const L = 44;
   const R = 10;
-  const T = 12;
+  const T = 24;
   const B = 30;
   const nights = series.nights || [];
   const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart nights", role: "img", "aria-label": opts.label || "" });
@@ -124,6 +124,8 @@ export function nightsChart(series, opts = {}) {
     }
   });
   svg.appendChild(s("line", { x1: L, x2: W - R, y1: y(series.target), y2: y(series.target), class: "target" }));
-  svg.appendChild(s("text", { x: W - R, y: y(series.target) - 3, class: "marker-label", "text-anchor": "end" }, `${opts.targetLabel || ""} ${(series.target * 100).toFixed(0)}%`));
+  // The target's label above the plot, where no bar reaches.
+  svg.appendChild(s("line", { x1: W - R - 120, x2: W - R - 100, y1: 10, y2: 10, class: "target" }));
+  svg.appendChild(s("text", { x: W - R - 96, y: 14, class: "marker-label", "text-anchor": "start" }, `${opts.targetLabel || ""} ${(series.target * 100).toFixed(0)}%`));
   return h("div", { class: "chart-box" }, svg);
 }

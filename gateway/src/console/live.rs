@@ -152,7 +152,10 @@ impl DeviceStates {
             if r.seq_state.is_some() {
                 p.seq = r.seq_state;
             }
-            if matches!(r.body, ReadingBody::Telemetry(_) | ReadingBody::Alarm { .. }) {
+            if matches!(
+                r.body,
+                ReadingBody::Telemetry(_) | ReadingBody::Alarm { .. }
+            ) {
                 p.reading = Some(r.clone());
             }
         }
@@ -220,7 +223,7 @@ impl DeviceStates {
                 })
             })
             .collect();
-        events.sort_by(|a, b| a.at_ms.cmp(&b.at_ms));
+        events.sort_by_key(|e| e.at_ms);
         let n = events.len();
         if n > 0 {
             // No receiver: nobody listens any more, nothing to do.

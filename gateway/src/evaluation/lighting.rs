@@ -367,7 +367,10 @@ mod tests {
         assert!((city.nights[0].rate - 0.97).abs() < 1e-9);
         assert!((city.target - 0.99).abs() < 1e-9);
         assert_eq!(all.grids.len(), 2);
-        assert!(all.segments.is_empty(), "segments only for a grid or segment");
+        assert!(
+            all.segments.is_empty(),
+            "segments only for a grid or segment"
+        );
         let g1 = nights(
             &days,
             100 * DAY_MS,
@@ -387,7 +390,11 @@ mod tests {
         );
         let back = g1.segments.iter().find(|s| s.name == "back-1").unwrap();
         assert!((back.target - 0.95).abs() < 1e-9);
-        assert_eq!(back.nights.len(), 1, "a night with nothing expected is left out");
+        assert_eq!(
+            back.nights.len(),
+            1,
+            "a night with nothing expected is left out"
+        );
         assert!(back.nights[0].met);
     }
 }
