@@ -1322,11 +1322,27 @@ async fn bench_million_devices_and_ten_thousand_cases() {
         let (took, list) = time(path.into()).await;
         println!("bench: {path}: {took:?} ({} matching)", list["total"]);
     }
-    let (took, devices) = time("/api/devices?q=bn-00420&limit=50".into()).await;
-    println!(
-        "bench: device search over {DEVICES}: {took:?} ({} matching)",
-        devices["total"]
+    for round in ["first (index built)", "again"] {
+        let (took, devices) = time("/api/devices?q=bn-00420&limit=50".into()).await;
+        println!(
+            "bench: device search over {DEVICES}, {round}: {took:?} ({} matching)",
+            devices["total"]
+        );
+    }
+    // The overview's figures of the day and the month come from the evaluation.
+    let (y, m, d) = streetgate_gateway::evaluation::period::civil_from_days(
+        (now + 8 * 3_600_000).div_euclid(86_400_000),
     );
+    for path in [
+        format!("/api/evaluation?period=day&at={y:04}-{m:02}-{d:02}"),
+        format!("/api/evaluation?period=month&at={y:04}-{m:02}"),
+    ] {
+        let (took, report) = time(path.clone()).await;
+        println!(
+            "bench: {path}: {took:?} ({} registered)",
+            report["city"]["registered"]
+        );
+    }
 
     // In the browser (with STREETGATE_TEST_CHROMEDRIVER): the time from opening the console
     // to a usable overview (the city's grids drawn and the figures shown), the page's

@@ -89,9 +89,12 @@ pub(super) async fn list(
     who.require(Permission::DevicesRead)?;
     let needle = q.q.as_deref().map(str::to_lowercase);
     let snapshot = state.inventory.snapshot();
-    let mut matching: Vec<&Device> = snapshot
-        .values()
-        .map(AsRef::as_ref)
+    // The inventory by id, ids in lower case (computed once per inventory change).
+    let index = state.console.grid_cache.index(&snapshot);
+    let matching: Vec<&Device> = index
+        .by_id()
+        .filter(|(lower, _)| needle.as_ref().is_none_or(|n| lower.contains(n.as_str())))
+        .map(|(_, d)| d)
         .filter(|d| who.sees_grid(&d.grid))
         .filter(|d| q.kind.is_none_or(|k| d.kind == k))
         .filter(|d| q.grid.as_ref().is_none_or(|g| &d.grid == g))
@@ -100,13 +103,7 @@ pub(super) async fn list(
                 .as_ref()
                 .is_none_or(|s| d.road_segment.as_ref() == Some(s))
         })
-        .filter(|d| {
-            needle
-                .as_ref()
-                .is_none_or(|n| d.id.as_str().to_lowercase().contains(n.as_str()))
-        })
         .collect();
-    matching.sort_by(|a, b| a.id.cmp(&b.id));
     let total = matching.len();
     let devices: Vec<Device> = matching
         .into_iter()
