@@ -90,7 +90,7 @@ pub(super) async fn list(
     let needle = q.q.as_deref().map(str::to_lowercase);
     let snapshot = state.inventory.snapshot();
     // The inventory by id, ids in lower case (computed once per inventory change).
-    let index = state.console.grid_cache.index(&snapshot);
+    let index = state.console.grid_cache.ids(&snapshot);
     let matching: Vec<&Device> = index
         .by_id()
         .filter(|(lower, _)| needle.as_ref().is_none_or(|n| lower.contains(n.as_str())))

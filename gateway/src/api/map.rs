@@ -124,7 +124,8 @@ impl<T> PerSnapshot<T> {
 #[derive(Debug, Default)]
 pub struct GridCache {
     shapes: PerSnapshot<Vec<GridShape>>,
-    index: PerSnapshot<DeviceIndex>,
+    cells: PerSnapshot<DeviceIndex>,
+    ids: PerSnapshot<IdIndex>,
 }
 
 impl GridCache {
@@ -132,24 +133,48 @@ impl GridCache {
         self.shapes.get(devices, grid_shapes)
     }
 
-    /// The inventory's devices by map cell and by id.
-    pub fn index(&self, devices: &Arc<DeviceMap>) -> Arc<DeviceIndex> {
-        self.index.get(devices, DeviceIndex::new)
+    /// The inventory's devices by map cell.
+    fn cells(&self, devices: &Arc<DeviceMap>) -> Arc<DeviceIndex> {
+        self.cells.get(devices, DeviceIndex::new)
+    }
+
+    /// The inventory's devices by id.
+    pub fn ids(&self, devices: &Arc<DeviceMap>) -> Arc<IdIndex> {
+        self.ids.get(devices, IdIndex::new)
+    }
+}
+
+/// Every device by id (ascending), with its id in lower case: the device search walks a
+/// vector without allocating instead of the inventory's hash map.
+#[derive(Debug, Default)]
+pub struct IdIndex(Vec<(String, Arc<Device>)>);
+
+impl IdIndex {
+    fn new(devices: &DeviceMap) -> Self {
+        let mut v: Vec<(String, Arc<Device>)> = devices
+            .values()
+            .map(|d| (d.id.as_str().to_lowercase(), Arc::clone(d)))
+            .collect();
+        v.sort_unstable_by(|a, b| a.1.id.as_str().cmp(b.1.id.as_str()));
+        Self(v)
+    }
+
+    /// Every device by id (ascending), with its id in lower case.
+    pub fn by_id(&self) -> impl Iterator<Item = (&str, &Device)> {
+        self.0.iter().map(|(l, d)| (l.as_str(), d.as_ref()))
     }
 }
 
 /// Size of a map cell, degrees (about 1 km): a zoomed-in box touches a few cells.
 const CELL_DEG: f64 = 0.01;
 
-/// The inventory's devices by map cell (for the boxes of the zoomed-in map) and by id (for the
-/// device search), so that neither walks the whole inventory's hash map per request.
+/// The inventory's devices by map cell, so that a zoomed-in box reads the few cells it
+/// touches instead of the whole inventory.
 #[derive(Debug, Default)]
 pub struct DeviceIndex {
     cells: HashMap<(i32, i32), Vec<Arc<Device>>>,
     /// Devices without valid coordinates: in every box with no bbox only.
     unplaced: Vec<Arc<Device>>,
-    /// Every device by id, with its id in lower case.
-    by_id: Vec<(String, Arc<Device>)>,
 }
 
 #[allow(clippy::cast_possible_truncation)] // degrees / 0.01: far inside i32
@@ -173,17 +198,8 @@ impl DeviceIndex {
             } else {
                 index.unplaced.push(Arc::clone(d));
             }
-            index
-                .by_id
-                .push((d.id.as_str().to_lowercase(), Arc::clone(d)));
         }
-        index.by_id.sort_by(|a, b| a.1.id.cmp(&b.1.id));
         index
-    }
-
-    /// Every device by id (ascending), with its id in lower case.
-    pub fn by_id(&self) -> impl Iterator<Item = (&str, &Device)> {
-        self.by_id.iter().map(|(l, d)| (l.as_str(), d.as_ref()))
     }
 
     /// The devices inside `bbox` (every device without one), cell by cell.
@@ -378,7 +394,7 @@ pub(super) async fn map(
         usize::MAX
     };
     let (mode, points, cases) = if points_in_box <= MAX_POINTS * 4 {
-        let index = state.console.grid_cache.index(&devices);
+        let index = state.console.grid_cache.cells(&devices);
         let points: Vec<Value> = index
             .in_box(bbox)
             .filter(|d| visible(&d.grid))
@@ -462,7 +478,7 @@ mod tests {
     fn the_index_finds_the_devices_of_a_box_and_is_kept_per_snapshot() {
         use std::sync::Arc;
 
-        use super::{DeviceIndex, GridCache};
+        use super::{DeviceIndex, GridCache, IdIndex};
         use crate::inventory::DeviceMap;
         use crate::model::{Device, Transport};
         use streetgate_protocols::{DeviceId, DeviceKind};
@@ -491,6 +507,7 @@ mod tests {
         .map(|d| (d.id.clone(), Arc::new(d)))
         .collect();
         let index = DeviceIndex::new(&map);
+        let ids_index = IdIndex::new(&map);
         let ids = |b: Option<Bbox>| {
             let mut v: Vec<String> = index.in_box(b).map(|d| d.id.to_string()).collect();
             v.sort();
@@ -505,7 +522,7 @@ mod tests {
             ["BN-a", "BN-b", "BN-c"]
         );
         assert_eq!(ids(None).len(), 4);
-        let by_id: Vec<&str> = index.by_id().map(|(l, _)| l).collect();
+        let by_id: Vec<&str> = ids_index.by_id().map(|(l, _)| l).collect();
         assert_eq!(
             by_id,
             ["BN-a", "BN-b", "BN-c", "bn-x"].map(str::to_lowercase)
@@ -514,12 +531,13 @@ mod tests {
         // Kept while the snapshot lives; a new snapshot gets its own.
         let cache = GridCache::default();
         let one = Arc::new(map.clone());
-        assert!(Arc::ptr_eq(&cache.index(&one), &cache.index(&one)));
-        let first = cache.index(&one);
+        assert!(Arc::ptr_eq(&cache.ids(&one), &cache.ids(&one)));
+        let first = cache.ids(&one);
         drop(one);
         let two = Arc::new(DeviceMap::new());
-        assert!(!Arc::ptr_eq(&first, &cache.index(&two)));
-        assert_eq!(cache.index(&two).by_id().count(), 0);
+        assert!(!Arc::ptr_eq(&first, &cache.ids(&two)));
+        assert_eq!(cache.ids(&two).by_id().count(), 0);
+        assert_eq!(cache.cells(&two).in_box(None).count(), 0);
     }
 
     #[test]
