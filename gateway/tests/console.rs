@@ -1377,7 +1377,7 @@ async fn bench_million_devices_and_ten_thousand_cases() {
         let (took, list) = time(path.into()).await;
         println!("bench: {path}: {took:?} ({} matching)", list["total"]);
     }
-    for round in ["first (index built)", "again"] {
+    for round in ["first", "again"] {
         let (took, devices) = time("/api/devices?q=bn-00420&limit=50".into()).await;
         println!(
             "bench: device search over {DEVICES}, {round}: {took:?} ({} matching)",

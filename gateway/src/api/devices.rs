@@ -89,12 +89,15 @@ pub(super) async fn list(
     who.require(Permission::DevicesRead)?;
     let needle = q.q.as_deref().map(str::to_lowercase);
     let snapshot = state.inventory.snapshot();
-    // The inventory by id, ids in lower case (computed once per inventory change).
-    let index = state.console.grid_cache.ids(&snapshot);
-    let matching: Vec<&Device> = index
-        .by_id()
-        .filter(|(lower, _)| needle.as_ref().is_none_or(|n| lower.contains(n.as_str())))
-        .map(|(_, d)| d)
+    let mut matching: Vec<&Device> = snapshot
+        .values()
+        .map(AsRef::as_ref)
+        // Ids are ASCII: compared in place, without a lower-case copy of each.
+        .filter(|d| {
+            needle
+                .as_ref()
+                .is_none_or(|n| contains_ignore_ascii_case(d.id.as_str(), n))
+        })
         .filter(|d| who.sees_grid(&d.grid))
         .filter(|d| q.kind.is_none_or(|k| d.kind == k))
         .filter(|d| q.grid.as_ref().is_none_or(|g| &d.grid == g))
@@ -104,6 +107,7 @@ pub(super) async fn list(
                 .is_none_or(|s| d.road_segment.as_ref() == Some(s))
         })
         .collect();
+    matching.sort_unstable_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
     let total = matching.len();
     let devices: Vec<Device> = matching
         .into_iter()
@@ -123,6 +127,15 @@ pub(super) async fn list(
         devices,
         offline,
     }))
+}
+
+/// Whether `needle` (lower case) occurs in `hay`, ignoring ASCII case.
+fn contains_ignore_ascii_case(hay: &str, needle: &str) -> bool {
+    let (hay, needle) = (hay.as_bytes(), needle.as_bytes());
+    needle.is_empty()
+        || hay
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// `GET /api/devices/{id}`: the inventory entry and its sequence numbers as committed.

@@ -119,13 +119,12 @@ impl<T> PerSnapshot<T> {
     }
 }
 
-/// Grid shapes and the device index of the inventory, each computed once per inventory
+/// Grid shapes and the map-cell index of the inventory, each computed once per inventory
 /// change.
 #[derive(Debug, Default)]
 pub struct GridCache {
     shapes: PerSnapshot<Vec<GridShape>>,
     cells: PerSnapshot<DeviceIndex>,
-    ids: PerSnapshot<IdIndex>,
 }
 
 impl GridCache {
@@ -136,32 +135,6 @@ impl GridCache {
     /// The inventory's devices by map cell.
     fn cells(&self, devices: &Arc<DeviceMap>) -> Arc<DeviceIndex> {
         self.cells.get(devices, DeviceIndex::new)
-    }
-
-    /// The inventory's devices by id.
-    pub fn ids(&self, devices: &Arc<DeviceMap>) -> Arc<IdIndex> {
-        self.ids.get(devices, IdIndex::new)
-    }
-}
-
-/// Every device by id (ascending), with its id in lower case: the device search walks a
-/// vector without allocating instead of the inventory's hash map.
-#[derive(Debug, Default)]
-pub struct IdIndex(Vec<(String, Arc<Device>)>);
-
-impl IdIndex {
-    fn new(devices: &DeviceMap) -> Self {
-        let mut v: Vec<(String, Arc<Device>)> = devices
-            .values()
-            .map(|d| (d.id.as_str().to_lowercase(), Arc::clone(d)))
-            .collect();
-        v.sort_unstable_by(|a, b| a.1.id.as_str().cmp(b.1.id.as_str()));
-        Self(v)
-    }
-
-    /// Every device by id (ascending), with its id in lower case.
-    pub fn by_id(&self) -> impl Iterator<Item = (&str, &Device)> {
-        self.0.iter().map(|(l, d)| (l.as_str(), d.as_ref()))
     }
 }
 
@@ -478,7 +451,7 @@ mod tests {
     fn the_index_finds_the_devices_of_a_box_and_is_kept_per_snapshot() {
         use std::sync::Arc;
 
-        use super::{DeviceIndex, GridCache, IdIndex};
+        use super::{DeviceIndex, GridCache};
         use crate::inventory::DeviceMap;
         use crate::model::{Device, Transport};
         use streetgate_protocols::{DeviceId, DeviceKind};
@@ -507,7 +480,6 @@ mod tests {
         .map(|d| (d.id.clone(), Arc::new(d)))
         .collect();
         let index = DeviceIndex::new(&map);
-        let ids_index = IdIndex::new(&map);
         let ids = |b: Option<Bbox>| {
             let mut v: Vec<String> = index.in_box(b).map(|d| d.id.to_string()).collect();
             v.sort();
@@ -522,21 +494,15 @@ mod tests {
             ["BN-a", "BN-b", "BN-c"]
         );
         assert_eq!(ids(None).len(), 4);
-        let by_id: Vec<&str> = ids_index.by_id().map(|(l, _)| l).collect();
-        assert_eq!(
-            by_id,
-            ["BN-a", "BN-b", "BN-c", "bn-x"].map(str::to_lowercase)
-        );
 
         // Kept while the snapshot lives; a new snapshot gets its own.
         let cache = GridCache::default();
         let one = Arc::new(map.clone());
-        assert!(Arc::ptr_eq(&cache.ids(&one), &cache.ids(&one)));
-        let first = cache.ids(&one);
+        assert!(Arc::ptr_eq(&cache.cells(&one), &cache.cells(&one)));
+        let first = cache.cells(&one);
         drop(one);
         let two = Arc::new(DeviceMap::new());
-        assert!(!Arc::ptr_eq(&first, &cache.ids(&two)));
-        assert_eq!(cache.ids(&two).by_id().count(), 0);
+        assert!(!Arc::ptr_eq(&first, &cache.cells(&two)));
         assert_eq!(cache.cells(&two).in_box(None).count(), 0);
     }
 
