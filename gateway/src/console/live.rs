@@ -67,9 +67,25 @@ struct Pending {
     at_ms: UnixMs,
     kind: &'static str,
     status_changed: bool,
-    battery_pct: Option<u8>,
+    /// Battery of the newest status message, with its time.
+    status_battery: Option<(UnixMs, u8)>,
     seq: Option<crate::model::SeqState>,
+    /// The newest telemetry or alarm (its battery is read at the flush, once).
     reading: Option<Reading>,
+}
+
+impl Pending {
+    /// The newest battery figure of the period: a status message's or the telemetry's.
+    fn battery_pct(&self) -> Option<u8> {
+        let telemetry = self
+            .reading
+            .as_ref()
+            .and_then(|r| battery_of(r).map(|b| (r.received_ms, b)));
+        match (self.status_battery, telemetry) {
+            (Some(s), Some(t)) => Some(if t.0 > s.0 { t.1 } else { s.1 }),
+            (s, t) => s.or(t).map(|(_, b)| b),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -94,9 +110,9 @@ impl Default for DeviceStates {
     }
 }
 
+/// The battery figure of a telemetry reading.
 fn battery_of(r: &Reading) -> Option<u8> {
     match &r.body {
-        ReadingBody::Status { battery_pct, .. } => *battery_pct,
         ReadingBody::Telemetry(t) => serde_json::to_value(t)
             .ok()?
             .get(r.kind.as_str())?
@@ -140,14 +156,18 @@ impl DeviceStates {
                     at_ms: r.received_ms,
                     kind: r.kind.as_str(),
                     status_changed: false,
-                    battery_pct: None,
+                    status_battery: None,
                     seq: None,
                     reading: None,
                 });
             p.at_ms = p.at_ms.max(r.received_ms);
             p.status_changed |= status.is_some();
-            if let Some(b) = battery_of(r) {
-                p.battery_pct = Some(b);
+            if let ReadingBody::Status {
+                battery_pct: Some(b),
+                ..
+            } = &r.body
+            {
+                p.status_battery = Some((r.received_ms, *b));
             }
             if r.seq_state.is_some() {
                 p.seq = r.seq_state;
@@ -215,7 +235,7 @@ impl DeviceStates {
                     grid,
                     at_ms: p.at_ms,
                     status_changed: p.status_changed,
-                    battery_pct: p.battery_pct,
+                    battery_pct: p.battery_pct(),
                     last_seq: p.seq.map(|s| s.last_seq),
                     seq_gaps: p.seq.map(|s| s.missing),
                     seq_restarts: p.seq.map(|s| s.restarts),
