@@ -177,16 +177,17 @@ export async function mapPage(el, ctx) {
     if (!s) return;
     const city = lighting?.city;
     const pct = (r) => (r === null || r === undefined ? "—" : `${(r * 100).toFixed(1)}%`);
+    const num = (n) => Number(n).toLocaleString("en-US");
     fill(
       kpis,
-      today ? kpi(t("map.registered_today"), String(today.registered), "", "registered-today") : null,
-      today ? kpi(t("map.closed_today"), String(today.closed), today.closed ? "green" : "", "closed-today") : null,
-      kpi(t("map.open"), String(s.open_cases), s.open_cases ? "blue" : "", "open"),
-      kpi(t("filter.urgent"), String(s.urgent_cases), s.urgent_cases ? "red" : "", "urgent"),
-      kpi(t("map.overdue_now"), String(s.overdue_cases), s.overdue_cases ? "red" : "", "overdue"),
+      today ? kpi(t("map.registered_today"), num(today.registered), "", "registered-today") : null,
+      today ? kpi(t("map.closed_today"), num(today.closed), today.closed ? "green" : "", "closed-today") : null,
+      kpi(t("map.open"), num(s.open_cases), s.open_cases ? "blue" : "", "open"),
+      kpi(t("filter.urgent"), num(s.urgent_cases), s.urgent_cases ? "red" : "", "urgent"),
+      kpi(t("map.overdue_now"), num(s.overdue_cases), s.overdue_cases ? "red" : "", "overdue"),
       month ? kpi(t("map.on_time_month"), pct(month.on_time_rate), month.on_time_rate === null ? "" : month.on_time_rate >= 0.9 ? "green" : "orange", "on-time") : null,
       city ? kpi(t("map.lighting"), city.expected ? `${(city.rate * 100).toFixed(1)}%` : "—", city.expected ? (city.below_target ? "red" : "green") : "", "lighting") : null,
-      kpi(t("map.online"), `${s.devices - s.offline_devices} / ${s.devices}`, s.offline_devices ? "orange" : "green", "online"),
+      kpi(t("map.online"), `${num(s.devices - s.offline_devices)} / ${num(s.devices)}`, s.offline_devices ? "orange" : "green", "online"),
     );
   }
   async function loadFigures() {
