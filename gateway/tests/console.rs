@@ -483,6 +483,82 @@ async fn device_state_is_live_coalesced_and_scoped() {
     gw.running.shutdown().await.unwrap();
 }
 
+/// The lighting rate night by night: the city, each grid and (for one grid) each segment
+/// against its road-class target; a grid viewer gets their grid only.
+#[tokio::test]
+async fn lighting_nights_against_the_target_in_scope() {
+    use streetgate_gateway::store::LightingDay;
+    let gw = Gateway::start(|_| {}).await;
+    gw.import_inventory().await;
+    let today = streetgate_gateway::clock::wall_ms().div_euclid(86_400_000);
+    let day = |segment: &str, grid: &str, class: &str, back: i64, lit: i64| LightingDay {
+        segment: segment.into(),
+        day: today - back,
+        grid: grid.into(),
+        road_class: Some(class.into()),
+        lit_s: lit,
+        expected_s: 1_000,
+    };
+    gw.running
+        .state
+        .store
+        .save_lighting_days(&[
+            day("S-1", "G1", "main", 2, 995),
+            day("S-1", "G1", "main", 1, 980),
+            day("B-1", "G1", "back", 1, 960),
+            day("B-2", "G2", "back", 1, 940),
+            day("B-2", "G2", "back", 40, 0),
+        ])
+        .await
+        .unwrap();
+    let (status, all) = gw.http.get("/api/lighting/nights").await;
+    assert_eq!(status, 200, "{all}");
+    let city = &all["city"];
+    assert_eq!(city["nights"].as_array().map(Vec::len), Some(2), "{all}");
+    assert_eq!(city["target"], 0.99);
+    assert_eq!(all["grids"].as_array().map(Vec::len), Some(2));
+    assert_eq!(all["segments"], json!([]), "segments for one grid only");
+    let (_, g1) = gw.http.get("/api/lighting/nights?grid=G1").await;
+    let s1 = g1["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "S-1")
+        .cloned()
+        .unwrap();
+    let met: Vec<bool> = s1["nights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["met"].as_bool().unwrap())
+        .collect();
+    assert_eq!(met, [true, false], "99.5 % met 99 %, 98 % did not: {s1}");
+    let (_, b1) = gw.http.get("/api/lighting/nights?segment=B-1").await;
+    assert_eq!(b1["segments"][0]["target"], 0.95);
+    assert_eq!(b1["segments"][0]["nights"][0]["met"], true);
+
+    let viewer = gw.http_as("zhao.min", Role::Viewer, None, Some("G2")).await;
+    let (status, mine) = viewer.get("/api/lighting/nights").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        mine["city"],
+        Value::Null,
+        "a grid viewer sees no city figure"
+    );
+    assert_eq!(mine["grids"].as_array().map(Vec::len), Some(1));
+    assert_eq!(mine["grids"][0]["name"], "G2");
+    let (status, _) = viewer.get("/api/lighting/nights?grid=G1").await;
+    assert_eq!(status, 403);
+    let (status, e) = gw
+        .http
+        .get("/api/lighting/nights?period=month&at=2026-13")
+        .await;
+    assert_eq!((status, e["code"].as_str()), (400, Some("invalid_period")));
+    let (status, _) = gw.anonymous().get("/api/lighting/nights").await;
+    assert_eq!(status, 401);
+    gw.running.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn photos_are_typed_from_their_bytes_limited_and_served_in_scope() {
     let gw = Gateway::start(|c| c.cases.photo_max_bytes = 4096).await;
