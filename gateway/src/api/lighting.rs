@@ -136,8 +136,8 @@ pub(super) async fn nights(
         grid: q.grid.as_deref().filter(|g| !g.is_empty()),
         segment: q.segment.as_deref().filter(|s| !s.is_empty()),
     };
+    // Both filters apply: a grid viewer asking for a segment of another grid gets nothing.
     let found = state.evaluation.lighting_nights(&period, scope).await?;
-    // A grid viewer asking for a segment of another grid sees nothing of it.
     let (from, to) = period.dates();
     Ok(Json(json!({
         "from": from,

@@ -216,7 +216,7 @@ impl Acc {
     }
 }
 
-/// What [`nights`] covers: a grid, a segment, and whether to list segments.
+/// What [`nights`] covers: one grid, one segment, or (neither) the whole city.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NightsScope<'a> {
     /// One grid only.
