@@ -394,6 +394,12 @@ async fn start_as(config: Config, promotion: Option<Promotion>) -> anyhow::Resul
         crate::outputs::Started::default()
     };
 
+    // The console's live device states: fed by the store writer, flushed once a second.
+    let console = crate::console::Console::new(&config.console, config.alerts.utc_offset_min);
+    let device_states_task = tokio::spawn(
+        Arc::clone(&console.device_states).run(Arc::clone(&inventory), cancel.clone()),
+    );
+
     // Pipeline, from the store backwards.
     let capacity = config.pipeline.channel_capacity;
     let (write_tx, write_rx) = mpsc::channel::<WriteOp>(capacity);
@@ -408,7 +414,13 @@ async fn start_as(config: Config, promotion: Option<Promotion>) -> anyhow::Resul
                 keep_history: config.store.history_per_device > 0,
             },
         )
-        .with_outputs(outputs.outputs)
+        .with_outputs(
+            outputs
+                .outputs
+                .with(Arc::new(crate::console::live::DeviceStateOutput(
+                    Arc::clone(&console.device_states),
+                ))),
+        )
         .run(write_rx),
     );
     let automation = crate::automation::Automation::new(
@@ -551,7 +563,7 @@ async fn start_as(config: Config, promotion: Option<Promotion>) -> anyhow::Resul
         config.mqtt.max_packet_bytes
     };
     let (publisher, publisher_task) = Publisher::start(&settings, max_publish, cancel.clone());
-    let mut services = vec![publisher_task];
+    let mut services = vec![publisher_task, device_states_task];
     services.extend(alerts::spawn(
         &config.alerts,
         Some(Arc::clone(&publisher)),
@@ -615,7 +627,7 @@ async fn start_as(config: Config, promotion: Option<Promotion>) -> anyhow::Resul
         )),
         import_slots_max: config.inventory.max_concurrent_imports,
         device_auth,
-        console: crate::console::Console::new(&config.console, config.alerts.utc_offset_min),
+        console,
         photo_limits: api::photos::PhotoLimits::from(&config.cases),
         store: Arc::clone(&store),
         inventory: Arc::clone(&inventory),

@@ -236,7 +236,8 @@ async fn live_events_are_scoped_and_resume_after_the_last_id() {
     let municipal = gw
         .http_as("liu.yang", Role::TeamMember, Some("municipal"), None)
         .await;
-    let mut centre = Sse::open(&gw.http, "/api/events", None).await;
+    // Case events only here (device state: the next test).
+    let mut centre = Sse::open(&gw.http, "/api/events?devices=false", None).await;
     let mut team = Sse::open(&municipal, "/api/events", None).await;
     for s in [&mut centre, &mut team] {
         let (event, _, data) = s.next(Duration::from_secs(5)).await.expect("ready");
@@ -321,6 +322,243 @@ async fn live_events_are_scoped_and_resume_after_the_last_id() {
     gw.running.shutdown().await.unwrap();
 }
 
+fn status(id: &str, kind: &str, seq: u32, online: bool) -> Msg {
+    Msg::new(
+        topic(id, "status"),
+        format!(
+            r#"{{"device_id":"{id}","seq":{seq},"kind":"{kind}","online":{online},"battery_pct":61}}"#
+        ),
+    )
+}
+
+/// The next `event: device` of a stream (case events skipped), within `within`.
+async fn next_device(s: &mut Sse, within: Duration) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let (event, id, data) = s.next(left).await?;
+        if event == "device" {
+            assert_eq!(
+                id, None,
+                "device events carry no id: Last-Event-ID stays a case event's"
+            );
+            return Some(data);
+        }
+    }
+}
+
+/// Device state streams to consoles: offline from a status message or last will, online again
+/// when heard from, battery and sequence gaps, at most one event per device per second, scoped
+/// to the grids the caller sees, none for team members; the map and the device API agree.
+#[tokio::test]
+async fn device_state_is_live_coalesced_and_scoped() {
+    let gw = Gateway::start(|_| {}).await;
+    gw.import_inventory().await;
+    // MH-1 is in grid ...001, BN-1 in ...002.
+    let own_grid = gw
+        .http_as("zhao.min", Role::Viewer, None, Some("320508001001001"))
+        .await;
+    let other_grid = gw
+        .http_as("qian.li", Role::Viewer, None, Some("320508001001002"))
+        .await;
+    let municipal = gw
+        .http_as("liu.yang", Role::TeamMember, Some("municipal"), None)
+        .await;
+    let mut centre = Sse::open(&gw.http, "/api/events", None).await;
+    let mut own = Sse::open(&own_grid, "/api/events", None).await;
+    let mut other = Sse::open(&other_grid, "/api/events", None).await;
+    let mut team = Sse::open(&municipal, "/api/events", None).await;
+    let mut quiet = Sse::open(&gw.http, "/api/events?devices=false", None).await;
+    for s in [&mut centre, &mut own, &mut other, &mut team, &mut quiet] {
+        assert_eq!(
+            s.next(Duration::from_secs(5)).await.expect("ready").0,
+            "ready"
+        );
+    }
+
+    // The device's last will: offline.
+    let published = Instant::now();
+    publish(&gw.broker(), vec![status("MH-1", "manhole", 1, false)]).await;
+    let e = next_device(&mut centre, Duration::from_secs(10))
+        .await
+        .expect("a device event");
+    println!(
+        "an offline status reached the live stream {} ms after it was published",
+        published.elapsed().as_millis()
+    );
+    assert_eq!(
+        (
+            e["device_id"].as_str(),
+            e["online"].as_bool(),
+            e["status_changed"].as_bool()
+        ),
+        (Some("MH-1"), Some(false), Some(true)),
+        "{e}"
+    );
+    assert_eq!(e["battery_pct"], 61);
+    assert_eq!(e["grid"], "320508001001001");
+    let e = next_device(&mut own, Duration::from_secs(5))
+        .await
+        .expect("the grid's viewer sees its device");
+    assert_eq!(e["device_id"], "MH-1");
+    // The map and the device API say so too.
+    let (_, d) = gw.http.get("/api/devices/MH-1").await;
+    assert_eq!(d["offline"], true, "{d}");
+    let (_, list) = gw.http.get("/api/devices?q=MH").await;
+    assert_eq!(list["offline"], json!(["MH-1"]), "{list}");
+    let (_, map) = gw
+        .http
+        .get("/api/map?bbox=120.5,31.2,120.7,31.4&zoom=17")
+        .await;
+    let point = map["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "MH-1")
+        .cloned()
+        .unwrap();
+    assert_eq!(point["offline"], true, "{point}");
+    assert_eq!(map["summary"]["offline_devices"], 1);
+
+    // A chatty device: seven messages in a burst make one or two events (one per second), the
+    // last carrying the newest reading and the sequence gaps (4, 6 and 10 to 99 never came;
+    // a number counts as lost once it leaves the 64-message window).
+    let burst: Vec<Msg> = [2u32, 3, 5, 7, 8, 9, 100]
+        .iter()
+        .map(|&seq| {
+            Msg::new(
+                topic("MH-1", "telemetry"),
+                format!(
+                    r#"{{"device_id":"MH-1","seq":{seq},"data":{{"manhole":{{"tilt_deg":1.5,"water_level_cm":3.0,"battery_pct":60}}}}}}"#
+                ),
+            )
+        })
+        .collect();
+    publish(&gw.broker(), burst).await;
+    let mut events = Vec::new();
+    let until = Instant::now() + Duration::from_millis(3500);
+    while let Some(e) =
+        next_device(&mut centre, until.saturating_duration_since(Instant::now())).await
+    {
+        events.push(e);
+    }
+    assert!(
+        (1..=3).contains(&events.len()),
+        "seven messages in a burst, at most one event a second: {events:?}"
+    );
+    let last = events.last().unwrap();
+    assert_eq!(last["online"], true, "heard from again: online ({last})");
+    assert_eq!(last["last_seq"], 100);
+    assert_eq!(last["reading"]["type"], "telemetry");
+    assert_eq!(last["reading"]["seq"], 100);
+    assert_eq!(last["battery_pct"], 60);
+    let (_, d) = gw.http.get("/api/devices/MH-1").await;
+    assert_eq!(d["offline"], false);
+    assert!(last["seq_gaps"].as_u64().unwrap() > 2, "{last}");
+    assert_eq!(last["seq_gaps"], d["seq_gaps"], "as committed: {d}");
+
+    // Scope: the other grid's viewer, a team member and a stream that asked for none got no
+    // device event; the other grid's viewer gets its own grid's.
+    for (who, s) in [
+        ("other grid", &mut other),
+        ("team", &mut team),
+        ("devices=false", &mut quiet),
+    ] {
+        assert!(
+            next_device(s, Duration::from_millis(300)).await.is_none(),
+            "{who} got a device event of grid 001"
+        );
+    }
+    publish(&gw.broker(), vec![status("BN-1", "bin", 1, false)]).await;
+    let e = next_device(&mut other, Duration::from_secs(10))
+        .await
+        .expect("the other grid's device");
+    assert_eq!(e["device_id"], "BN-1");
+    // Grid 001's viewer: MH-1's burst (not read yet), never BN-1.
+    let until = Instant::now() + Duration::from_millis(1500);
+    while let Some(e) = next_device(&mut own, until.saturating_duration_since(Instant::now())).await
+    {
+        assert_eq!(e["device_id"], "MH-1", "BN-1 is not in grid 001: {e}");
+    }
+    gw.running.shutdown().await.unwrap();
+}
+
+/// The lighting rate night by night: the city, each grid and (for one grid) each segment
+/// against its road-class target; a grid viewer gets their grid only.
+#[tokio::test]
+async fn lighting_nights_against_the_target_in_scope() {
+    use streetgate_gateway::store::LightingDay;
+    let gw = Gateway::start(|_| {}).await;
+    gw.import_inventory().await;
+    let today = streetgate_gateway::clock::wall_ms().div_euclid(86_400_000);
+    let day = |segment: &str, grid: &str, class: &str, back: i64, lit: i64| LightingDay {
+        segment: segment.into(),
+        day: today - back,
+        grid: grid.into(),
+        road_class: Some(class.into()),
+        lit_s: lit,
+        expected_s: 1_000,
+    };
+    gw.running
+        .state
+        .store
+        .save_lighting_days(&[
+            day("S-1", "G1", "main", 2, 995),
+            day("S-1", "G1", "main", 1, 980),
+            day("B-1", "G1", "back", 1, 960),
+            day("B-2", "G2", "back", 1, 940),
+            day("B-2", "G2", "back", 40, 0),
+        ])
+        .await
+        .unwrap();
+    let (status, all) = gw.http.get("/api/lighting/nights").await;
+    assert_eq!(status, 200, "{all}");
+    let city = &all["city"];
+    assert_eq!(city["nights"].as_array().map(Vec::len), Some(2), "{all}");
+    assert_eq!(city["target"], 0.99);
+    assert_eq!(all["grids"].as_array().map(Vec::len), Some(2));
+    assert_eq!(all["segments"], json!([]), "segments for one grid only");
+    let (_, g1) = gw.http.get("/api/lighting/nights?grid=G1").await;
+    let s1 = g1["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "S-1")
+        .cloned()
+        .unwrap();
+    let met: Vec<bool> = s1["nights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["met"].as_bool().unwrap())
+        .collect();
+    assert_eq!(met, [true, false], "99.5 % met 99 %, 98 % did not: {s1}");
+    let (_, b1) = gw.http.get("/api/lighting/nights?segment=B-1").await;
+    assert_eq!(b1["segments"][0]["target"], 0.95);
+    assert_eq!(b1["segments"][0]["nights"][0]["met"], true);
+
+    let viewer = gw.http_as("zhao.min", Role::Viewer, None, Some("G2")).await;
+    let (status, mine) = viewer.get("/api/lighting/nights").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        mine["city"],
+        Value::Null,
+        "a grid viewer sees no city figure"
+    );
+    assert_eq!(mine["grids"].as_array().map(Vec::len), Some(1));
+    assert_eq!(mine["grids"][0]["name"], "G2");
+    let (status, _) = viewer.get("/api/lighting/nights?grid=G1").await;
+    assert_eq!(status, 403);
+    let (status, e) = gw
+        .http
+        .get("/api/lighting/nights?period=month&at=2026-13")
+        .await;
+    assert_eq!((status, e["code"].as_str()), (400, Some("invalid_period")));
+    let (status, _) = gw.anonymous().get("/api/lighting/nights").await;
+    assert_eq!(status, 401);
+    gw.running.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn photos_are_typed_from_their_bytes_limited_and_served_in_scope() {
     let gw = Gateway::start(|c| c.cases.photo_max_bytes = 4096).await;
@@ -363,6 +601,55 @@ async fn photos_are_typed_from_their_bytes_limited_and_served_in_scope() {
         (status, p["content_type"].as_str()),
         (200, Some("image/png"))
     );
+    // A form, as a plain HTML form sends it: the one file field is the photo, and its
+    // type comes from its bytes too.
+    let form = |file: &[u8]| {
+        let mut body = b"--XyZ\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nfixed\r\n--XyZ\r\nContent-Disposition: form-data; name=\"photo\"; filename=\"repair.jpg\"\r\nContent-Type: image/png\r\n\r\n".to_vec();
+        body.extend_from_slice(file);
+        body.extend_from_slice(b"\r\n--XyZ--\r\n");
+        body
+    };
+    let (status, p) = upload(
+        member.clone(),
+        form(JPEG),
+        "multipart/form-data; boundary=XyZ",
+    )
+    .await;
+    assert_eq!(
+        (status, p["content_type"].as_str(), p["size_bytes"].as_u64()),
+        (200, Some("image/jpeg"), Some(JPEG.len() as u64)),
+        "{p}"
+    );
+    let (status, e) = upload(
+        member.clone(),
+        b"--XyZ\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nx\r\n--XyZ--".to_vec(),
+        "multipart/form-data; boundary=XyZ",
+    )
+    .await;
+    assert_eq!(
+        (status, e["code"].as_str()),
+        (400, Some("invalid_form")),
+        "{e}"
+    );
+    let (status, e) = upload(
+        member.clone(),
+        form(b"GIF89a...."),
+        "multipart/form-data; boundary=XyZ",
+    )
+    .await;
+    assert_eq!(
+        (status, e["code"].as_str()),
+        (415, Some("unsupported_media_type"))
+    );
+    let mut big = JPEG.to_vec();
+    big.resize(4097, 0);
+    let (status, e) = upload(
+        member.clone(),
+        form(&big),
+        "multipart/form-data; boundary=XyZ",
+    )
+    .await;
+    assert_eq!((status, e["code"].as_str()), (413, Some("photo_too_large")));
     for (bytes, why) in [
         (b"GIF89a....".to_vec(), "a GIF"),
         (b"<svg xmlns='http://www.w3.org/2000/svg'/>".to_vec(), "SVG"),
@@ -385,7 +672,7 @@ async fn photos_are_typed_from_their_bytes_limited_and_served_in_scope() {
     // Listed in the detail, served with its type, the bytes as sent.
     let (_, detail) = member.get(&format!("/api/cases/{id}")).await;
     let photos = detail["photos"].as_array().unwrap();
-    assert_eq!(photos.len(), 2, "{detail}");
+    assert_eq!(photos.len(), 3, "{detail}");
     let pid = photos[0]["id"].as_i64().unwrap();
     let (client, base) = member.client();
     let got = client
@@ -552,6 +839,7 @@ impl Driver {
         });
         let mut options = json!({
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--enable-precise-memory-info",
                      format!("--window-size={width},{height}"), format!("--lang={lang}")],
             "prefs": {"intl.accept_languages": lang},
         });
@@ -699,6 +987,8 @@ async fn a_case_is_worked_in_the_browser_from_fault_to_closure() {
     let gw = Gateway::start(|c| {
         c.rules.hold_s = 0;
         c.cases.verify_window_s = 1;
+        // No lamp answers here: a lamp command's outcome is a timeout, soon.
+        c.commands.ack_timeout_ms = 1_500;
     })
     .await;
     gw.import_inventory().await;
@@ -909,6 +1199,123 @@ async fn a_case_is_worked_in_the_browser_from_fault_to_closure() {
     );
     shot(&desk, "11-desk-map-zh").await;
 
+    // The overview's figures: registered and closed today, the month's on-time rate.
+    for (kpi, value) in [("registered-today", "1"), ("closed-today", "1")] {
+        wait_true(
+            &desk,
+            kpi,
+            &format!(
+                "const e = document.querySelector('[data-kpi={kpi}] .kpi-value'); return !!e && e.textContent === '{value}';"
+            ),
+            Duration::from_secs(10),
+        )
+        .await;
+    }
+    wait_for(&desk, "[data-kpi=on-time]", Duration::from_secs(5)).await;
+
+    // Live device state: a device's last will turns the overview's online count down and
+    // the device's page offline without a reload; its birth turns them back.
+    let online_is = |n: &str| {
+        format!(
+            "const e = document.querySelector('[data-kpi=online] .kpi-value'); return !!e && e.textContent === '{n} / 4';"
+        )
+    };
+    wait_true(&desk, "4 online", &online_is("4"), Duration::from_secs(10)).await;
+    let published = Instant::now();
+    publish(&gw.broker(), vec![status("BN-1", "bin", 1, false)]).await;
+    wait_true(&desk, "3 online", &online_is("3"), Duration::from_secs(10)).await;
+    println!(
+        "a last will reached the overview's online count {} ms after it was published",
+        published.elapsed().as_millis()
+    );
+    shot(&desk, "12-desk-map-device-offline").await;
+    desk.goto(&format!("{base}/#/devices/BN-1")).await.unwrap();
+    wait_for(
+        &desk,
+        "[data-test=device-online] [data-online=false]",
+        Duration::from_secs(10),
+    )
+    .await;
+    wait_for(
+        &desk,
+        "[data-test=device-list] td[data-state=BN-1] .tag.grey",
+        Duration::from_secs(5),
+    )
+    .await;
+    let published = Instant::now();
+    publish(&gw.broker(), vec![status("BN-1", "bin", 2, true)]).await;
+    wait_for(
+        &desk,
+        "[data-test=device-online] [data-online=true]",
+        Duration::from_secs(10),
+    )
+    .await;
+    println!(
+        "a birth message reached the open device page {} ms after it was published",
+        published.elapsed().as_millis()
+    );
+    wait_for(
+        &desk,
+        "[data-test=device-list] td[data-state=BN-1] .tag.green",
+        Duration::from_secs(5),
+    )
+    .await;
+    let text = desk
+        .find(Locator::Css("[data-test=device-battery]"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(text, "61%");
+    shot(&desk, "13-desk-device-live").await;
+
+    // Lighting night by night against the target, and one lamp commanded: confirm, then
+    // the outcome (no lamp answers here: timed out).
+    let today = streetgate_gateway::clock::wall_ms().div_euclid(86_400_000);
+    let nights: Vec<streetgate_gateway::store::LightingDay> = (1..=5)
+        .map(|k| streetgate_gateway::store::LightingDay {
+            segment: "S-1".into(),
+            day: today - k,
+            grid: "320508001001001".into(),
+            road_class: Some("main".into()),
+            lit_s: if k == 3 { 9_000 } else { 10_000 },
+            expected_s: 10_000,
+        })
+        .collect();
+    store.save_lighting_days(&nights).await.unwrap();
+    desk.goto(&format!("{base}/#/lighting")).await.unwrap();
+    wait_true(
+        &desk,
+        "nights drawn",
+        "return document.querySelectorAll('[data-test=nights] rect.bar').length === 5 && document.querySelectorAll('[data-test=nights] rect.bar.missed').length === 1;",
+        Duration::from_secs(10),
+    )
+    .await;
+    let left = english_left(&desk).await;
+    assert!(
+        left.is_empty(),
+        "English left on the Chinese lighting page: {left:?}"
+    );
+    type_into(&desk, "[data-test=lamp-id]", "SL-1").await;
+    click(
+        &desk,
+        "[data-test=lamp-command] button[data-lamp-command=off]",
+    )
+    .await;
+    shot(&desk, "14-desk-lamp-confirm").await;
+    click(&desk, "[data-test=lamp-command] button.confirm").await;
+    wait_true(
+        &desk,
+        "lamp outcome",
+        "const e = document.querySelector('.command-result'); return !!e && ['timed_out', 'failed', 'acked', 'rejected'].includes(e.dataset.outcome);",
+        Duration::from_secs(15),
+    )
+    .await;
+    let (_, commands) = gw.http.get("/api/commands").await;
+    assert_eq!(commands["commands"][0]["device_id"], "SL-1", "{commands}");
+    shot(&desk, "15-desk-lighting-nights-lamp").await;
+
     desk.close().await.unwrap();
     phone.close().await.unwrap();
     gw.running.shutdown().await.unwrap();
@@ -1022,13 +1429,19 @@ async fn bench_million_devices_and_ten_thousand_cases() {
             overview.to_string().len()
         );
     }
-    let (took, near) = time("/api/map?zoom=17&bbox=114.10,35.60,114.11,35.61".into()).await;
-    assert_eq!(near["mode"], "points", "{}", near["summary"]);
-    println!(
-        "bench: one zoomed-in box, {} devices and {} cases: {took:?}",
-        near["devices"].as_array().map_or(0, Vec::len),
-        near["cases"].as_array().map_or(0, Vec::len)
-    );
+    for (round, bbox) in [
+        ("first (cell index built)", "114.10,35.60,114.11,35.61"),
+        ("again", "114.10,35.60,114.11,35.61"),
+        ("another box", "114.30,35.70,114.31,35.71"),
+    ] {
+        let (took, near) = time(format!("/api/map?zoom=17&bbox={bbox}")).await;
+        assert_eq!(near["mode"], "points", "{}", near["summary"]);
+        println!(
+            "bench: one zoomed-in box, {round}, {} devices and {} cases: {took:?}",
+            near["devices"].as_array().map_or(0, Vec::len),
+            near["cases"].as_array().map_or(0, Vec::len)
+        );
+    }
     for path in [
         "/api/cases?limit=50",
         "/api/cases?limit=50&offset=5000",
@@ -1040,10 +1453,152 @@ async fn bench_million_devices_and_ten_thousand_cases() {
         let (took, list) = time(path.into()).await;
         println!("bench: {path}: {took:?} ({} matching)", list["total"]);
     }
-    let (took, devices) = time("/api/devices?q=bn-00420&limit=50".into()).await;
-    println!(
-        "bench: device search over {DEVICES}: {took:?} ({} matching)",
-        devices["total"]
+    for round in ["first", "again"] {
+        let (took, devices) = time("/api/devices?q=bn-00420&limit=50".into()).await;
+        println!(
+            "bench: device search over {DEVICES}, {round}: {took:?} ({} matching)",
+            devices["total"]
+        );
+    }
+    // The overview's figures of the day and the month come from the evaluation.
+    let (y, m, d) = streetgate_gateway::evaluation::period::civil_from_days(
+        (now + 8 * 3_600_000).div_euclid(86_400_000),
     );
+    for path in [
+        format!("/api/evaluation?period=day&at={y:04}-{m:02}-{d:02}"),
+        format!("/api/evaluation?period=month&at={y:04}-{m:02}"),
+    ] {
+        let (took, report) = time(path.clone()).await;
+        println!(
+            "bench: {path}: {took:?} ({} registered)",
+            report["city"]["registered"]
+        );
+    }
+
+    // In the browser (with STREETGATE_TEST_CHROMEDRIVER): the time from opening the console
+    // to a usable overview (the city's grids drawn and the figures shown), the page's
+    // JavaScript heap and the renderer's memory; then the case list.
+    if let Some(driver) = Driver::start("bench_million_devices_and_ten_thousand_cases").await {
+        streetgate_gateway::auth::add_user(
+            store.as_ref(),
+            "bench.desk",
+            Role::Dispatcher,
+            None,
+            None,
+            Some("console-bench-pw".into()),
+            now,
+        )
+        .await
+        .expect("user");
+        let base = format!("http://{}", gw.running.http_addr);
+        let desk = driver.browser(1400, 900, "en-US").await;
+        sign_in(&desk, &base, "bench.desk", "console-bench-pw").await;
+        desk.goto(&format!("{base}/#/cases")).await.unwrap();
+        wait_for(&desk, "tr[data-case-id]", Duration::from_secs(60)).await;
+        let t = Instant::now();
+        desk.goto(&format!("{base}/#/map")).await.unwrap();
+        desk.refresh().await.unwrap();
+        wait_true(
+            &desk,
+            "the overview drawn",
+            "return document.querySelectorAll('[data-test=map] path.leaflet-interactive, [data-test=map] canvas').length > 0 && !!document.querySelector('[data-kpi=on-time]') && document.querySelector('[data-kpi=open] .kpi-value')?.textContent === '10,000';",
+            Duration::from_secs(120),
+        )
+        .await;
+        let usable = t.elapsed();
+        // Let the page settle (the fitted view's second draw), then measure.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let heap = desk
+            .execute(
+                "return performance.memory ? [performance.memory.usedJSHeapSize, performance.memory.totalJSHeapSize] : null;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let used = heap[0].as_f64().unwrap_or(0.0) / 1_048_576.0;
+        let total = heap[1].as_f64().unwrap_or(0.0) / 1_048_576.0;
+        println!(
+            "bench: browser, time to a usable overview of {DEVICES} devices ({GRIDS} grids, {CASES} open cases): {usable:?}"
+        );
+        println!(
+            "bench: browser, JavaScript heap of the overview: {used:.1} MiB used of {total:.1} MiB"
+        );
+        let (renderers, pss) = renderer_memory_kib(driver.child.id());
+        #[allow(clippy::cast_precision_loss)] // KiB to MiB for a printout
+        let pss = pss as f64 / 1024.0;
+        println!(
+            "bench: browser, renderer processes ({renderers}): {pss:.1} MiB proportional set size"
+        );
+        shot(&desk, "bench-overview").await;
+        let t = Instant::now();
+        desk.goto(&format!("{base}/#/cases?type=bin_overflow&urgent=true"))
+            .await
+            .unwrap();
+        wait_for(&desk, "tr[data-case-id]", Duration::from_secs(60)).await;
+        println!(
+            "bench: browser, case list filtered by type and urgency: {:?}",
+            t.elapsed()
+        );
+        desk.close().await.unwrap();
+    }
     gw.running.shutdown().await.unwrap();
+}
+
+/// The memory of the Chromium renderer processes started under this chromedriver (`root`):
+/// their number and their proportional set size (shared pages divided among the processes
+/// sharing them), KiB, from /proc.
+fn renderer_memory_kib(root: u32) -> (usize, u64) {
+    let mut parent = std::collections::HashMap::new();
+    let mut renderers = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let dir = entry.path();
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        // pid (comm) state ppid ...: the comm may hold spaces, the ppid follows its ')'.
+        if let Some(ppid) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok())
+        {
+            parent.insert(pid, ppid);
+        }
+        let cmdline = std::fs::read(dir.join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains("--type=renderer") {
+            renderers.push((pid, dir));
+        }
+    }
+    let under_root = |mut pid: u32| {
+        for _ in 0..64 {
+            if pid == root {
+                return true;
+            }
+            match parent.get(&pid) {
+                Some(&p) if p != 0 => pid = p,
+                _ => return false,
+            }
+        }
+        false
+    };
+    let ours: Vec<_> = renderers
+        .into_iter()
+        .filter(|(pid, _)| under_root(*pid))
+        .collect();
+    let pss = ours
+        .iter()
+        .map(|(_, dir)| {
+            std::fs::read_to_string(dir.join("smaps_rollup"))
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix("Pss:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum();
+    (ours.len(), pss)
 }

@@ -542,6 +542,15 @@ async fn every_response_and_request_body_matches_the_document() {
             "/api/lighting?from_ms=0&to_ms=4102444800000".to_owned(),
         ),
         ("/api/lighting", "/api/lighting?from_ms=x".to_owned()),
+        ("/api/lighting/nights", "/api/lighting/nights".to_owned()),
+        (
+            "/api/lighting/nights",
+            format!("/api/lighting/nights?from={today}&to={today}&grid=G1"),
+        ),
+        (
+            "/api/lighting/nights",
+            "/api/lighting/nights?period=month&at=2026-13".to_owned(),
+        ),
         (
             "/api/alerts/deliveries",
             "/api/alerts/deliveries".to_owned(),

@@ -84,3 +84,48 @@ function round(v) {
   const a = Math.abs(v);
   return a >= 100 ? v.toFixed(0) : a >= 10 ? v.toFixed(1) : v.toFixed(2);
 }
+
+/**
+ * nightsChart(series, {label}) → <svg>: one bar per night (series.nights: [{date, rate, met}]),
+ * green when the night met the target, red when not, and the target as a dashed line.
+ */
+export function nightsChart(series, opts = {}) {
+  const W = 560;
+  const H = 180;
+  const L = 44;
+  const R = 10;
+  const T = 24;
+  const B = 30;
+  const nights = series.nights || [];
+  const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart nights", role: "img", "aria-label": opts.label || "" });
+  const low = Math.min(series.target, ...nights.map((n) => n.rate));
+  // Zoom on the interesting band: 99 % and 97 % must not look the same.
+  const v0 = Math.max(0, Math.floor((low - 0.02) * 20) / 20);
+  const v1 = 1;
+  const y = (v) => T + (1 - (Math.min(v, v1) - v0) / (v1 - v0)) * (H - T - B);
+  for (let i = 0; i <= 4; i++) {
+    const v = v0 + ((v1 - v0) * i) / 4;
+    svg.appendChild(s("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), class: "grid" }));
+    svg.appendChild(s("text", { x: L - 4, y: y(v) + 4, class: "tick", "text-anchor": "end" }, `${(v * 100).toFixed(v1 - v0 < 0.2 ? 1 : 0)}%`));
+  }
+  const n = Math.max(nights.length, 1);
+  const slot = (W - L - R) / n;
+  const bw = Math.max(2, Math.min(28, slot * 0.7));
+  nights.forEach((night, i) => {
+    const cx = L + slot * (i + 0.5);
+    const top = y(Math.max(night.rate, v0));
+    svg.appendChild(
+      s("rect", { x: (cx - bw / 2).toFixed(1), y: top.toFixed(1), width: bw.toFixed(1), height: Math.max(0, H - B - top).toFixed(1), class: "bar " + (night.met ? "met" : "missed"), "data-date": night.date },
+        s("title", {}, `${night.date} · ${(night.rate * 100).toFixed(2)}%`)),
+    );
+    const every = Math.ceil(n / 7);
+    if (i % every === 0 || i === n - 1) {
+      svg.appendChild(s("text", { x: cx, y: H - 12, class: "tick", "text-anchor": "middle" }, night.date.slice(5)));
+    }
+  });
+  svg.appendChild(s("line", { x1: L, x2: W - R, y1: y(series.target), y2: y(series.target), class: "target" }));
+  // The target's label above the plot, where no bar reaches.
+  svg.appendChild(s("line", { x1: W - R - 120, x2: W - R - 100, y1: 10, y2: 10, class: "target" }));
+  svg.appendChild(s("text", { x: W - R - 96, y: 14, class: "marker-label", "text-anchor": "start" }, `${opts.targetLabel || ""} ${(series.target * 100).toFixed(0)}%`));
+  return h("div", { class: "chart-box" }, svg);
+}

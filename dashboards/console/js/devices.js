@@ -6,6 +6,7 @@ import { h, fill } from "./dom.js";
 import { t } from "./i18n.js";
 import { fmt } from "./time.js";
 import { lineChart, points, CHART_FIELD } from "./chart.js";
+import { onDeviceEvent } from "./live.js";
 
 const PAGE = 50;
 
@@ -32,18 +33,35 @@ export async function devicesPage(el, ctx, arg) {
   fill(el, h("h1", {}, t("nav.devices")), form, h("div", { class: "case-grid" }, h("section", {}, summary, list, pager), detail));
 
   const data = await api("/api/devices" + query({ q: f.q, kind: f.kind, grid: ctx.me.grid ? "" : f.grid, limit: PAGE, offset: f.offset }));
+  // Online state: offline devices from the answer, then every change from the live stream.
+  const offline = new Set(data.offline || []);
+  const cells = new Map();
+  function stateCell(id, on) {
+    const td = h("td", { "data-label": t("devices.online"), dataset: { state: id } });
+    cells.set(id, td);
+    setState(td, on);
+    return td;
+  }
+  function setState(td, on) {
+    fill(td, on === null ? "" : h("span", { class: "tag " + (on ? "green" : "grey") }, t(on ? "devices.is_online" : "devices.is_offline")));
+  }
+  ctx.onCleanup(onDeviceEvent((e) => {
+    const td = cells.get(e.device_id);
+    if (td) setState(td, e.online);
+  }));
   summary.textContent = data.total ? t("list.range", { from: f.offset + 1, to: f.offset + data.devices.length, total: data.total }) : "";
   fill(
     list,
     data.devices.length
       ? h("table", { class: "cases" },
-          h("thead", {}, h("tr", {}, [t("devices.id"), t("filter.type"), t("col.grid"), t("case.segment")].map((c) => h("th", {}, c)))),
+          h("thead", {}, h("tr", {}, [t("devices.id"), t("filter.type"), t("col.grid"), t("case.segment"), t("devices.online")].map((c) => h("th", {}, c)))),
           h("tbody", {}, data.devices.map((d) =>
             h("tr", { dataset: { deviceId: d.id }, class: d.id === arg ? "selected" : "", onclick: () => { location.hash = `#/devices/${encodeURIComponent(d.id)}` + query({ q: f.q, kind: f.kind, grid: f.grid, offset: f.offset || "" }); } },
               h("td", { "data-label": t("devices.id") }, d.id),
               h("td", { "data-label": t("filter.type") }, t("kind." + d.kind)),
               h("td", { "data-label": t("col.grid") }, d.grid),
-              h("td", { "data-label": t("case.segment") }, d.road_segment || "—")))))
+              h("td", { "data-label": t("case.segment") }, d.road_segment || "—"),
+              stateCell(d.id, offline.has(d.id) ? false : null)))))
       : h("p", { class: "empty" }, t("devices.none")),
   );
   fill(
@@ -51,10 +69,10 @@ export async function devicesPage(el, ctx, arg) {
     h("button", { type: "button", disabled: f.offset === 0, onclick: () => apply(Math.max(0, f.offset - PAGE)) }, t("list.prev")),
     h("button", { type: "button", disabled: f.offset + PAGE >= data.total, onclick: () => apply(f.offset + PAGE) }, t("list.next")),
   );
-  if (arg) await showDevice(detail, arg);
+  if (arg) await showDevice(detail, arg, ctx);
 }
 
-async function showDevice(box, id) {
+async function showDevice(box, id, ctx) {
   const enc = encodeURIComponent(id);
   const d = await api(`/api/devices/${enc}`);
   let latest = null;
@@ -66,25 +84,64 @@ async function showDevice(box, id) {
   const status = latest?.by_type?.status?.data;
   const telemetry = latest?.by_type?.telemetry;
   const battery = status?.battery_pct ?? telemetry?.data?.[d.kind]?.battery_pct;
-  const online = status ? status.online : null;
-  const history = await api(`/api/devices/${enc}/history?limit=300`);
-  const pts = points(history.readings);
+  const online = d.offline ? false : status ? status.online : null;
   const spec = CHART_FIELD[d.kind];
+  // The facts a device event updates, each in its own element.
+  const onlineBox = h("dd", { "data-test": "device-online" });
+  const batteryBox = h("dd", { "data-test": "device-battery" });
+  const lastBox = h("dd", { "data-test": "device-last" });
+  const seqBox = h("dd", { "data-test": "device-seq" });
+  const gapsBox = h("dd", { "data-test": "device-gaps" });
+  const restartsBox = h("dd", {});
+  const chartBox = h("div", { class: "device-chart" });
+  const showOnline = (on) =>
+    fill(onlineBox, on === null || on === undefined ? "—" : h("span", { class: "tag " + (on ? "green" : "grey"), dataset: { online: String(on) } }, t(on ? "devices.is_online" : "devices.is_offline")));
+  const showBattery = (b) => (batteryBox.textContent = b === undefined || b === null ? "—" : `${b}%`);
+  showOnline(online);
+  showBattery(battery);
+  lastBox.textContent = latest ? fmt(latest.latest.received_ms) : "—";
+  seqBox.textContent = d.last_seq === null ? "—" : String(d.last_seq);
+  gapsBox.textContent = String(d.seq_gaps);
+  restartsBox.textContent = String(d.seq_restarts);
+  async function drawChart() {
+    const history = await api(`/api/devices/${enc}/history?limit=300`);
+    const pts = points(history.readings);
+    fill(chartBox, pts.length ? lineChart(pts, { unit: spec ? spec.unit : "", label: d.id }) : h("p", { class: "muted" }, t("chart.none")));
+  }
+  await drawChart();
   fill(
     box,
-    h("section", { class: "panel", "data-test": "device" },
+    h("section", { class: "panel", "data-test": "device", dataset: { deviceId: d.id } },
       h("h2", {}, `${d.id} · ${t("kind." + d.kind)}`),
       h("dl", { class: "facts" },
-        h("dt", {}, t("devices.online")), h("dd", {}, online === null ? "—" : h("span", { class: "tag " + (online ? "green" : "grey") }, t(online ? "devices.is_online" : "devices.is_offline"))),
-        h("dt", {}, t("devices.battery")), h("dd", {}, battery === undefined || battery === null ? "—" : `${battery}%`),
-        h("dt", {}, t("devices.last_reading")), h("dd", {}, latest ? fmt(latest.latest.received_ms) : "—"),
-        h("dt", {}, t("devices.seq")), h("dd", {}, d.last_seq === null ? "—" : String(d.last_seq)),
-        h("dt", {}, t("devices.gaps")), h("dd", {}, String(d.seq_gaps)),
-        h("dt", {}, t("devices.restarts")), h("dd", {}, String(d.seq_restarts)),
+        h("dt", {}, t("devices.online")), onlineBox,
+        h("dt", {}, t("devices.battery")), batteryBox,
+        h("dt", {}, t("devices.last_reading")), lastBox,
+        h("dt", {}, t("devices.seq")), seqBox,
+        h("dt", {}, t("devices.gaps")), gapsBox,
+        h("dt", {}, t("devices.restarts")), restartsBox,
         h("dt", {}, t("col.grid")), h("dd", {}, d.grid),
         h("dt", {}, t("case.segment")), h("dd", {}, d.road_segment || "—"),
         h("dt", {}, t("devices.position")), h("dd", {}, `${d.lat.toFixed(5)}, ${d.lon.toFixed(5)}`)),
       spec ? h("h3", {}, t("field." + spec.field)) : null,
-      pts.length ? lineChart(pts, { unit: spec ? spec.unit : "", label: d.id }) : h("p", { class: "muted" }, t("chart.none"))),
+      chartBox),
   );
+  // Live: the device's state as the gateway hears it, without a reload.
+  let chartTimer = null;
+  ctx.onCleanup(onDeviceEvent((e) => {
+    if (e.device_id !== d.id) return;
+    showOnline(e.online);
+    if (e.battery_pct !== null && e.battery_pct !== undefined) showBattery(e.battery_pct);
+    lastBox.textContent = fmt(e.at_ms);
+    if (e.last_seq !== null && e.last_seq !== undefined) seqBox.textContent = String(e.last_seq);
+    if (e.seq_gaps !== null && e.seq_gaps !== undefined) gapsBox.textContent = String(e.seq_gaps);
+    if (e.seq_restarts !== null && e.seq_restarts !== undefined) restartsBox.textContent = String(e.seq_restarts);
+    if (e.reading && !chartTimer) {
+      chartTimer = setTimeout(() => {
+        chartTimer = null;
+        if (chartBox.isConnected) drawChart().catch(() => {});
+      }, 1000);
+    }
+  }));
+  ctx.onCleanup(() => chartTimer && clearTimeout(chartTimer));
 }

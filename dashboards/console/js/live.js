@@ -1,9 +1,10 @@
-// The live stream (GET /api/events): case events pushed by the gateway. The browser's
+// The live stream (GET /api/events): case events and device state pushed by the gateway. The browser's
 // EventSource reconnects by itself after a blip and sends Last-Event-ID; when the stream is
 // closed for good (the gateway restarted, a proxy gave up) we open a new one after the last
 // event we saw, with a growing delay.
 
 const listeners = new Set();
+const deviceListeners = new Set();
 const statusListeners = new Set();
 let source = null;
 let lastId = null;
@@ -24,6 +25,15 @@ export function liveState() {
 export function onCaseEvent(fn) {
   listeners.add(fn);
   return () => listeners.delete(fn);
+}
+
+/**
+ * fn(event) for every device state event (online, battery, sequence gaps, newest reading; at
+ * most one per device per second); returns a function that stops listening.
+ */
+export function onDeviceEvent(fn) {
+  deviceListeners.add(fn);
+  return () => deviceListeners.delete(fn);
 }
 
 /** fn("live" | "connecting" | "off") when the connection changes. */
@@ -58,6 +68,21 @@ export function startLive() {
     lastId = data.event_id;
     setState("live");
     listeners.forEach((f) => {
+      try {
+        f(data);
+      } catch (err) {
+        console.error(err);
+      }
+    });
+  });
+  source.addEventListener("device", (e) => {
+    let data;
+    try {
+      data = JSON.parse(e.data);
+    } catch (_) {
+      return;
+    }
+    deviceListeners.forEach((f) => {
       try {
         f(data);
       } catch (err) {

@@ -4,8 +4,8 @@
 import { api } from "./api.js";
 import { h, fill } from "./dom.js";
 import { t } from "./i18n.js";
-import { fmtShort } from "./time.js";
-import { onCaseEvent } from "./live.js";
+import { fmtShort, localDate } from "./time.js";
+import { onCaseEvent, onDeviceEvent } from "./live.js";
 import { caseTone, stateBadge, casePlace } from "./cases.js";
 
 const TONES = { red: "#d93025", orange: "#e8710a", blue: "#1a73e8", green: "#188038", grey: "#80868b" };
@@ -102,6 +102,8 @@ export async function mapPage(el, ctx) {
     }
   }
 
+  // The device markers drawn now, by device id.
+  const markers = new Map();
   let fitted = false;
   async function draw() {
     const b = map.getBounds();
@@ -110,7 +112,9 @@ export async function mapPage(el, ctx) {
     const bbox = [b.getWest() - pad, b.getSouth() - pad, b.getEast() + pad, b.getNorth() + pad].map((x) => x.toFixed(5)).join(",");
     const data = await api(`/api/map?bbox=${bbox}&zoom=${map.getZoom()}`);
     const now = data.now_ms;
+    nowMs = now;
     layer.clearLayers();
+    markers.clear();
     const segRate = new Map((lighting?.segments || []).map((s) => [s.segment, s]));
     for (const g of data.grids) {
       const tone = g.overdue_cases || g.urgent_cases ? TONES.red : g.open_cases ? TONES.blue : "#5f6b7a";
@@ -136,9 +140,10 @@ export async function mapPage(el, ctx) {
           .addTo(layer);
       }
       for (const d of data.devices) {
-        L.circleMarker(toMap(d.lat, d.lon), { radius: 3, weight: 0, fillColor: d.offline ? TONES.grey : "#3c4a5c", fillOpacity: d.offline ? 0.9 : 0.55 })
+        const marker = L.circleMarker(toMap(d.lat, d.lon), { radius: 3, weight: 0, fillColor: d.offline ? TONES.grey : "#3c4a5c", fillOpacity: d.offline ? 0.9 : 0.55 })
           .bindTooltip(`${d.id} · ${t("kind." + d.kind)}${d.offline ? " · " + t("map.offline") : ""}`)
           .addTo(layer);
+        markers.set(d.id, { marker, offline: d.offline });
       }
       for (const c of data.cases) {
         L.circleMarker(toMap(c.lat, c.lon), { radius: 9, color: "#fff", weight: 2, fillColor: TONES[caseTone(c, now)], fillOpacity: 0.95 })
@@ -157,16 +162,49 @@ export async function mapPage(el, ctx) {
         return; // the move draws the fitted view
       }
     }
-    const s = data.summary;
+    summary = data.summary;
+    renderKpis();
+  }
+
+  // The figures the centre is judged on: open and overdue now (the map's answer), registered
+  // and closed today and the month's on-time closure rate (按期处置率) from the evaluation.
+  let summary = null;
+  let nowMs = null;
+  let today = null;
+  let month = null;
+  function renderKpis() {
+    const s = summary;
+    if (!s) return;
     const city = lighting?.city;
+    const pct = (r) => (r === null || r === undefined ? "—" : `${(r * 100).toFixed(1)}%`);
+    const num = (n) => Number(n).toLocaleString("en-US");
     fill(
       kpis,
-      kpi(t("map.open"), String(s.open_cases), s.open_cases ? "blue" : "", "open"),
-      kpi(t("filter.urgent"), String(s.urgent_cases), s.urgent_cases ? "red" : "", "urgent"),
-      kpi(t("map.overdue_now"), String(s.overdue_cases), s.overdue_cases ? "red" : "", "overdue"),
+      today ? kpi(t("map.registered_today"), num(today.registered), "", "registered-today") : null,
+      today ? kpi(t("map.closed_today"), num(today.closed), today.closed ? "green" : "", "closed-today") : null,
+      kpi(t("map.open"), num(s.open_cases), s.open_cases ? "blue" : "", "open"),
+      kpi(t("filter.urgent"), num(s.urgent_cases), s.urgent_cases ? "red" : "", "urgent"),
+      kpi(t("map.overdue_now"), num(s.overdue_cases), s.overdue_cases ? "red" : "", "overdue"),
+      month ? kpi(t("map.on_time_month"), pct(month.on_time_rate), month.on_time_rate === null ? "" : month.on_time_rate >= 0.9 ? "green" : "orange", "on-time") : null,
       city ? kpi(t("map.lighting"), city.expected ? `${(city.rate * 100).toFixed(1)}%` : "—", city.expected ? (city.below_target ? "red" : "green") : "", "lighting") : null,
-      kpi(t("map.online"), `${s.devices - s.offline_devices} / ${s.devices}`, s.offline_devices ? "orange" : "green", "online"),
+      kpi(t("map.online"), `${num(s.devices - s.offline_devices)} / ${num(s.devices)}`, s.offline_devices ? "orange" : "green", "online"),
     );
+  }
+  async function loadFigures() {
+    if (!ctx.can("evaluation_read") || nowMs === null) return;
+    const date = localDate(nowMs);
+    const grid = ctx.me.grid ? `&grid=${encodeURIComponent(ctx.me.grid)}` : "";
+    try {
+      const [d, m] = await Promise.all([
+        api(`/api/evaluation?period=day&at=${date}${grid}`),
+        api(`/api/evaluation?period=month&at=${date.slice(0, 7)}${grid}`),
+      ]);
+      today = d.city;
+      month = m.city;
+    } catch (_) {
+      today = month = null;
+    }
+    renderKpis();
   }
 
   async function loadNewest() {
@@ -192,14 +230,40 @@ export async function mapPage(el, ctx) {
       loadNewest().catch(() => {});
     }, 400);
   };
+  // The evaluation reads the month's cases: at most every 5 s however busy the stream is.
+  let figuresTimer = null;
+  const refreshFigures = () => {
+    if (figuresTimer) return;
+    figuresTimer = setTimeout(() => {
+      figuresTimer = null;
+      loadFigures().catch(() => {});
+    }, 5000);
+  };
   map.on("moveend", () => draw().catch(() => {}));
-  ctx.onCleanup(onCaseEvent(refresh));
+  ctx.onCleanup(onCaseEvent(() => {
+    refresh();
+    refreshFigures();
+  }));
+  // Device state: a marker turns grey when its device goes offline and back when it is heard
+  // from again; a change of online state also refreshes the figures.
+  ctx.onCleanup(onDeviceEvent((e) => {
+    const m = markers.get(e.device_id);
+    if (m && m.offline !== !e.online) {
+      m.offline = !e.online;
+      m.marker.setStyle({ fillColor: m.offline ? TONES.grey : "#3c4a5c", fillOpacity: m.offline ? 0.9 : 0.55 });
+      m.marker.setTooltipContent(`${e.device_id} · ${t("kind." + e.kind)}${m.offline ? " · " + t("map.offline") : ""}`);
+      mapBox.dataset.lastDeviceChange = `${e.device_id}:${m.offline ? "offline" : "online"}`;
+    }
+    if (e.status_changed) refresh();
+  }));
   // The lighting rate changes with the automation's tick: every minute is enough for a screen.
   const every = setInterval(() => loadLighting().then(refresh), 60000);
   ctx.onCleanup(() => {
     clearInterval(every);
     if (timer) clearTimeout(timer);
+    if (figuresTimer) clearTimeout(figuresTimer);
   });
   await loadLighting();
   await Promise.all([draw(), loadNewest()]);
+  await loadFigures();
 }

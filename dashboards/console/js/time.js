@@ -47,3 +47,8 @@ export function zoneName() {
   const a = Math.abs(offsetMin);
   return `UTC${sign}${Math.floor(a / 60)}${a % 60 ? ":" + String(a % 60).padStart(2, "0") : ""}`;
 }
+
+/** The city's date of `ms`: "2026-12-03". */
+export function localDate(ms) {
+  return parts(ms).date;
+}

@@ -42,6 +42,12 @@ pub(super) async fn device(
         .ok()
         .and_then(|id| state.inventory.get(&id))
         .ok_or_else(|| ApiError::not_found("device_not_found", format!("no device {id:?}")))?;
+    if !who.sees_grid(&device.grid) {
+        return Err(super::access::out_of_scope(&format!(
+            "grid {}",
+            who.grid.as_deref().unwrap_or_default()
+        )));
+    }
     if device.kind != DeviceKind::Streetlight {
         return Err(ApiError::bad_request(
             "not_a_lamp",

@@ -76,6 +76,9 @@ pub(super) struct DeviceList {
     total: usize,
     offset: usize,
     devices: Vec<Device>,
+    /// The devices of this page whose last word was "offline" (an offline status message or
+    /// a last will, until they are heard from again).
+    offline: Vec<String>,
 }
 
 pub(super) async fn list(
@@ -89,6 +92,12 @@ pub(super) async fn list(
     let mut matching: Vec<&Device> = snapshot
         .values()
         .map(AsRef::as_ref)
+        // Ids are ASCII: compared in place, without a lower-case copy of each.
+        .filter(|d| {
+            needle
+                .as_ref()
+                .is_none_or(|n| contains_ignore_ascii_case(d.id.as_str(), n))
+        })
         .filter(|d| who.sees_grid(&d.grid))
         .filter(|d| q.kind.is_none_or(|k| d.kind == k))
         .filter(|d| q.grid.as_ref().is_none_or(|g| &d.grid == g))
@@ -97,25 +106,36 @@ pub(super) async fn list(
                 .as_ref()
                 .is_none_or(|s| d.road_segment.as_ref() == Some(s))
         })
-        .filter(|d| {
-            needle
-                .as_ref()
-                .is_none_or(|n| d.id.as_str().to_lowercase().contains(n.as_str()))
-        })
         .collect();
-    matching.sort_by(|a, b| a.id.cmp(&b.id));
+    matching.sort_unstable_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
     let total = matching.len();
-    let devices = matching
+    let devices: Vec<Device> = matching
         .into_iter()
         .skip(q.offset)
         .take(q.limit.min(100_000))
         .cloned()
         .collect();
+    let states = &state.console.device_states;
+    let offline = devices
+        .iter()
+        .filter(|d| states.is_offline(&d.id))
+        .map(|d| d.id.to_string())
+        .collect();
     Ok(Json(DeviceList {
         total,
         offset: q.offset,
         devices,
+        offline,
     }))
+}
+
+/// Whether `needle` (lower case) occurs in `hay`, ignoring ASCII case.
+fn contains_ignore_ascii_case(hay: &str, needle: &str) -> bool {
+    let (hay, needle) = (hay.as_bytes(), needle.as_bytes());
+    needle.is_empty()
+        || hay
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// `GET /api/devices/{id}`: the inventory entry and its sequence numbers as committed.
@@ -129,6 +149,9 @@ pub(super) struct DeviceView {
     seq_gaps: u64,
     /// Counter restarts (reboots), not counted as gaps.
     seq_restarts: u64,
+    /// Its last word was "offline" (an offline status message or a last will), and it has not
+    /// been heard from since.
+    offline: bool,
 }
 
 pub(super) async fn get(
@@ -153,6 +176,7 @@ pub(super) async fn get(
         last_seq: seq.map(|s| s.last_seq),
         seq_gaps: seq.map_or(0, |s| s.missing),
         seq_restarts: seq.map_or(0, |s| s.restarts),
+        offline: state.console.device_states.is_offline(&id),
     }))
 }
 

@@ -7,9 +7,16 @@
 //! sends `Last-Event-ID` (browsers do so by themselves) and gets what it missed; a new stream
 //! starts from now, or after `?after=` when given. The stream starts with `event: ready`
 //! (`data: {"after": <id>}`) and sends a comment every 15 s so that proxies keep it open.
+//!
+//! Device state is sent as `event: device` (no id: missed device events are not replayed, the
+//! next one carries the state as it is) to callers with `devices_read` who are not team
+//! members, for the devices of the grids they see: online or offline (status messages, last
+//! wills), battery, sequence numbers and gaps, and the newest reading, at most one per device
+//! per second ([`crate::console::live`]). `?devices=false` leaves them out.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -18,10 +25,12 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use serde::Deserialize;
 use serde_json::json;
+use tokio::sync::broadcast;
 
 use super::access::Identity;
 use super::{ApiError, ApiQuery, ApiResult, AppState};
 use crate::auth::Permission;
+use crate::console::live::DeviceEvent;
 
 /// How often the store is asked for new case events. A case raised by a device reaches an
 /// open console within this plus the time to commit it.
@@ -35,6 +44,8 @@ const BATCH: u32 = 500;
 pub(super) struct EventsQuery {
     /// Start after this event id (as `Last-Event-ID` does; the header wins).
     after: Option<i64>,
+    /// Send device state events too (default: yes, when the caller may read devices).
+    devices: Option<bool>,
 }
 
 struct Cursor {
@@ -43,6 +54,16 @@ struct Cursor {
     after: i64,
     pending: VecDeque<Event>,
     started: bool,
+    devices: Option<broadcast::Receiver<Arc<Vec<DeviceEvent>>>>,
+    next_poll: tokio::time::Instant,
+}
+
+/// What woke a waiting stream.
+enum Wake {
+    Poll,
+    Devices(Arc<Vec<DeviceEvent>>),
+    Lagged,
+    Closed,
 }
 
 pub(super) async fn stream(
@@ -70,12 +91,18 @@ pub(super) async fn stream(
         Some(id) => id.max(0),
         None => state.store.last_case_event_id().await?,
     };
+    let devices = (q.devices.unwrap_or(true)
+        && who.team.is_none()
+        && who.require(Permission::DevicesRead).is_ok())
+    .then(|| state.console.device_states.subscribe());
     let cursor = Cursor {
         state,
         who,
         after,
         pending: VecDeque::new(),
         started: false,
+        devices,
+        next_poll: tokio::time::Instant::now() + POLL,
     };
     let events = futures::stream::unfold(cursor, |mut c| async move {
         if !c.started {
@@ -89,14 +116,49 @@ pub(super) async fn stream(
             if let Some(e) = c.pending.pop_front() {
                 return Some((Ok(e), c));
             }
-            tokio::time::sleep(POLL).await;
-            c.fill().await;
+            let sleep = tokio::time::sleep_until(c.next_poll);
+            let wake = match c.devices.as_mut() {
+                Some(rx) => tokio::select! {
+                    () = sleep => Wake::Poll,
+                    got = rx.recv() => match got {
+                        Ok(batch) => Wake::Devices(batch),
+                        Err(broadcast::error::RecvError::Lagged(_)) => Wake::Lagged,
+                        Err(broadcast::error::RecvError::Closed) => Wake::Closed,
+                    },
+                },
+                None => {
+                    sleep.await;
+                    Wake::Poll
+                }
+            };
+            match wake {
+                Wake::Poll => {
+                    c.next_poll = tokio::time::Instant::now() + POLL;
+                    c.fill().await;
+                }
+                Wake::Devices(batch) => c.push_devices(&batch),
+                // A slow client skips device events; the next ones carry the state.
+                Wake::Lagged => {}
+                Wake::Closed => c.devices = None,
+            }
         }
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
 impl Cursor {
+    /// The device events of the grids the caller sees.
+    fn push_devices(&mut self, batch: &[DeviceEvent]) {
+        for e in batch.iter().filter(|e| self.who.sees_grid(&e.grid)) {
+            match serde_json::to_string(e) {
+                Ok(data) => self
+                    .pending
+                    .push_back(Event::default().event("device").data(data)),
+                Err(err) => tracing::warn!(error = %err, "cannot encode a device event"),
+            }
+        }
+    }
+
     /// Read the case events after the cursor that the caller may see.
     async fn fill(&mut self) {
         let found = match self.state.store.case_events_after(self.after, BATCH).await {

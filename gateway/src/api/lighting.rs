@@ -82,3 +82,69 @@ pub(super) async fn rates(
         "period": period,
     })))
 }
+
+/// `GET /api/lighting/nights`: a period (`from`/`to` dates, or `period` + `at` as for the
+/// evaluation; by default the last 14 nights), one grid or segment.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NightsQuery {
+    period: Option<String>,
+    at: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    grid: Option<String>,
+    segment: Option<String>,
+}
+
+/// Nights shown when no period is asked for.
+const DEFAULT_NIGHTS: i64 = 14;
+
+pub(super) async fn nights(
+    State(state): State<AppState>,
+    id: Identity,
+    ApiQuery(mut q): ApiQuery<NightsQuery>,
+) -> ApiResult<Json<Value>> {
+    use crate::evaluation::{Period, PeriodKind};
+    id.require(Permission::LightingRead)?;
+    // A grid-scoped viewer: their grid only.
+    if let Some(g) = &id.grid {
+        if q.grid.as_ref().is_some_and(|x| x != g) {
+            return Err(super::access::out_of_scope(&format!("grid {g}")));
+        }
+        q.grid = Some(g.clone());
+    }
+    let offset = state.evaluation.utc_offset_min();
+    let period = if q.period.is_none() && q.at.is_none() && q.from.is_none() && q.to.is_none() {
+        let today = (state.clock.now_ms() + i64::from(offset) * 60_000).div_euclid(86_400_000);
+        Period {
+            kind: PeriodKind::Range,
+            first_day: today - DEFAULT_NIGHTS + 1,
+            end_day: today + 1,
+            utc_offset_min: offset,
+        }
+    } else {
+        Period::parse(
+            q.period.as_deref(),
+            q.at.as_deref(),
+            q.from.as_deref(),
+            q.to.as_deref(),
+            offset,
+        )
+        .map_err(|e| ApiError::bad_request("invalid_period", e.0))?
+    };
+    let scope = crate::evaluation::lighting::NightsScope {
+        grid: q.grid.as_deref().filter(|g| !g.is_empty()),
+        segment: q.segment.as_deref().filter(|s| !s.is_empty()),
+    };
+    // Both filters apply: a grid viewer asking for a segment of another grid gets nothing.
+    let found = state.evaluation.lighting_nights(&period, scope).await?;
+    let (from, to) = period.dates();
+    Ok(Json(json!({
+        "from": from,
+        "to": to,
+        "utc_offset_min": offset,
+        "city": found.city,
+        "grids": found.grids,
+        "segments": found.segments,
+    })))
+}

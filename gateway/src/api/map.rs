@@ -7,8 +7,8 @@
 //! in, it is the devices and open cases inside the box, each with its coordinates. Both carry
 //! the figures the operations centre is judged on for the caller's scope.
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use axum::Json;
 use axum::extract::State;
@@ -19,6 +19,7 @@ use super::access::Identity;
 use super::{ApiError, ApiQuery, ApiResult, AppState};
 use crate::auth::Permission;
 use crate::inventory::DeviceMap;
+use crate::model::Device;
 
 /// From this zoom level on, devices are drawn one by one.
 pub const POINTS_FROM_ZOOM: u8 = 15;
@@ -92,22 +93,112 @@ pub struct GridShape {
     bbox: [f64; 4],
 }
 
-/// Grid shapes of one inventory snapshot, kept until the inventory changes.
+/// Something computed from one inventory snapshot, kept until the inventory changes. The key
+/// is a weak reference to the snapshot: it keeps the snapshot's address from being reused by a
+/// newer one (a plain address could be), without keeping its devices alive.
+#[derive(Debug)]
+struct PerSnapshot<T>(Mutex<Option<(Weak<DeviceMap>, Arc<T>)>>);
+
+impl<T> Default for PerSnapshot<T> {
+    fn default() -> Self {
+        Self(Mutex::new(None))
+    }
+}
+
+impl<T> PerSnapshot<T> {
+    fn get(&self, devices: &Arc<DeviceMap>, build: impl FnOnce(&DeviceMap) -> T) -> Arc<T> {
+        let mut cache = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((key, value)) = cache.as_ref()
+            && std::ptr::eq(key.as_ptr(), Arc::as_ptr(devices))
+        {
+            return Arc::clone(value);
+        }
+        let value = Arc::new(build(devices));
+        *cache = Some((Arc::downgrade(devices), Arc::clone(&value)));
+        value
+    }
+}
+
+/// Grid shapes and the map-cell index of the inventory, each computed once per inventory
+/// change.
 #[derive(Debug, Default)]
-pub struct GridCache(Mutex<Option<(usize, Arc<Vec<GridShape>>)>>);
+pub struct GridCache {
+    shapes: PerSnapshot<Vec<GridShape>>,
+    cells: PerSnapshot<DeviceIndex>,
+}
 
 impl GridCache {
     fn shapes(&self, devices: &Arc<DeviceMap>) -> Arc<Vec<GridShape>> {
-        let key = Arc::as_ptr(devices) as usize;
-        let mut cache = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((k, shapes)) = cache.as_ref()
-            && *k == key
-        {
-            return Arc::clone(shapes);
+        self.shapes.get(devices, grid_shapes)
+    }
+
+    /// The inventory's devices by map cell.
+    fn cells(&self, devices: &Arc<DeviceMap>) -> Arc<DeviceIndex> {
+        self.cells.get(devices, DeviceIndex::new)
+    }
+}
+
+/// Size of a map cell, degrees (about 1 km): a zoomed-in box touches a few cells.
+const CELL_DEG: f64 = 0.01;
+
+/// The inventory's devices by map cell, so that a zoomed-in box reads the few cells it
+/// touches instead of the whole inventory.
+#[derive(Debug, Default)]
+pub struct DeviceIndex {
+    cells: HashMap<(i32, i32), Vec<Arc<Device>>>,
+    /// Devices without valid coordinates: in every box with no bbox only.
+    unplaced: Vec<Arc<Device>>,
+}
+
+#[allow(clippy::cast_possible_truncation)] // degrees / 0.01: far inside i32
+fn cell_of(lat: f64, lon: f64) -> (i32, i32) {
+    (
+        (lat / CELL_DEG).floor() as i32,
+        (lon / CELL_DEG).floor() as i32,
+    )
+}
+
+impl DeviceIndex {
+    fn new(devices: &DeviceMap) -> Self {
+        let mut index = Self::default();
+        for d in devices.values() {
+            if d.lat.is_finite() && d.lon.is_finite() {
+                index
+                    .cells
+                    .entry(cell_of(d.lat, d.lon))
+                    .or_default()
+                    .push(Arc::clone(d));
+            } else {
+                index.unplaced.push(Arc::clone(d));
+            }
         }
-        let shapes = Arc::new(grid_shapes(devices));
-        *cache = Some((key, Arc::clone(&shapes)));
-        shapes
+        index
+    }
+
+    /// The devices inside `bbox` (every device without one), cell by cell.
+    fn in_box(&self, bbox: Option<Bbox>) -> Box<dyn Iterator<Item = &Arc<Device>> + '_> {
+        let Some(b) = bbox else {
+            return Box::new(self.cells.values().flatten().chain(self.unplaced.iter()));
+        };
+        let (s, w) = cell_of(b.south, b.west);
+        let (n, e) = cell_of(b.north, b.east);
+        let cells = i64::from(n - s + 1) * i64::from(e - w + 1);
+        if cells > i64::try_from(self.cells.len()).unwrap_or(i64::MAX) {
+            // A box larger than the city: walk the cells there are.
+            return Box::new(
+                self.cells
+                    .values()
+                    .flatten()
+                    .filter(move |d| b.contains(d.lat, d.lon)),
+            );
+        }
+        Box::new(
+            (s..=n)
+                .flat_map(move |la| (w..=e).map(move |lo| (la, lo)))
+                .filter_map(|c| self.cells.get(&c))
+                .flatten()
+                .filter(move |d| b.contains(d.lat, d.lon)),
+        )
     }
 }
 
@@ -214,11 +305,19 @@ pub(super) async fn map(
         .into_iter()
         .filter(|c| who.sees_case(c))
         .collect();
-    let offline: HashSet<&streetgate_protocols::DeviceId> = open
+    // Offline: named by an open offline case, or whose last word was an offline status or a
+    // last will (the live device states).
+    let said_offline = state.console.device_states.offline();
+    let mut offline: HashSet<&streetgate_protocols::DeviceId> = open
         .iter()
         .filter(|c| c.condition_key.as_deref() == Some("offline"))
         .flat_map(|c| c.devices.iter())
         .collect();
+    offline.extend(
+        said_offline
+            .iter()
+            .filter(|id| devices.get(*id).is_some_and(|d| who.sees_grid(&d.grid))),
+    );
     let overdue = |c: &crate::store::CaseRecord| {
         c.due_ms.is_some_and(|d| d < now) && crate::store::UNRESOLVED_STATES.contains(&c.state)
     };
@@ -268,9 +367,10 @@ pub(super) async fn map(
         usize::MAX
     };
     let (mode, points, cases) = if points_in_box <= MAX_POINTS * 4 {
-        let points: Vec<Value> = devices
-            .values()
-            .filter(|d| visible(&d.grid) && in_box(d.lat, d.lon))
+        let index = state.console.grid_cache.cells(&devices);
+        let points: Vec<Value> = index
+            .in_box(bbox)
+            .filter(|d| visible(&d.grid))
             .take(MAX_POINTS + 1)
             .map(|d| {
                 json!({
@@ -345,6 +445,65 @@ mod tests {
             lone.iter()
                 .all(|p| (p[0] - 35.0).abs() < 0.001 && (p[1] - 114.0).abs() < 0.001)
         );
+    }
+
+    #[test]
+    fn the_index_finds_the_devices_of_a_box_and_is_kept_per_snapshot() {
+        use std::sync::Arc;
+
+        use super::{DeviceIndex, GridCache};
+        use crate::inventory::DeviceMap;
+        use crate::model::{Device, Transport};
+        use streetgate_protocols::{DeviceId, DeviceKind};
+
+        let device = |id: &str, lat: f64, lon: f64| Device {
+            id: DeviceId::new(id).unwrap(),
+            kind: DeviceKind::Bin,
+            component_code: None,
+            lat,
+            lon,
+            grid: "G1".into(),
+            road_segment: None,
+            road_class: None,
+            toilet_class: None,
+            bin_depth_mm: None,
+            overrides: Default::default(),
+            transport: Transport::Mqtt,
+        };
+        let map: DeviceMap = [
+            device("BN-b", 35.7001, 114.2001),
+            device("BN-a", 35.7099, 114.2099),
+            device("BN-c", 35.7301, 114.2001),
+            device("bn-x", f64::NAN, f64::NAN),
+        ]
+        .into_iter()
+        .map(|d| (d.id.clone(), Arc::new(d)))
+        .collect();
+        let index = DeviceIndex::new(&map);
+        let ids = |b: Option<Bbox>| {
+            let mut v: Vec<String> = index.in_box(b).map(|d| d.id.to_string()).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            ids(Some(Bbox::parse("114.20,35.70,114.21,35.71").unwrap())),
+            ["BN-a", "BN-b"]
+        );
+        assert_eq!(
+            ids(Some(Bbox::parse("-180,-90,180,90").unwrap())),
+            ["BN-a", "BN-b", "BN-c"]
+        );
+        assert_eq!(ids(None).len(), 4);
+
+        // Kept while the snapshot lives; a new snapshot gets its own.
+        let cache = GridCache::default();
+        let one = Arc::new(map.clone());
+        assert!(Arc::ptr_eq(&cache.cells(&one), &cache.cells(&one)));
+        let first = cache.cells(&one);
+        drop(one);
+        let two = Arc::new(DeviceMap::new());
+        assert!(!Arc::ptr_eq(&first, &cache.cells(&two)));
+        assert_eq!(cache.cells(&two).in_box(None).count(), 0);
     }
 
     #[test]

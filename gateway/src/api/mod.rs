@@ -38,7 +38,8 @@
 //! | `POST /api/cases/{id}/photos` | attach a photo (JPEG, PNG or WebP, the raw bytes) |
 //! | `GET /api/cases/{id}/photos/{photo_id}` | one photo of a case |
 //! | `GET /api/lighting` | lighting rate per segment, grid and city; over a period with `from_ms`/`to_ms` |
-//! | `GET /api/events` | live case events (server-sent events), scoped like the case list |
+//! | `GET /api/lighting/nights` | lighting rate night by night per segment, grid and city against the road-class target |
+//! | `GET /api/events` | live case events and device state (server-sent events), scoped like the case list |
 //! | `GET /api/map` | the overview map: per grid when zoomed out, devices and open cases in a box when zoomed in |
 //! | `GET /api/evaluation` | figures per grid, team and case type of a period, rankings, lighting compliance |
 //! | `GET /api/evaluation.csv` | the same by team, grid or case type as CSV |
@@ -323,6 +324,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         )
         .route("/api/cases/{id}/photos/{photo_id}", get(photos::get))
         .route("/api/lighting", get(lighting::rates))
+        .route("/api/lighting/nights", get(lighting::nights))
         .route("/api/events", get(events::stream))
         .route("/api/map", get(map::map))
         .route("/api/evaluation", get(evaluation::report))

@@ -1,6 +1,7 @@
 //! Case photos (处置照片): `POST /api/cases/{id}/photos` attaches one (the raw bytes of a
-//! JPEG, PNG or WebP picture, whatever the request's content type says: the type is decided from
-//! the bytes), `GET /api/cases/{id}/photos/{photo_id}` serves it. The case detail lists them.
+//! JPEG, PNG or WebP picture, or a `multipart/form-data` form with one file field, as a plain
+//! HTML form sends it; whatever the request's content types say, the type is decided from the
+//! bytes), `GET /api/cases/{id}/photos/{photo_id}` serves it. The case detail lists them.
 
 use axum::Json;
 use axum::body::Body;
@@ -62,9 +63,27 @@ pub(super) async fn upload(
         ));
     }
     let max = state.photo_limits.max_bytes;
-    let bytes = axum::body::to_bytes(req.into_body(), max.saturating_add(1))
+    let form_boundary = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(multipart_boundary);
+    // A form carries its part headers and boundaries besides the photo.
+    let limit = if form_boundary.is_some() {
+        max.saturating_add(FORM_OVERHEAD)
+    } else {
+        max
+    };
+    let body = axum::body::to_bytes(req.into_body(), limit.saturating_add(1))
         .await
         .map_err(|_| too_large(max))?;
+    let bytes = match &form_boundary {
+        Some(boundary) => match form_file(&body, boundary) {
+            Ok(file) => body.slice_ref(file),
+            Err(message) => return Err(ApiError::bad_request("invalid_form", message)),
+        },
+        None => body,
+    };
     if bytes.len() > max {
         return Err(too_large(max));
     }
@@ -106,6 +125,70 @@ pub(super) async fn upload(
         "uploader": who.name,
         "uploaded_ms": now,
     })))
+}
+
+/// Room for a form's boundaries and part headers around the photo, bytes.
+const FORM_OVERHEAD: usize = 16 * 1024;
+
+/// The boundary of a `multipart/form-data` content type.
+fn multipart_boundary(content_type: &str) -> Option<String> {
+    let mut params = content_type.split(';');
+    if !params
+        .next()?
+        .trim()
+        .eq_ignore_ascii_case("multipart/form-data")
+    {
+        return None;
+    }
+    params.find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("boundary")
+            .then(|| v.trim().trim_matches('"').to_owned())
+            .filter(|b| !b.is_empty() && b.len() <= 70)
+    })
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The content of the one file field (a part with a `filename`) of a form. A form with no
+/// file, or more than one, is refused: one photo per request.
+fn form_file<'a>(body: &'a [u8], boundary: &str) -> Result<&'a [u8], String> {
+    let delimiter = format!("--{boundary}");
+    let bad = |what: &str| format!("multipart/form-data: {what}");
+    let start = find(body, delimiter.as_bytes()).ok_or_else(|| bad("no boundary in the body"))?;
+    let mut rest = &body[start + delimiter.len()..];
+    let next = format!("\r\n--{boundary}");
+    let mut file: Option<&[u8]> = None;
+    loop {
+        if rest.starts_with(b"--") {
+            break;
+        }
+        rest = rest
+            .strip_prefix(b"\r\n")
+            .ok_or_else(|| bad("a boundary is not followed by a line break"))?;
+        let head_end =
+            find(rest, b"\r\n\r\n").ok_or_else(|| bad("a part has no end of headers"))?;
+        let head = String::from_utf8_lossy(&rest[..head_end]).to_ascii_lowercase();
+        let content = &rest[head_end + 4..];
+        let end = find(content, next.as_bytes())
+            .ok_or_else(|| bad("a part is not closed by the boundary"))?;
+        let is_file = head
+            .lines()
+            .any(|l| l.starts_with("content-disposition:") && l.contains("filename="));
+        if is_file {
+            if file.is_some() {
+                return Err(bad(
+                    "send one photo per request (this form has several files)",
+                ));
+            }
+            file = Some(&content[..end]);
+        }
+        rest = &content[end + next.len()..];
+    }
+    file.ok_or_else(|| bad("no file field (a part with a filename)"))
 }
 
 fn too_large(max: usize) -> ApiError {
@@ -157,7 +240,7 @@ pub(super) async fn get(
 
 #[cfg(test)]
 mod tests {
-    use super::sniff_image;
+    use super::{form_file, multipart_boundary, sniff_image};
 
     #[test]
     fn pictures_are_known_by_their_first_bytes() {
@@ -171,5 +254,22 @@ mod tests {
         assert_eq!(sniff_image(b"<svg xmlns="), None);
         assert_eq!(sniff_image(b"GIF89a"), None);
         assert_eq!(sniff_image(b""), None);
+    }
+
+    #[test]
+    fn a_form_gives_its_one_file() {
+        assert_eq!(
+            multipart_boundary("multipart/form-data; boundary=\"----x1\""),
+            Some("----x1".to_owned())
+        );
+        assert_eq!(multipart_boundary("image/jpeg"), None);
+        let body = b"preamble\r\n------x1\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nfixed\r\n------x1\r\nContent-Disposition: form-data; name=\"photo\"; filename=\"a.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n\xFF\xD8\xFF\r\n--\r\n------x1--\r\n";
+        assert_eq!(form_file(body, "----x1").unwrap(), b"\xFF\xD8\xFF\r\n--");
+        let none =
+            b"------x1\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nx\r\n------x1--";
+        assert!(form_file(none, "----x1").unwrap_err().contains("no file"));
+        let two = b"--b\r\nContent-Disposition: form-data; name=\"a\"; filename=\"1\"\r\n\r\n1\r\n--b\r\nContent-Disposition: form-data; name=\"b\"; filename=\"2\"\r\n\r\n2\r\n--b--";
+        assert!(form_file(two, "b").unwrap_err().contains("one photo"));
+        assert!(form_file(b"--b\r\nno end", "b").is_err());
     }
 }

@@ -10,6 +10,7 @@
 //! builds its pages with DOM nodes and `textContent`, never markup from data.
 
 pub mod config;
+pub mod live;
 
 use std::sync::{Arc, OnceLock};
 
@@ -96,6 +97,8 @@ pub struct Console {
     csp: HeaderValue,
     /// Grid outlines for the map, computed once per inventory change.
     pub grid_cache: Arc<crate::api::map::GridCache>,
+    /// Offline devices and the live stream's device events (an output of the store writer).
+    pub device_states: Arc<live::DeviceStates>,
 }
 
 impl Console {
@@ -124,6 +127,7 @@ impl Console {
             csp: HeaderValue::from_str(&csp)
                 .unwrap_or_else(|_| HeaderValue::from_static("default-src 'self'")),
             grid_cache: Arc::default(),
+            device_states: Arc::default(),
         }
     }
 }

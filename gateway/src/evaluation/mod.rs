@@ -160,6 +160,24 @@ impl Evaluator {
         self.utc_offset_min
     }
 
+    /// The lighting rate night by night over a period, against the road-class targets.
+    pub async fn lighting_nights(
+        &self,
+        p: &Period,
+        scope: lighting::NightsScope<'_>,
+    ) -> StoreResult<lighting::LightingNights> {
+        let (d0, d1) = lighting::day_range(p.from_ms(), p.to_ms());
+        let days = self.store.lighting_days(d0, d1).await?;
+        Ok(lighting::nights(
+            &days,
+            p.from_ms(),
+            p.to_ms(),
+            &self.lighting,
+            scope,
+            p.utc_offset_min,
+        ))
+    }
+
     async fn figures(&self, p: &Period, grid: Option<&str>) -> StoreResult<figures::PeriodFigures> {
         let mut data = self.store.period_cases(p.from_ms(), p.to_ms()).await?;
         if let Some(g) = grid {

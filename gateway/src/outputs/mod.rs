@@ -46,6 +46,13 @@ impl Outputs {
         Self { outputs }
     }
 
+    /// These outputs and one more.
+    #[must_use]
+    pub fn with(mut self, output: Arc<dyn ReadingOutput>) -> Self {
+        self.outputs.push(output);
+        self
+    }
+
     /// No output configured.
     pub fn is_empty(&self) -> bool {
         self.outputs.is_empty()
