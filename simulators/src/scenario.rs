@@ -898,15 +898,14 @@ impl Running {
             t.abort();
         }
         let start_ms = self.start_ms;
-        // Counted before the fleet stops: devices whose connections close as the simulation
-        // ends are not an outage of the city's network.
+        // Counted, and the cases read, before the fleet stops: devices whose connections close
+        // as the simulation ends are not an outage of the city's network (nor its case).
         let fleet_outages = self
             .gw
             .state
             .metrics
             .fleet_outages
             .load(std::sync::atomic::Ordering::Relaxed);
-        self.fleet.stop();
         let gw = self.gw;
         // The status line's counts and the API's, read back to back (the gateway still ticks:
         // a verification may close a case in between, so a mismatch is read again).
@@ -1007,6 +1006,7 @@ impl Running {
                 }
             }
         }
+        self.fleet.stop();
         let rejected = gw.state.metrics.rejections().iter().map(|(_, n)| n).sum();
         gw.shutdown().await?;
         let full = self
