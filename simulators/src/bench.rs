@@ -507,6 +507,7 @@ async fn gateway_ingest(
     let (host, port) = broker_addr(broker, &running)?;
     let metrics = Arc::clone(&running.state.metrics);
     let stored_before = metrics.store_readings.load(Relaxed);
+    let batches_before = metrics.store_batches.load(Relaxed);
     let (start, expected) = publish_burst(&host, port, opts, encoding, "gw").await?;
     let total: u64 = expected.values().map(|(n, _)| n).sum();
     let mut last = 0;
@@ -528,6 +529,7 @@ async fn gateway_ingest(
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let stored = metrics.store_readings.load(Relaxed) - stored_before;
+    let commits = metrics.store_batches.load(Relaxed) - batches_before;
     let gw_rate = rate(stored, end.duration_since(start));
     let peak = if rss_reset { peak_rss_kib() } else { None };
     // Every message stored: each device's sequence state is committed with its readings.
@@ -556,6 +558,10 @@ async fn gateway_ingest(
     } else {
         format!("{short} devices incomplete, {missing_msgs} messages not stored")
     };
+    let check = format!(
+        "{check} ({commits} commits, {} readings each on average)",
+        stored / commits.max(1)
+    );
     running.shutdown().await?;
     // Leave no persistent session behind on an external broker: it would queue every later
     // message (the next run's included) for a client that never comes back.

@@ -48,7 +48,7 @@ impl Default for StoreConfig {
             url: None,
             max_connections: 8,
             history_per_device: 100,
-            batch_max: 2000,
+            batch_max: 8192,
             trim_interval_s: 60,
             snapshot_interval_s: 30,
         }

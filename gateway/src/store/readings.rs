@@ -33,7 +33,7 @@ impl ReadingRecord {
             device_id: r.device_id.to_string(),
             reading_type: reading_type(&r.body),
             received_ms: r.received_ms,
-            body: reading_json(r).to_string(),
+            body: reading_json_string(r),
             seq_state: r.seq_state,
         }
     }
@@ -77,6 +77,85 @@ pub fn reading_json(r: &Reading) -> serde_json::Value {
         "seq": r.seq,
         "data": data,
     })
+}
+
+/// The `data` member of [`reading_json`], borrowed from the reading.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum DataJson<'a> {
+    Telemetry(&'a streetgate_protocols::TelemetryData),
+    Alarm {
+        alarm: &'static str,
+        raised: bool,
+        value: &'a Option<f32>,
+    },
+    Status {
+        online: bool,
+        battery_pct: &'a Option<u8>,
+        fw_version: &'a Option<String>,
+    },
+    Ack {
+        ref_id: u32,
+        ok: bool,
+        reason: &'a Option<String>,
+    },
+}
+
+/// [`reading_json`] as a borrowed, directly serialisable document.
+#[derive(Serialize)]
+struct ReadingJson<'a> {
+    device_id: &'a str,
+    kind: &'static str,
+    #[serde(rename = "type")]
+    reading_type: &'static str,
+    transport: &'static str,
+    received_ms: UnixMs,
+    device_ts_ms: Option<UnixMs>,
+    seq: u32,
+    data: DataJson<'a>,
+}
+
+/// [`reading_json`] as text, written straight from the reading (no intermediate
+/// `serde_json::Value`: this runs once per stored reading).
+pub fn reading_json_string(r: &Reading) -> String {
+    let data = match &r.body {
+        ReadingBody::Telemetry(t) => DataJson::Telemetry(t),
+        ReadingBody::Alarm {
+            alarm,
+            raised,
+            value,
+        } => DataJson::Alarm {
+            alarm: alarm.as_str(),
+            raised: *raised,
+            value,
+        },
+        ReadingBody::Status {
+            online,
+            battery_pct,
+            fw_version,
+        } => DataJson::Status {
+            online: *online,
+            battery_pct,
+            fw_version,
+        },
+        ReadingBody::Ack { ref_id, ok, reason } => DataJson::Ack {
+            ref_id: *ref_id,
+            ok: *ok,
+            reason,
+        },
+    };
+    let doc = ReadingJson {
+        device_id: r.device_id.as_str(),
+        kind: r.kind.as_str(),
+        reading_type: reading_type(&r.body),
+        transport: r.transport,
+        received_ms: r.received_ms,
+        device_ts_ms: r.device_ts_ms,
+        seq: r.seq,
+        data,
+    };
+    // Serialising plain fields cannot fail; the Value form is the fallback all the same.
+    serde_json::to_string(&doc).unwrap_or_else(|_| reading_json(r).to_string())
 }
 
 /// Sequence losses over the whole fleet, for the health summary.

@@ -37,12 +37,19 @@ pub use sqlite::SqliteStore;
 #[derive(Debug)]
 pub struct SqlStore<DB: Database> {
     pool: Pool<DB>,
+    /// Where the store writer's batches go. SQLite: a pool of one connection of its own, so
+    /// its page cache stays warm from one batch to the next (in WAL mode a connection drops
+    /// its whole cache when another connection committed since its last transaction, and
+    /// taking turns over the shared pool made every batch read the latest-reading and
+    /// sequence pages back). PostgreSQL: the shared pool.
+    writer: Pool<DB>,
 }
 
 impl<DB: Database> Clone for SqlStore<DB> {
     fn clone(&self) -> Self {
         Self {
             pool: self.pool.clone(),
+            writer: self.writer.clone(),
         }
     }
 }
@@ -76,6 +83,7 @@ impl Store for SqlStore<sqlx::Sqlite> {
     }
 
     async fn close(&self) {
+        self.writer.close().await;
         sqlite::close(&self.pool).await;
     }
 }

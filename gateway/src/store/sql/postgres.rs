@@ -40,7 +40,10 @@ impl SqlStore<sqlx::Postgres> {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.application_name("streetgate"))
             .await?;
-        Ok(Self { pool })
+        Ok(Self {
+            writer: pool.clone(),
+            pool,
+        })
     }
 }
 

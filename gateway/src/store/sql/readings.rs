@@ -171,7 +171,7 @@ where
         if batch.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         Self::write_readings(&mut tx, &batch.readings, batch.keep_history).await?;
         Self::write_seq_states(&mut tx, &batch.readings).await?;
         for u in &batch.unregistered {

@@ -62,9 +62,17 @@ impl SqlStore<sqlx::Sqlite> {
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        // The store writer's own connection (see `SqlStore::writer`), kept open.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        Ok(Self { pool, writer })
     }
 }
 
