@@ -141,6 +141,20 @@ fn config(dir: &tempfile::TempDir, anchor: i64, receiver: &str) -> Config {
     c
 }
 
+/// Webhook receivers at `{base}/{sink}`: what they got, the wall-clock anchor of the simulated
+/// clock, and the base URL.
+async fn receivers() -> (Received, i64, String) {
+    let received = Received::default();
+    let anchor = wall_ms();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let receiver = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new()
+        .route("/{sink}", post(receive))
+        .with_state((received.clone(), anchor));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (received, anchor, receiver)
+}
+
 async fn report(http: &Http, body: Value) -> i64 {
     let (status, case) = http.post_json("/api/cases", &body).await;
     assert_eq!(status, 200, "{case}");
@@ -171,14 +185,7 @@ fn supervisions(case: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervision_second_dispatch_and_notification_routing() {
-    let received = Received::default();
-    let anchor = wall_ms();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let receiver = format!("http://{}", listener.local_addr().unwrap());
-    let app = axum::Router::new()
-        .route("/{sink}", post(receive))
-        .with_state((received.clone(), anchor));
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (received, anchor, receiver) = receivers().await;
 
     let dir = tempfile::tempdir().unwrap();
     let gw = Gateway::start_with(config(&dir, anchor, &receiver), dir).await;
@@ -551,14 +558,7 @@ async fn supervision_second_dispatch_and_notification_routing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_wide_outage_sends_one_summary() {
     use common::{Msg, publish, topic};
-    let received = Received::default();
-    let anchor = wall_ms();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let receiver = format!("http://{}", listener.local_addr().unwrap());
-    let app = axum::Router::new()
-        .route("/{sink}", post(receive))
-        .with_state((received.clone(), anchor));
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (received, anchor, receiver) = receivers().await;
 
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(&dir, anchor, &receiver);
